@@ -1,0 +1,37 @@
+"""Shared test setup: CPU only, f32 parity helpers, reproducible torch."""
+
+import os
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import numpy as np
+import pytest
+
+
+def rel_l2(a, b) -> float:
+  """||a - b|| / ||b|| in float64."""
+  a = np.asarray(a, np.float64)
+  b = np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def randomize_torch_module(module, seed: int = 0, std: float = 0.2) -> None:
+  """Overwrites every parameter (zero-initialised tables included) with N(0, std), reproducibly.
+
+  Norm weights get 1 + noise so activations stay well scaled.
+  """
+  import torch
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in module.named_parameters():
+      noise = torch.randn(p.shape, generator=g, dtype=torch.float32) * std
+      if 'norm' in name and p.ndim == 1 and name.endswith('weight'):
+        noise = noise + 1.0
+      p.copy_(noise.to(p.dtype))
+
+
+@pytest.fixture
+def highest_precision():
+  import jax
+  with jax.default_matmul_precision('highest'):
+    yield
