@@ -1,0 +1,8 @@
+"""T5 v1.1 XXL text encoder and its sentencepiece tokenizer."""
+
+from ltx_jax.models.t5.config import T5Config
+from ltx_jax.models.t5.loading import load_text_encoder
+from ltx_jax.models.t5.model import T5Encoder
+from ltx_jax.models.t5.tokenizer import T5Tokenizer, load_tokenizer
+
+__all__ = ['T5Config', 'T5Encoder', 'T5Tokenizer', 'load_text_encoder', 'load_tokenizer']
