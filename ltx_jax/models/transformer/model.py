@@ -1,0 +1,232 @@
+"""The LTX-Video diffusion transformer (DiT) as Flax NNX modules.
+
+Module and attribute names follow diffusers' `LTXVideoTransformer3DModel`, so the checkpoint
+name tables in `loading.py` stay short. Blocks are stacked (one parameter tree with a leading
+'layers' axis) and run under `jax.lax.scan`; per-layer inputs (the spatio-temporal guidance
+mask) ride along the scan.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ltx_jax.models.transformer import rope as rope_lib
+from ltx_jax.models.transformer.config import TransformerConfig
+from ltx_jax.nn import Dense, RMSNorm, attention, layer_norm, param, rms_norm, stacked
+
+# Ways to perturb a layer for spatio-temporal guidance (STG), as in the official pipeline.
+# attention_values: self-attention returns V; attention_skip: it returns its input;
+# transformer_block: the whole block is the identity.
+STG_STRATEGIES = ('attention_values', 'attention_skip', 'transformer_block')
+
+
+def gelu_tanh(x: jax.Array) -> jax.Array:
+  return jax.nn.gelu(x, approximate=True)
+
+
+def timestep_sinusoid(t: jax.Array, dim: int = 256, max_period: float = 10000.0) -> jax.Array:
+  """[...] -> [..., dim] cos/sin features (cos first), in f32: bf16 cannot resolve t ~ 1000."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  angles = t.astype(jnp.float32)[..., None] * freqs
+  return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+class AdaLNSingle(nnx.Module):
+  """Timestep -> (6 modulation vectors per block [.., 6D], embedded timestep [.., D])."""
+
+  def __init__(self, dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.linear_1 = Dense(256, dim, axes=(None, 'embed'), **kw)
+    self.linear_2 = Dense(dim, dim, axes=('embed', 'embed_out'), **kw)
+    self.linear = Dense(dim, 6 * dim, axes=('embed', 'adaln'), **kw)
+
+  def __call__(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    emb = self.linear_2(jax.nn.silu(self.linear_1(timestep_sinusoid(t))))
+    return self.linear(jax.nn.silu(emb)), emb
+
+
+class CaptionProjection(nnx.Module):
+  def __init__(self, in_dim: int, dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.linear_1 = Dense(in_dim, dim, axes=('caption', 'embed'), **kw)
+    self.linear_2 = Dense(dim, dim, axes=('embed', 'embed_out'), **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.linear_2(gelu_tanh(self.linear_1(x)))
+
+
+class Attention(nnx.Module):
+  """Multi-head attention with RMSNorm on q and k across all heads, optional RoPE."""
+
+  def __init__(self, dim: int, kv_dim: int, num_heads: int, head_dim: int, *, qk_eps: float,
+               bias: bool, out_bias: bool, attention_impl: str, dtype, param_dtype,
+               rngs: nnx.Rngs):
+    inner = num_heads * head_dim
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.num_heads = num_heads
+    self.attention_impl = attention_impl
+    self.to_q = Dense(dim, inner, axes=('embed', 'heads'), use_bias=bias, **kw)
+    self.to_k = Dense(kv_dim, inner, axes=('embed', 'heads'), use_bias=bias, **kw)
+    self.to_v = Dense(kv_dim, inner, axes=('embed', 'heads'), use_bias=bias, **kw)
+    self.to_out = Dense(inner, dim, axes=('heads', 'embed'), use_bias=out_bias, **kw)
+    self.norm_q = RMSNorm(inner, eps=qk_eps, axis_name='heads', param_dtype=param_dtype, rngs=rngs)
+    self.norm_k = RMSNorm(inner, eps=qk_eps, axis_name='heads', param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, context: jax.Array, bias: jax.Array | None = None,
+               rope: tuple[jax.Array, jax.Array] | None = None,
+               keep: jax.Array | None = None, strategy: str | None = None) -> jax.Array:
+    """x [B, T, D], context [B, S, Dk], bias [B, 1, 1, S] -> [B, T, D].
+
+    keep [B] (1 = normal, 0 = perturbed) applies an STG `strategy` to some batch rows.
+    """
+    q = self.norm_q(self.to_q(x))  # [B, T, NH]
+    k = self.norm_k(self.to_k(context))  # [B, S, NH]
+    v = self.to_v(context)  # [B, S, NH]
+    if rope is not None:
+      q = rope_lib.apply_rope(q, *rope)
+      k = rope_lib.apply_rope(k, *rope)
+    heads = lambda a: a.reshape(*a.shape[:2], self.num_heads, -1)  # [B, T, N, H]
+    out = attention(heads(q), heads(k), heads(v), bias, implementation=self.attention_impl)
+    out = out.reshape(q.shape)  # [B, T, NH]
+    if keep is not None and strategy in ('attention_values', 'attention_skip'):
+      alt = v if strategy == 'attention_values' else x
+      m = keep.astype(out.dtype)[:, None, None]
+      out = out * m + alt.astype(out.dtype) * (1 - m)
+    return self.to_out(out)
+
+
+class FeedForward(nnx.Module):
+  def __init__(self, dim: int, hidden: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.proj_in = Dense(dim, hidden, axes=('embed', 'mlp'), **kw)
+    self.proj_out = Dense(hidden, dim, axes=('mlp', 'embed'), **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.proj_out(gelu_tanh(self.proj_in(x)))
+
+
+def _modulate(x: jax.Array, eps: float, shift: jax.Array, scale: jax.Array,
+              norm=rms_norm) -> jax.Array:
+  """norm(x) * (1 + scale) + shift, in f32, cast back to x's dtype."""
+  y = norm(x.astype(jnp.float32), eps)
+  return (y * (1 + scale.astype(jnp.float32)) + shift.astype(jnp.float32)).astype(x.dtype)
+
+
+class Block(nnx.Module):
+  """Self-attention (modulated, RoPE), cross-attention to text, FFN (modulated)."""
+
+  def __init__(self, cfg: TransformerConfig, *, attention_impl: str, dtype, param_dtype,
+               rngs: nnx.Rngs):
+    d = cfg.dim
+    kw = dict(qk_eps=cfg.qk_norm_eps, bias=cfg.attention_bias, out_bias=cfg.attention_out_bias,
+              attention_impl=attention_impl, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.eps = cfg.norm_eps
+    self.attn1 = Attention(d, d, cfg.num_heads, cfg.head_dim, **kw)
+    self.attn2 = Attention(d, cfg.cross_attention_dim, cfg.num_heads, cfg.head_dim, **kw)
+    self.ff = FeedForward(d, 4 * d, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.scale_shift_table = param(lambda k, s, t: jax.random.normal(k, s, t) / d ** 0.5,
+                                   rngs.params(), (6, d), param_dtype, (None, 'embed'))
+
+  def __call__(self, x: jax.Array, temb: jax.Array, context: jax.Array, context_bias: jax.Array,
+               rope: tuple[jax.Array, jax.Array], keep: jax.Array | None = None,
+               strategy: str | None = None) -> jax.Array:
+    """x [B, N, D]; temb [B, 1|N, 6D]; context [B, S, D]; keep [B] or None -> [B, N, D]."""
+    b, t, _ = temb.shape
+    ada = (self.scale_shift_table[...].astype(jnp.float32)
+           + temb.astype(jnp.float32).reshape(b, t, 6, -1))  # [B, 1|N, 6, D]
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+        ada[:, :, i] for i in range(6))
+    h = _modulate(x, self.eps, shift_msa, scale_msa)
+    x_in = x
+    x = x + self.attn1(h, h, None, rope, keep, strategy) * gate_msa.astype(x.dtype)
+    x = x + self.attn2(x, context, context_bias)
+    h = _modulate(x, self.eps, shift_mlp, scale_mlp)
+    x = x + self.ff(h) * gate_mlp.astype(x.dtype)
+    if keep is not None and strategy == 'transformer_block':
+      m = keep.astype(x.dtype)[:, None, None]
+      x = x * m + x_in * (1 - m)
+    return x
+
+
+class LTXVideoTransformer(nnx.Module):
+  """The LTX-Video DiT. See `__call__` for the inputs (diffusers' names and meaning)."""
+
+  def __init__(self, cfg: TransformerConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+               attention: str = 'auto', rngs: nnx.Rngs):
+    d = cfg.dim
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.config = cfg
+    self.dtype = dtype
+    self.proj_in = Dense(cfg.in_channels, d, axes=('latent', 'embed'), **kw)
+    self.time_embed = AdaLNSingle(d, **kw)
+    self.caption_projection = CaptionProjection(cfg.caption_channels, d, **kw)
+    self.blocks = stacked(lambda r: Block(cfg, attention_impl=attention, dtype=dtype,
+                                          param_dtype=param_dtype, rngs=r), cfg.num_layers, rngs)
+    self.scale_shift_table = param(lambda k, s, t: jax.random.normal(k, s, t) / d ** 0.5,
+                                   rngs.params(), (2, d), param_dtype, (None, 'embed'))
+    self.proj_out = Dense(d, cfg.out_channels, axes=('embed', 'latent'), **kw)
+
+  def __call__(self, hidden_states: jax.Array, encoder_hidden_states: jax.Array,
+               timestep: jax.Array, encoder_attention_mask: jax.Array | None = None,
+               num_frames: int | None = None, height: int | None = None,
+               width: int | None = None,
+               rope_interpolation_scale: Sequence[float] | jax.Array | None = None,
+               video_coords: jax.Array | None = None, skip_layer_mask: jax.Array | None = None,
+               skip_layer_strategy: str | None = None) -> jax.Array:
+    """Predicts the flow velocity of packed latent tokens.
+
+    hidden_states: [B, N, C_in] latent tokens in (f, h, w) order.
+    encoder_hidden_states: [B, S, caption_channels] text embeddings.
+    timestep: [B] or [B, N] (per token) on the 0..1000 scale.
+    encoder_attention_mask: [B, S] of 0/1 (1 = real token); None attends to every token.
+    num_frames, height, width: the latent grid (N = F * H * W), or
+    video_coords: [B, 3, N] per-token (time, y, x) coordinates, instead of the grid.
+    rope_interpolation_scale: (t, h, w) latent-to-pixel factors applied to grid indices.
+    skip_layer_mask: [num_layers, B] (1 = normal, 0 = perturbed) with skip_layer_strategy one of
+      STG_STRATEGIES: spatio-temporal guidance.
+    Returns [B, N, C_out].
+    """
+    cfg = self.config
+    b, n, _ = hidden_states.shape
+    if video_coords is not None:
+      pos = rope_lib.coord_positions(video_coords, cfg.rope_max_pos)
+    else:
+      if None in (num_frames, height, width) or num_frames * height * width != n:
+        raise ValueError(f"num_frames x height x width = {num_frames} x {height} x {width} must "
+                         f"equal the {n} tokens of hidden_states, or pass video_coords")
+      pos = rope_lib.grid_positions(b, num_frames, height, width, rope_interpolation_scale,
+                                    cfg.rope_max_pos)
+    rope = rope_lib.rope_tables(pos, cfg.dim, cfg.rope_theta)  # 2 x [B, N, D] f32
+    if skip_layer_mask is not None and skip_layer_strategy not in STG_STRATEGIES:
+      raise ValueError(f"skip_layer_strategy={skip_layer_strategy!r}; choose one of "
+                       f"{STG_STRATEGIES}")
+
+    if encoder_attention_mask is None:
+      context_bias = None
+    else:  # additive bias as in both references: 0 keeps, -10000 drops
+      context_bias = ((1 - encoder_attention_mask.astype(jnp.float32)) * -10000.0)[:, None, None]
+
+    x = self.proj_in(hidden_states)  # [B, N, D]
+    t = jnp.asarray(timestep).reshape(b, -1)  # [B, 1|N]
+    temb, embedded_t = self.time_embed(t)  # [B, 1|N, 6D], [B, 1|N, D]
+    context = self.caption_projection(encoder_hidden_states)  # [B, S, D]
+
+    graph, layers = nnx.split(self.blocks)
+
+    def body(x, xs):
+      params, keep = xs
+      return nnx.merge(graph, params)(x, temb, context, context_bias, rope, keep,
+                                      skip_layer_strategy), None
+
+    x, _ = jax.lax.scan(body, x, (layers, skip_layer_mask))
+
+    mod = (self.scale_shift_table[...].astype(jnp.float32)[None, None]
+           + embedded_t.astype(jnp.float32)[:, :, None])  # [B, 1|N, 2, D]
+    x = _modulate(x, cfg.norm_eps, mod[:, :, 0], mod[:, :, 1], norm=layer_norm)
+    return self.proj_out(x)

@@ -1,0 +1,58 @@
+"""Fractional 3-D rotary position embedding of LTX-Video, all in f32.
+
+Each token has a position (t, y, x) as a fraction of `max_pos`. Per axis, `dim // 6` frequencies
+theta^linspace(0, 1) * pi/2 multiply (2 * pos - 1). The table is laid out frequency-major,
+axis-minor, each angle repeated for a (real, imaginary) pair; the first `dim % 6` channels are
+left unrotated (cos 1, sin 0). It rotates q and k across the full model width, before the head
+split.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def grid_positions(batch: int, num_frames: int, height: int, width: int,
+                   scale: jax.Array | None, max_pos: tuple[int, int, int]) -> jax.Array:
+  """Fractional positions of a latent grid in (f, h, w) token order -> [B, F*H*W, 3].
+
+  With `scale` (per-axis latent-to-pixel factors, e.g. (8 / frame_rate, 32, 32)) positions are
+  index * scale / max_pos; without it they are raw indices (diffusers' behaviour).
+  """
+  f, h, w = jnp.meshgrid(jnp.arange(num_frames, dtype=jnp.float32),
+                         jnp.arange(height, dtype=jnp.float32),
+                         jnp.arange(width, dtype=jnp.float32), indexing='ij')
+  pos = jnp.stack([f, h, w], axis=-1).reshape(-1, 3)  # [N, 3]
+  if scale is not None:
+    pos = pos * jnp.asarray(scale, jnp.float32) / jnp.asarray(max_pos, jnp.float32)
+  return jnp.broadcast_to(pos, (batch, *pos.shape))
+
+
+def coord_positions(video_coords: jax.Array, max_pos: tuple[int, int, int]) -> jax.Array:
+  """video_coords [B, 3, N] (frame time and pixel coordinates) -> fractions [B, N, 3]."""
+  coords = jnp.swapaxes(video_coords.astype(jnp.float32), 1, 2)
+  return coords / jnp.asarray(max_pos, jnp.float32)
+
+
+def rope_tables(pos: jax.Array, dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """pos [B, N, 3] -> (cos, sin), each [B, N, dim] in f32."""
+  n = dim // 6
+  freqs = theta ** jnp.linspace(0.0, 1.0, n, dtype=jnp.float32) * jnp.pi / 2  # [n]
+  angles = freqs * (pos[..., None] * 2 - 1)  # [B, N, 3, n]
+  angles = jnp.swapaxes(angles, -1, -2).reshape(*pos.shape[:-1], 3 * n)  # frequency-major
+  cos = jnp.repeat(jnp.cos(angles), 2, axis=-1)  # [B, N, 6n]
+  sin = jnp.repeat(jnp.sin(angles), 2, axis=-1)
+  pad = dim % 6
+  if pad:
+    cos = jnp.concatenate([jnp.ones((*cos.shape[:-1], pad), jnp.float32), cos], axis=-1)
+    sin = jnp.concatenate([jnp.zeros((*sin.shape[:-1], pad), jnp.float32), sin], axis=-1)
+  return cos, sin
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """Rotates channel pairs (x_2i, x_2i+1) of x [B, N, D] by the table angles; f32 inside."""
+  xf = x.astype(jnp.float32)
+  pairs = xf.reshape(*x.shape[:-1], -1, 2)
+  rotated = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
+  return (xf * cos + rotated * sin).astype(x.dtype)
