@@ -138,7 +138,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
   offset = 0
   arrays = {}
   for k, a in tensors.items():
-    a = np.ascontiguousarray(a)
+    a = np.require(np.asarray(a), requirements='C')  # keeps 0-d tensors 0-d
     header[k] = {'dtype': _CODES[a.dtype], 'shape': list(a.shape),
                  'data_offsets': [offset, offset + a.nbytes]}
     offset += a.nbytes
