@@ -1,0 +1,181 @@
+"""Causal video VAE: encoder, decoder and the autoencoder with its latent statistics.
+
+Video is [B, F, H, W, 3] in [-1, 1]; latents are [B, F', H', W', C] with
+F' = (F - 1) / t + 1, H' = H / s, W' = W / s for the config's temporal and spatial compression.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ltx_jax.models.vae.config import LOG_VAR_CHANNELS, VAEConfig
+from ltx_jax.models.vae.layers import (CausalConv3d, DepthToSpaceUpsample, MidBlock, ResnetBlock,
+                                       SpaceToDepthDownsample, TimestepEmbedder, patchify,
+                                       pixel_norm, unpatchify)
+from ltx_jax.nn.layers import param
+
+
+class Statistic(nnx.Variable):
+  """A loaded constant that is not a trainable parameter (the per-channel latent statistics)."""
+
+
+class Encoder(nnx.Module):
+  """Patchify, conv_in, the block list, pixel norm, SiLU, conv_out -> latent moments."""
+
+  def __init__(self, config: VAEConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    kw = dict(spatial_padding_mode=config.spatial_padding_mode, dtype=dtype,
+              param_dtype=param_dtype, rngs=rngs)
+    self.patch_size = config.patch_size
+    self.causal = config.encoder_causal
+    channels = config.encoder_base_channels
+    self.conv_in = CausalConv3d(config.in_channels * config.patch_size ** 2, channels, **kw)
+    blocks = []
+    for b in config.encoder_blocks:
+      cin, channels = channels, channels * b.multiplier
+      if b.name == 'res_x':
+        blocks.append(MidBlock(channels, b.num_layers, **kw))
+      elif b.name == 'res_x_y':
+        blocks.append(ResnetBlock(cin, channels, **kw))
+      elif b.name.endswith('_res'):
+        blocks.append(SpaceToDepthDownsample(cin, channels, b.stride, **kw))
+      else:  # compress_time / compress_space / compress_all / compress_all_x_y
+        blocks.append(CausalConv3d(cin, channels, 3, b.stride, **kw))
+    self.down_blocks = nnx.List(blocks)
+    out = LOG_VAR_CHANNELS[config.latent_log_var](config.latent_channels)
+    self.conv_out = CausalConv3d(channels, out, **kw)
+
+  def __call__(self, video: jax.Array) -> jax.Array:
+    # video: [B, F, H, W, Cin] -> moments [B, F', H', W', C_out] (the mean comes first)
+    x = self.conv_in(patchify(video, self.patch_size), self.causal)
+    for block in self.down_blocks:
+      x = block(x, self.causal)
+    return self.conv_out(jax.nn.silu(pixel_norm(x)), self.causal)
+
+
+class Decoder(nnx.Module):
+  """conv_in, the reversed block list, pixel norm (+ timestep scale/shift), SiLU, conv_out,
+  unpatchify."""
+
+  def __init__(self, config: VAEConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    kw = dict(spatial_padding_mode=config.spatial_padding_mode, dtype=dtype,
+              param_dtype=param_dtype, rngs=rngs)
+    self.patch_size = config.patch_size
+    self.causal = config.causal_decoder
+    self.dtype = dtype
+    tc = config.timestep_conditioning
+    channels = config.decoder_channels()
+    self.conv_in = CausalConv3d(config.latent_channels, channels, **kw)
+    blocks = []
+    for b in reversed(config.decoder_blocks):
+      cin, channels = channels, channels // b.multiplier
+      if b.name == 'res_x':
+        blocks.append(MidBlock(channels, b.num_layers, inject_noise=b.inject_noise,
+                               timestep_conditioning=tc, **kw))
+      elif b.name == 'res_x_y':
+        blocks.append(ResnetBlock(cin, channels, inject_noise=b.inject_noise, **kw))
+      else:
+        blocks.append(DepthToSpaceUpsample(cin, b.stride, residual=b.residual,
+                                           reduction=b.multiplier, **kw))
+    self.up_blocks = nnx.List(blocks)
+    self.conv_out = CausalConv3d(channels, config.out_channels * config.patch_size ** 2, **kw)
+    if tc:
+      self.timestep_scale_multiplier = param(lambda *_: jnp.array(1000.0, param_dtype), None, (),
+                                             param_dtype, ())
+      self.last_time_embedder = TimestepEmbedder(2 * channels, dtype=dtype,
+                                                 param_dtype=param_dtype, rngs=rngs)
+      self.last_scale_shift_table = param(nnx.initializers.normal(channels ** -0.5),
+                                          rngs.params(), (2, channels), param_dtype,
+                                          (None, 'conv_in'))
+    else:
+      self.timestep_scale_multiplier = self.last_time_embedder = None
+      self.last_scale_shift_table = None
+
+  def __call__(self, latents: jax.Array, timestep: jax.Array | None = None,
+               key: jax.Array | None = None) -> jax.Array:
+    # latents: [B, F', H', W', C]; timestep: [B] or scalar; key: noise injection (None: none)
+    b = latents.shape[0]
+    if self.last_time_embedder is not None:
+      if timestep is None:
+        raise ValueError("this VAE decoder is timestep-conditioned: pass `timestep` "
+                         "(the LTX-Video pipelines decode at 0.05)")
+      t = jnp.broadcast_to(jnp.asarray(timestep, jnp.float32).reshape(-1), (b,))
+      t = t * self.timestep_scale_multiplier[...].astype(jnp.float32)  # [B]
+    else:
+      t = None
+    keys = jax.random.split(key, len(self.up_blocks)) if key is not None else None
+    x = self.conv_in(latents, self.causal)
+    for i, block in enumerate(self.up_blocks):
+      if isinstance(block, MidBlock):
+        x = block(x, self.causal, t, None if keys is None else keys[i])
+      elif isinstance(block, ResnetBlock):
+        x = block(x, self.causal, None, None if keys is None else keys[i])
+      else:
+        x = block(x, self.causal)
+    x = pixel_norm(x)
+    if t is not None:
+      emb = self.last_time_embedder(t).reshape(b, 2, -1)  # [B, 2, C]
+      ada = self.last_scale_shift_table[...][None].astype(emb.dtype) + emb
+      ada = ada[:, :, None, None, None, :].astype(x.dtype)
+      x = x * (1 + ada[:, 1]) + ada[:, 0]
+    x = self.conv_out(jax.nn.silu(x), self.causal)
+    return unpatchify(x, self.patch_size)
+
+
+class VideoAutoencoder(nnx.Module):
+  """The LTX-Video causal VAE. Parameters in `param_dtype`, compute in `dtype`.
+
+  `encoder` / `decoder` are plain modules (use them inside your own jit); `encode` / `decode`
+  jit per shape and tile large inputs (see `ltx_jax.models.vae.tiling`).
+  """
+
+  def __init__(self, config: VAEConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.config = config
+    self.dtype = dtype
+    self.encoder = Encoder(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.decoder = Decoder(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    c = config.latent_channels
+    self.latents_mean = Statistic(jnp.zeros((c,), jnp.float32), out_sharding=('latent',),
+                                  eager_sharding=False)
+    self.latents_std = Statistic(jnp.ones((c,), jnp.float32), out_sharding=('latent',),
+                                  eager_sharding=False)
+
+  def encode_moments(self, video: jax.Array) -> jax.Array:
+    """[B, F, H, W, 3] -> the encoder's raw output (mean channels first, then log-variance)."""
+    return self.encoder(video)
+
+  def latent_mean(self, video: jax.Array) -> jax.Array:
+    """Untiled, unjitted encode: [B, F, H, W, 3] -> latent mean [B, F', H', W', C]."""
+    return self.encoder(video)[..., :self.config.latent_channels]
+
+  def encode(self, video: jax.Array, *, tiling=None) -> jax.Array:
+    """[B, F, H, W, 3] in [-1, 1] -> un-normalised latent mean [B, F', H', W', C] (jitted,
+    tiled above `tiling`'s thresholds; default `TilingConfig()`, `False` disables)."""
+    from ltx_jax.models.vae import tiling as _tiling
+    return _tiling.encode(self, video, tiling)
+
+  def decode(self, latents: jax.Array, timestep=None, *, key: jax.Array | None = None,
+             tiling=None) -> jax.Array:
+    """Un-normalised latents [B, F', H', W', C] -> video [B, F, H, W, 3] (jitted, tiled).
+
+    timestep: decode timestep (required by timestep-conditioned VAEs), scalar or [B].
+    key: randomness for the decoder's noise injection; None injects no noise.
+    """
+    from ltx_jax.models.vae import tiling as _tiling
+    return _tiling.decode(self, latents, timestep, key, tiling)
+
+  def normalize(self, latents: jax.Array) -> jax.Array:
+    """(z - mean) * scaling_factor / std per channel."""
+    mean, std = self.latents_mean[...], self.latents_std[...]
+    z = (latents.astype(jnp.float32) - mean) * self.config.scaling_factor / std
+    return z.astype(latents.dtype)
+
+  def denormalize(self, latents: jax.Array) -> jax.Array:
+    """The inverse of `normalize`."""
+    mean, std = self.latents_mean[...], self.latents_std[...]
+    z = latents.astype(jnp.float32) * std / self.config.scaling_factor + mean
+    return z.astype(latents.dtype)
