@@ -1,0 +1,3 @@
+"""Generation pipelines."""
+
+from ltx_jax.pipeline.pipeline import LTXPipeline, LTXPipelineOutput

@@ -1,0 +1,245 @@
+"""`LTXPipeline`: prompt -> T5 -> scanned rectified-flow loop -> VAE decode -> frames."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ltx_jax.pipeline import inputs as inputs_lib
+from ltx_jax.sampling import loop as loop_lib
+from ltx_jax.sampling.schedules import SchedulerConfig, sigmas_for
+
+
+@dataclasses.dataclass
+class LTXPipelineOutput:
+  latents: np.ndarray              # [B, F', H', W', C] final normalised latents
+  frames: np.ndarray | None = None  # uint8 [B, F, H, W, 3]; None for output_type='latent'
+
+
+_encode_text = jax.jit(lambda graph, state, ids, mask: nnx.merge(graph, state)(ids, mask),
+                       static_argnums=0)
+
+
+class LTXPipeline:
+  """Text- and image-to-video with LTX-Video.
+
+  Build with `from_pretrained(source)` or from components. Calls take diffusers' argument
+  names; see `__call__`.
+  """
+
+  def __init__(self, transformer, vae, text_encoder=None, tokenizer=None,
+               scheduler: SchedulerConfig | None = None, *, release: str | None = None):
+    self.transformer = transformer
+    self.vae = vae
+    self.text_encoder = text_encoder
+    self.tokenizer = tokenizer
+    self.scheduler = scheduler or SchedulerConfig()
+    self.release = release
+    self._transformer_split = nnx.split(transformer)
+    self._text_split = nnx.split(text_encoder) if text_encoder is not None else None
+
+  @classmethod
+  def from_pretrained(cls, source: str | Path, dtype=jnp.float32, *,
+                      text_encoder_dtype=None, attention: str = 'auto',
+                      mesh=None) -> 'LTXPipeline':
+    """A diffusers-layout repo folder (model_index.json, transformer/, vae/, text_encoder/,
+    tokenizer/, scheduler/)."""
+    from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
+    from ltx_jax.models.transformer import load_transformer
+    from ltx_jax.models.vae import load_vae
+    if mesh is not None:
+      raise NotImplementedError("sharded loading over a mesh is not implemented yet")
+    path = Path(source)
+    if not (path / 'model_index.json').exists():
+      raise FileNotFoundError(f"{path}: no model_index.json; expected a diffusers LTX-Video "
+                              "folder with transformer/, vae/, text_encoder/, tokenizer/")
+    sched_file = path / 'scheduler' / 'scheduler_config.json'
+    scheduler = SchedulerConfig.from_file(sched_file) if sched_file.exists() else None
+    te_dtype = dtype if text_encoder_dtype is None else text_encoder_dtype
+    return cls(load_transformer(path, dtype=dtype, attention=attention),
+               load_vae(path, dtype=dtype),
+               load_text_encoder(path, dtype=te_dtype, attention=attention),
+               load_tokenizer(path), scheduler)
+
+  # -- pieces --------------------------------------------------------------------------------
+
+  @property
+  def compression(self) -> tuple[int, int]:
+    """(temporal, spatial) pixels per latent."""
+    cfg = self.vae.config
+    return cfg.temporal_compression, cfg.spatial_compression
+
+  def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 128
+                    ) -> tuple[jax.Array, jax.Array]:
+    """Prompts -> (T5 embeddings [B, S, D], mask [B, S]). The mask is passed to T5 as in the
+    official pipeline (diffusers leaves T5 unmasked)."""
+    if self.text_encoder is None or self.tokenizer is None:
+      raise ValueError("this pipeline has no text encoder/tokenizer; pass prompt_embeds and "
+                       "prompt_attention_mask instead of a prompt")
+    ids, mask = self.tokenizer(list(prompts), max_length=max_sequence_length)
+    graph, state = self._text_split
+    return _encode_text(graph, state, jnp.asarray(ids), jnp.asarray(mask)), jnp.asarray(mask)
+
+  def encode_image(self, images: Sequence[Any], height: int, width: int) -> jax.Array:
+    """Conditioning images -> normalised latents of one frame, [B, 1, H', W', C]."""
+    pixels = np.stack([inputs_lib.resize_and_crop(inputs_lib.load_image(im), height, width)
+                       for im in images])  # [B, H, W, 3] in [0, 1]
+    video = jnp.asarray(pixels * 2 - 1)[:, None]  # [B, 1, H, W, 3] in [-1, 1]
+    return self.vae.normalize(self.vae.encode(video.astype(self.vae.dtype))).astype(jnp.float32)
+
+  # -- the call ------------------------------------------------------------------------------
+
+  def __call__(self, prompt: str | Sequence[str] | None = None,
+               negative_prompt: str | Sequence[str] | None = None, image: Any = None,
+               height: int = 512, width: int = 704, num_frames: int = 161,
+               frame_rate: float = 25.0, num_inference_steps: int = 50,
+               timesteps: Sequence[float] | None = None, guidance_scale: float = 3.0,
+               guidance_rescale: float = 0.0, seed: int = 0, latents: Any = None,
+               prompt_embeds: Any = None, prompt_attention_mask: Any = None,
+               negative_prompt_embeds: Any = None, negative_prompt_attention_mask: Any = None,
+               decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
+               max_sequence_length: int = 128, num_videos_per_prompt: int = 1,
+               output_type: str = 'np', stochastic_sampling: bool = False,
+               progress: bool | None = None) -> LTXPipelineOutput:
+    """Generates videos.
+
+    timesteps: explicit schedule on the 0..1000 scale (overrides num_inference_steps).
+    latents: starting latents, normalised, [B, F', H', W', C] (B = prompts x videos/prompt);
+      by default N(0, 1) from `seed`. With `image`, latent frame 0 is replaced by the image.
+    decode_noise_scale: defaults to decode_timestep (as diffusers).
+    progress: a progress bar over denoising steps; None shows it on a terminal only.
+    Returns `.latents` [B, F', H', W', C] and, unless output_type='latent', `.frames` uint8
+    [B, F, H, W, 3].
+    """
+    tc, sc = self.compression
+    inputs_lib.check_video_size(height, width, num_frames, sc, tc)
+    if output_type not in ('np', 'latent'):
+      raise ValueError(f"output_type={output_type!r}; choose 'np' or 'latent'")
+    guidance_scale = inputs_lib.check_finite('guidance_scale', guidance_scale)
+    guidance_rescale = inputs_lib.check_finite('guidance_rescale', guidance_rescale, 0.0, 1.0)
+    frame_rate = inputs_lib.check_finite('frame_rate', frame_rate, 1e-6)
+    decode_timestep = inputs_lib.check_finite('decode_timestep', decode_timestep, 0.0, 1.0)
+    decode_noise_scale = decode_timestep if decode_noise_scale is None else \
+        inputs_lib.check_finite('decode_noise_scale', decode_noise_scale, 0.0, 1.0)
+    if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+      raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt!r} must be an int >= 1")
+    if not isinstance(seed, (int, np.integer)):
+      raise ValueError(f"seed={seed!r} must be an integer")
+    use_cfg = guidance_scale > 1.0
+    grid = ((num_frames - 1) // tc + 1, height // sc, width // sc)
+    n_tokens = grid[0] * grid[1] * grid[2]
+    sigmas = sigmas_for(self.scheduler, num_inference_steps, n_tokens, timesteps)
+
+    embeds, mask, n_prompts = self._text_inputs(
+        prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
+        negative_prompt_attention_mask, use_cfg, max_sequence_length)
+    batch = n_prompts * num_videos_per_prompt
+    if num_videos_per_prompt > 1:
+      embeds = jnp.repeat(embeds, num_videos_per_prompt, axis=0)
+      mask = jnp.repeat(mask, num_videos_per_prompt, axis=0)
+
+    channels = self.transformer.config.in_channels
+    shape = (batch, *grid, channels)
+    key = jax.random.key(int(seed))
+    key_noise, key_loop, key_decode = jax.random.split(key, 3)
+    if latents is None:
+      latents = jax.random.normal(key_noise, shape, jnp.float32)
+    else:
+      latents = jnp.asarray(latents, jnp.float32)
+      if latents.shape != shape:
+        raise ValueError(f"latents have shape {tuple(latents.shape)}; expected {shape} "
+                         "(batch, latent frames, height, width, channels)")
+    cond_mask = None
+    if image is not None:
+      images = list(image) if isinstance(image, (list, tuple)) else [image]
+      if len(images) not in (1, n_prompts):
+        raise ValueError(f"got {len(images)} images for {n_prompts} prompts; pass one image or "
+                         "one per prompt")
+      init = self.encode_image(images, height, width)  # [B or 1, 1, H', W', C]
+      init = jnp.broadcast_to(jnp.repeat(init, batch // init.shape[0], axis=0),
+                              (batch, 1, *shape[2:]))
+      latents = latents.at[:, :1].set(init)
+      cond_mask = jnp.zeros(shape[:4], jnp.float32).at[:, 0].set(1.0).reshape(batch, -1)
+
+    spec = loop_lib.LoopSpec(grid=grid, cfg=use_cfg, conditioned=cond_mask is not None,
+                             stochastic=bool(stochastic_sampling))
+    rope_scale = jnp.array([tc / frame_rate, sc, sc], jnp.float32)
+    graph, state = self._transformer_split
+    loop_lib.PROGRESS.start(len(sigmas) - 1, progress)
+    try:
+      packed = loop_lib.denoise_jit(
+          spec, graph, state, latents.reshape(batch, n_tokens, channels), jnp.asarray(sigmas),
+          embeds, mask, jnp.float32(guidance_scale), jnp.float32(guidance_rescale), rope_scale,
+          cond_mask, key_loop)
+      packed = jax.block_until_ready(packed)
+    finally:
+      loop_lib.PROGRESS.close()
+    final = packed.reshape(shape)
+    if output_type == 'latent':
+      return LTXPipelineOutput(latents=np.asarray(final))
+    return LTXPipelineOutput(latents=np.asarray(final),
+                             frames=self.decode(final, decode_timestep, decode_noise_scale,
+                                                key_decode))
+
+  def decode(self, latents: jax.Array, decode_timestep: float = 0.0,
+             decode_noise_scale: float = 0.0, key: jax.Array | None = None) -> np.ndarray:
+    """Normalised latents [B, F', H', W', C] -> uint8 frames [B, F, H, W, 3]."""
+    z = self.vae.denormalize(latents)
+    timestep = None
+    if self.vae.config.timestep_conditioning:
+      key = jax.random.key(0) if key is None else key
+      k_mix, k_inject = jax.random.split(key)
+      noise = jax.random.normal(k_mix, z.shape, jnp.float32)
+      z = (1 - decode_noise_scale) * z + decode_noise_scale * noise
+      timestep = jnp.full((z.shape[0],), decode_timestep, jnp.float32)
+    video = self.vae.decode(z.astype(self.vae.dtype), timestep)
+    return inputs_lib.to_uint8(video)
+
+  def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
+                   negative_mask, use_cfg: bool, max_len: int):
+    """-> (embeddings, mask) with [uncond; cond] stacked when guiding, and the prompt count."""
+    prompts = inputs_lib.as_prompts(prompt)
+    if (prompts is None) == (prompt_embeds is None):
+      raise ValueError("pass exactly one of prompt and prompt_embeds")
+    if prompts is not None:
+      embeds, mask = self.encode_prompt(prompts, max_len)
+    else:
+      embeds = jnp.asarray(prompt_embeds)
+      if prompt_mask is None:
+        raise ValueError("prompt_embeds needs prompt_attention_mask")
+      mask = jnp.asarray(prompt_mask)
+      if embeds.ndim != 3 or mask.shape != embeds.shape[:2]:
+        raise ValueError(f"prompt_embeds {tuple(embeds.shape)} must be [B, S, D] and "
+                         f"prompt_attention_mask {tuple(mask.shape)} must be [B, S]")
+      want = self.transformer.config.caption_channels
+      if embeds.shape[-1] != want:
+        raise ValueError(f"prompt_embeds have {embeds.shape[-1]} channels; this transformer "
+                         f"expects {want}")
+    n = embeds.shape[0]
+    if not use_cfg:
+      return embeds, mask, n
+    if negative_embeds is not None:
+      neg = jnp.asarray(negative_embeds)
+      if negative_mask is None:
+        raise ValueError("negative_prompt_embeds needs negative_prompt_attention_mask")
+      neg_mask = jnp.asarray(negative_mask)
+      if neg.shape != embeds.shape or neg_mask.shape != mask.shape:
+        raise ValueError(f"negative_prompt_embeds {tuple(neg.shape)} / mask "
+                         f"{tuple(neg_mask.shape)} must match prompt_embeds "
+                         f"{tuple(embeds.shape)} / mask {tuple(mask.shape)}")
+    else:
+      negs = inputs_lib.as_prompts(negative_prompt or '', 'negative_prompt')
+      if len(negs) == 1:
+        negs = negs * n
+      if len(negs) != n:
+        raise ValueError(f"{len(negs)} negative prompts for {n} prompts")
+      neg, neg_mask = self.encode_prompt(negs, embeds.shape[1])
+    return (jnp.concatenate([neg, embeds]), jnp.concatenate([neg_mask, mask]).astype(
+        jnp.float32), n)
