@@ -21,7 +21,7 @@ from gguf import GGMLQuantizationType as Q
 
 from ltx_jax.weights.safetensors_io import CheckpointFormatError
 
-_CHUNK_BYTES = 8 << 20  # raw bytes read and dequantized per step
+_CHUNK_BYTES = 1 << 20  # raw bytes read and dequantized per step (f32 temp <= ~8 MiB)
 _FLOAT_VIEWS = {Q.F32: np.dtype('<f4'), Q.F16: np.dtype('<f2'), Q.F64: np.dtype('<f8')}
 
 

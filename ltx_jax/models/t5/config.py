@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True)
 class T5Config:
@@ -65,4 +67,9 @@ class T5Config:
                head_dim=int(head_dim) if head_dim is not None else d_model // num_heads,
                d_ff=int(need('feed_forward_length')), num_layers=int(need('block_count')),
                num_buckets=int(get(f'{arch}.attention.relative_buckets_count') or 32),
-               max_distance=128, eps=float(eps) if eps is not None else 1e-6)
+               max_distance=128, eps=_shortest(eps) if eps is not None else 1e-6)
+
+
+def _shortest(value: float) -> float:
+  """GGUF stores floats as f32: 1e-6 comes back as 9.99999997e-07; recover the decimal."""
+  return float(str(np.float32(value)))
