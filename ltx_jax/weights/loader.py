@@ -19,6 +19,8 @@ import jax
 import numpy as np
 from flax import nnx
 
+from ltx_jax.weights import precision
+
 Path = tuple[Any, ...]
 
 
@@ -115,15 +117,9 @@ def _matches(key: str, patterns: Sequence[str]) -> bool:
   return any(re.fullmatch(p, key) for p in patterns)
 
 
-def load_params(module: nnx.Module, store: TensorStore, plan: Plan, dtype, *,
-                what: str = 'model', ignore: Sequence[str] = (),
-                sharding: Callable[[Path, nnx.Variable], Any] | None = None) -> nnx.Module:
-  """Fills the abstract `module` in place from `store` following `plan`; returns it.
-
-  dtype: target dtype for floating parameters (None keeps each tensor's stored dtype).
-  ignore: regexes of source keys that are known and deliberately unused.
-  sharding: optional (path, variable) -> jax.sharding.Sharding for device placement.
-  """
+def check_plan(module: nnx.Module, store: TensorStore, plan: Plan, *, what: str = 'model',
+               ignore: Sequence[str] = ()) -> None:
+  """Raises LoadError listing every missing, unexpected and wrong-shape tensor; reads nothing."""
   variables = dict(_variables(module))
   available = {k: tuple(store.shape(k)) for k in store.keys()}
   missing, wrong, used = [], [], set()
@@ -148,14 +144,32 @@ def load_params(module: nnx.Module, store: TensorStore, plan: Plan, dtype, *,
       lines += [f"  {label}: {item}" for item in shown]
     raise LoadError('\n'.join(lines))
 
+
+def read_param(store: TensorStore, src: Source, var: nnx.Variable, dtype=None) -> np.ndarray:
+  """One parameter on the host, in `dtype` (None: the abstract variable's dtype)."""
+  full = var.get_value().shape
+  target = np.dtype(dtype) if dtype is not None else np.dtype(var.get_value().dtype)
+  host = np.empty(full, target)
+  slices = host.reshape((len(src.keys),) + full[src.stack:])
+  for i, key in enumerate(src.keys):
+    slices[i] = src.convert(store.read(key)).astype(target)
+  return host
+
+
+def load_params(module: nnx.Module, store: TensorStore, plan: Plan, dtype, *,
+                what: str = 'model', ignore: Sequence[str] = (),
+                sharding: Callable[[Path, nnx.Variable], Any] | None = None) -> nnx.Module:
+  """Fills the abstract `module` in place from `store` following `plan`; returns it.
+
+  dtype: target dtype for floating parameters (None keeps each abstract variable's dtype).
+  ignore: regexes of source keys that are known and deliberately unused.
+  sharding: optional (path, variable) -> jax.sharding.Sharding for device placement.
+  """
+  check_plan(module, store, plan, what=what, ignore=ignore)
+  variables = dict(_variables(module))
   for path, src in plan.items():
     var = variables[path]
-    full = var.get_value().shape
-    target = np.dtype(dtype) if dtype is not None else np.dtype(var.get_value().dtype)
-    host = np.empty(full, target)
-    slices = host.reshape((len(src.keys),) + full[src.stack:])
-    for i, key in enumerate(src.keys):
-      slices[i] = src.convert(store.read(key)).astype(target)
+    host = read_param(store, src, var, dtype)
     placed = jax.device_put(host, sharding(path, var) if sharding else None)
     del host
     var.set_value(placed)

@@ -16,6 +16,7 @@ from flax import nnx
 from ltx_jax.models.t5.config import T5Config
 from ltx_jax.models.t5.model import T5Encoder
 from ltx_jax.weights.gguf_io import GGUFStore
+from ltx_jax.weights import orbax_io
 from ltx_jax.weights.loader import load_params, plan_from_table
 from ltx_jax.weights.safetensors_io import open_safetensors
 
@@ -69,6 +70,9 @@ def load_text_encoder(source: str | os.PathLike, dtype=jnp.bfloat16, *, param_dt
   dtype: compute dtype; param_dtype: storage dtype (defaults to dtype). Called as
   `te(input_ids [B, S], attention_mask [B, S]) -> [B, S, d_model]` in `dtype`.
   """
+  if orbax_io.is_orbax(source):  # a checkpoint converted by tools/convert.py
+    return orbax_io.restore_component(source, 'text_encoder', dtype=dtype,
+                                      param_dtype=param_dtype, attention=attention)
   path = Path(source)
   param_dtype = dtype if param_dtype is None else param_dtype
   if path.is_file() and path.suffix == '.gguf':

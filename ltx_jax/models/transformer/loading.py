@@ -1,16 +1,20 @@
-"""`load_transformer`: the DiT from a diffusers folder or an official single file."""
+"""`load_transformer`: the DiT from a diffusers folder, an official single file or a converted
+checkpoint."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ltx_jax import sharding as sharding_lib
+
 from ltx_jax.models.transformer import config as config_lib
 from ltx_jax.models.transformer.model import LTXVideoTransformer
-from ltx_jax.weights import load_params, open_safetensors, plan_from_table
+from ltx_jax.weights import load_params, open_safetensors, orbax_io, plan_from_table, precision
 
 OFFICIAL_PREFIX = 'model.diffusion_model.'
 
@@ -66,17 +70,39 @@ def _resolve(source: str | Path):
   return config_lib.from_official(entry), store, True
 
 
-def load_transformer(source: str | Path, dtype=jnp.float32, *, param_dtype=None,
-                     attention: str = 'auto') -> LTXVideoTransformer:
-  """Loads the DiT strictly: every parameter from the file, every file tensor used.
+def transformer_plan(source: str | Path, dtype=jnp.float32, *, param_dtype=None,
+                     attention: str = 'auto'):
+  """-> (abstract model, tensor store, plan, description): everything `load_params` needs.
 
-  source: a diffusers repo folder (or its transformer/ subfolder), or an official single file.
-  dtype: compute dtype; param_dtype: storage dtype (defaults to dtype).
-  attention: 'auto', 'xla', 'cudnn' or a registered implementation name.
+  Used by `load_transformer` and by the streaming checkpoint converter.
   """
   cfg, store, official = _resolve(source)
-  param_dtype = dtype if param_dtype is None else param_dtype
+  param_dtype = dtype if param_dtype is None else precision.parse(param_dtype)
   model = nnx.eval_shape(lambda: LTXVideoTransformer(
-      cfg, dtype=dtype, param_dtype=param_dtype, attention=attention, rngs=nnx.Rngs(0)))
-  plan = plan_from_table(model, _table(official))
-  return load_params(model, store, plan, param_dtype, what=f"transformer from {source}")
+      cfg, dtype=dtype, param_dtype=precision.base_dtype(param_dtype), attention=attention,
+      rngs=nnx.Rngs(0)))
+  precision.apply(model, param_dtype)
+  return model, store, plan_from_table(model, _table(official)), f"transformer from {source}"
+
+
+def load_transformer(source: str | Path, dtype=jnp.float32, *, param_dtype=None,
+                     attention: str = 'auto', mesh: jax.sharding.Mesh | None = None,
+                     rules: sharding_lib.Rules | None = None) -> LTXVideoTransformer:
+  """Loads the DiT strictly: every parameter from the file, every file tensor used.
+
+  source: a diffusers repo folder (or its transformer/ subfolder), an official single file, or a
+    checkpoint converted by tools/convert.py (its folder or its transformer/ folder).
+  dtype: compute dtype.
+  param_dtype: storage dtype (defaults to dtype), or 'fp8': block linear weights stored as
+    float8_e4m3fn and upcast per matmul, everything else bfloat16 (see weights/precision.py).
+  attention: 'auto', 'xla', 'cudnn' or a registered implementation name.
+  mesh, rules: place each parameter by its logical axis names (ltx_jax/sharding.py); default
+    one device.
+  """
+  if orbax_io.is_orbax(source):
+    return orbax_io.restore_component(source, 'transformer', dtype=dtype, param_dtype=param_dtype,
+                                      mesh=mesh, rules=rules, attention=attention)
+  model, store, plan, what = transformer_plan(source, dtype, param_dtype=param_dtype,
+                                              attention=attention)
+  where = sharding_lib.sharding_fn(mesh, rules) if mesh is not None else None
+  return load_params(model, store, plan, None, what=what, sharding=where)

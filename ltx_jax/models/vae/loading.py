@@ -20,6 +20,7 @@ from flax import nnx
 from ltx_jax.models.vae.config import VAEConfig, from_official
 from ltx_jax.models.vae.diffusers_config import diffusers_layout
 from ltx_jax.models.vae.model import Statistic, VideoAutoencoder
+from ltx_jax.weights import orbax_io
 from ltx_jax.weights.loader import Plan, Source, load_params, plan_from_table
 from ltx_jax.weights.safetensors_io import open_safetensors
 
@@ -115,6 +116,8 @@ def load_vae(source: str | os.PathLike, *, dtype=jnp.float32, param_dtype=None
 
   dtype: compute dtype; param_dtype: storage dtype (defaults to dtype).
   """
+  if orbax_io.is_orbax(source):  # a checkpoint converted by tools/convert.py
+    return orbax_io.restore_component(source, 'vae', dtype=dtype, param_dtype=param_dtype)
   path = Path(source)
   param_dtype = dtype if param_dtype is None else param_dtype
   if path.is_dir():
