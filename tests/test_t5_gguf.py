@@ -130,7 +130,8 @@ def quantized_pair(tmp_path, qtype, seed=0):
   return path, model
 
 
-@pytest.mark.parametrize('qtype', [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_K, Q.Q5_K, Q.Q6_K])
+@pytest.mark.parametrize('qtype', [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_K, Q.Q5_K, Q.Q6_K],
+                         ids=lambda q: q.name)
 def test_parity(tmp_path, highest_precision, qtype):
   path, model = quantized_pair(tmp_path, qtype)
   rng = np.random.RandomState(0)

@@ -1,10 +1,11 @@
 """The T5 v1.1 encoder: embedding, shared relative position bias, scanned pre-norm blocks.
 
 Precision: parameters are stored in `param_dtype` and matmuls run in `dtype`. The residual stream
-is kept in f32 throughout (every sublayer output is upcast before it is added). T5 v1.1's
-activations grow large in the FFN and overflow a half-precision residual stream; transformers
-clamps the stream in fp16, we avoid the problem by never holding it in 16 bits. Norms, the
-position bias and the softmax are f32 islands as well.
+is kept in f32 throughout (every sublayer output is upcast before it is added). T5 v1.1's FFN
+outputs grow large: they overflow an fp16 residual stream (transformers clamps it to the fp16
+range) and lose most of their low bits in a bf16 one; we avoid both by never holding the stream
+in 16 bits, so no clamping is needed. Use bf16 or f32 compute: fp16 matmuls inside the FFN can
+still overflow. Norms, the position bias and the softmax are f32 islands as well.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class T5Encoder(nnx.Module):
     self.final_norm = RMSNorm(cfg.d_model, eps=cfg.eps, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
-    b, s = input_ids.shape
+    s = input_ids.shape[1]
     x = self.embed(input_ids).astype(jnp.float32)  # [B, S, D] f32 residual stream
     bias = self.rel_bias(s)  # [1, N, S, S], computed once for all layers
     if attention_mask is not None:
