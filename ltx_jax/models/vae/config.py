@@ -177,3 +177,38 @@ def from_official(cfg: Mapping[str, Any] | str) -> VAEConfig:
       timestep_conditioning=cfg.get('timestep_conditioning', False),
       causal_decoder=cfg.get('causal_decoder', False),
       scaling_factor=float(cfg.get('scaling_factor', 1.0)))
+
+
+def _res(n: int, noise: bool = False) -> list:
+  return ['res_x', {'num_layers': n, 'inject_noise': noise}]
+
+
+# The VAE of LTX-Video 0.9.5 to 0.9.8 (all 2B and 13B checkpoints of those releases), as stored
+# in the checkpoints' metadata: typed space-to-depth encoder to 2048 channels, residual
+# timestep-conditioned decoder, 32x spatial and 8x temporal compression.
+LTXV_098_OFFICIAL = {
+    '_class_name': 'CausalVideoAutoencoder', 'dims': 3, 'in_channels': 3, 'out_channels': 3,
+    'latent_channels': 128,
+    'encoder_blocks': [
+        _res(4), ['compress_space_res', {'multiplier': 2}], _res(6),
+        ['compress_time_res', {'multiplier': 2}], _res(6), ['compress_all_res', {'multiplier': 2}],
+        _res(2), ['compress_all_res', {'multiplier': 2}], _res(2)],
+    'decoder_blocks': [
+        _res(5), ['compress_all', {'residual': True, 'multiplier': 2}], _res(5),
+        ['compress_all', {'residual': True, 'multiplier': 2}], _res(5),
+        ['compress_all', {'residual': True, 'multiplier': 2}], _res(5)],
+    'scaling_factor': 1.0, 'norm_layer': 'pixel_norm', 'patch_size': 4,
+    'latent_log_var': 'uniform', 'use_quant_conv': False, 'causal_decoder': False,
+    'timestep_conditioning': True,
+}
+# LTX-Video 0.9.0: plain strided down convs, channel-changing ResNets, no timestep conditioning.
+LTXV_090_OFFICIAL = {
+    '_class_name': 'CausalVideoAutoencoder', 'dims': 3, 'in_channels': 3, 'out_channels': 3,
+    'latent_channels': 128,
+    'blocks': [_res(4), ['compress_all', 1], ['res_x_y', 1], _res(3), ['compress_all', 1],
+               ['res_x_y', 1], _res(3), ['compress_all', 1], _res(3), _res(4)],
+    'scaling_factor': 1.0, 'norm_layer': 'pixel_norm', 'patch_size': 4,
+    'latent_log_var': 'uniform', 'use_quant_conv': False, 'causal_decoder': False,
+}
+LTXV_VAE_098 = from_official(LTXV_098_OFFICIAL)
+LTXV_VAE_090 = from_official(LTXV_090_OFFICIAL)
