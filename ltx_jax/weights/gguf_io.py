@@ -48,9 +48,13 @@ class GGUFStore:
     self._tensors = {t.name: (Q(t.tensor_type), tuple(int(d) for d in reversed(t.shape.tolist())),
                               int(t.data_offset), int(t.n_bytes)) for t in reader.tensors}
     size = self.path.stat().st_size
-    for name, (_, _, offset, nbytes) in self._tensors.items():
+    for name, (qtype, shape, offset, nbytes) in self._tensors.items():
       if offset + nbytes > size:
         raise CheckpointFormatError(f"{self.path}: truncated, tensor {name} ends past the file")
+      block = gguf.GGML_QUANT_SIZES[qtype][0]
+      if shape and shape[-1] % block:
+        raise CheckpointFormatError(f"{self.path}: tensor {name} {shape} is not a whole number "
+                                    f"of {qtype.name} blocks per row")
 
   def get(self, key: str, default: Any = None) -> Any:
     """A metadata value (scalars, strings, lists), or `default` when absent."""
