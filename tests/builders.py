@@ -79,3 +79,67 @@ def tiny_repo(root: Path, seed: int = 0):
       'transformer': ['diffusers', 'LTXVideoTransformer3DModel'],
       'vae': ['diffusers', 'AutoencoderKLLTXVideo']}))
   return transformer, vae, text_encoder, scheduler
+
+
+def official_transformer_config(heads=2, head_dim=8, layers=2, in_channels=LATENT,
+                                caption_channels=TEXT_DIM, causal=False):
+  """An official `Transformer3DModel` config as the single files' metadata holds it."""
+  return dict(
+      num_attention_heads=heads, attention_head_dim=head_dim, in_channels=in_channels,
+      out_channels=in_channels, num_layers=layers, cross_attention_dim=heads * head_dim,
+      attention_bias=True, activation_fn='gelu-approximate', adaptive_norm='single_scale_shift',
+      standardization_norm='rms_norm', norm_elementwise_affine=False, norm_eps=1e-6,
+      caption_channels=caption_channels, qk_norm='rms_norm', positional_embedding_type='rope',
+      positional_embedding_theta=10000.0, positional_embedding_max_pos=[20, 2048, 2048],
+      timestep_scale_multiplier=1000, use_tpu_flash_attention=False,
+      causal_temporal_positioning=causal)
+
+
+# A timestep-conditioned official VAE: spatial compression 8, temporal 4.
+OFFICIAL_VAE = dict(
+    _class_name='CausalVideoAutoencoder', dims=3, in_channels=3, out_channels=3,
+    latent_channels=LATENT, norm_layer='pixel_norm', latent_log_var='uniform',
+    use_quant_conv=False, scaling_factor=1.0, patch_size=2, encoder_base_channels=4,
+    decoder_base_channels=4, spatial_padding_mode='zeros', timestep_conditioning=True,
+    causal_decoder=False,
+    encoder_blocks=[['res_x', {'num_layers': 1}], ['compress_space_res', {'multiplier': 2}],
+                    ['compress_time_res', {'multiplier': 2}],
+                    ['compress_all_res', {'multiplier': 2}], ['res_x_y', 1]],
+    decoder_blocks=[['res_x', {'num_layers': 1, 'inject_noise': True}],
+                    ['compress_all', {'residual': True, 'multiplier': 2}],
+                    ['res_x_y', {'multiplier': 2}], ['compress_time', {}],
+                    ['compress_space', {}], ['res_x', {'num_layers': 1}]])
+
+
+def official_single_file(path: Path, scheduler: dict, seed: int = 0, causal: bool = True):
+  """An official single file (transformer + VAE + scheduler config) with random weights,
+  written from official modules and read back by the official loaders. Returns them."""
+  from ltx_video.models.autoencoders.causal_video_autoencoder import CausalVideoAutoencoder
+  from ltx_video.models.transformers.transformer3d import Transformer3DModel
+  from ltx_video.schedulers.rf import RectifiedFlowScheduler
+  from ltx_jax.weights import write_safetensors
+  torch.manual_seed(seed)
+  tcfg = official_transformer_config(causal=causal)
+  transformer = Transformer3DModel.from_config(tcfg)
+  randomize_torch_module(transformer, seed=seed, std=0.1)
+  vae = CausalVideoAutoencoder.from_config(json.loads(json.dumps(OFFICIAL_VAE)))
+  randomize_torch_module(vae, seed=seed + 1)
+  with torch.no_grad():
+    for name, p in vae.named_parameters():
+      if 'per_channel_scale' in name:
+        p.zero_()
+      if name.endswith('timestep_scale_multiplier'):
+        p.fill_(1000.0)
+  tensors = {f'model.diffusion_model.{k}': v.numpy() for k, v in transformer.state_dict().items()}
+  tensors.update({f'vae.{k}': v.numpy() for k, v in vae.state_dict().items()})
+  rng = np.random.default_rng(seed)
+  stats = {'mean-of-means': rng.normal(size=LATENT) * 0.3,
+           'std-of-means': rng.uniform(0.5, 2, LATENT),
+           'mean-of-stds': rng.uniform(size=LATENT), 'channel': np.arange(LATENT)}
+  for k, v in stats.items():
+    tensors[f'vae.per_channel_statistics.{k}'] = np.asarray(v, np.float32)
+  write_safetensors(path, tensors, {'config': json.dumps(
+      {'transformer': tcfg, 'vae': OFFICIAL_VAE, 'scheduler': scheduler})})
+  return (Transformer3DModel.from_pretrained(str(path)).float().eval(),
+          CausalVideoAutoencoder.from_pretrained(str(path)).float().eval(),
+          RectifiedFlowScheduler.from_pretrained(str(path)))

@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 
 from ltx_jax.pipeline import inputs as inputs_lib
+from ltx_jax.sampling import guidance as guidance_lib
 from ltx_jax.sampling import loop as loop_lib
 from ltx_jax.sampling.schedules import SchedulerConfig, sigmas_for
 
@@ -25,6 +26,23 @@ class LTXPipelineOutput:
 
 _encode_text = jax.jit(lambda graph, state, ids, mask: nnx.merge(graph, state)(ids, mask),
                        static_argnums=0)
+
+
+def token_coords(grid: tuple[int, int, int], temporal: int, spatial: int, frame_rate: float,
+                 causal: bool) -> np.ndarray:
+  """Per-token (time in seconds, y, x in pixels) [1, 3, N] in (f, h, w) order, f32.
+
+  With `causal` (official checkpoints' causal_temporal_positioning) latent frame f covers pixel
+  frame max(f * t + 1 - t, 0), as the first latent holds a single frame; the arithmetic follows
+  each reference (diffusers: f * (t / fps); official: f * t * (1 / fps)).
+  """
+  f, h, w = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in grid), indexing='ij')
+  if causal:
+    t = np.maximum(f * temporal + 1 - temporal, 0) * np.float32(1.0 / frame_rate)
+  else:
+    t = f * np.float32(temporal / frame_rate)
+  coords = np.stack([t, h * np.float32(spatial), w * np.float32(spatial)])
+  return coords.reshape(1, 3, -1).astype(np.float32)
 
 
 class LTXPipeline:
@@ -107,6 +125,12 @@ class LTXPipeline:
                decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
                max_sequence_length: int = 128, num_videos_per_prompt: int = 1,
                output_type: str = 'np', stochastic_sampling: bool = False,
+               stg_scale: float | Sequence[float] = 0.0,
+               stg_rescale: float | Sequence[float] = 0.7,
+               skip_block_list: Sequence[int] | Sequence[Sequence[int]] | None = None,
+               skip_layer_strategy: str = 'attention_values',
+               guidance_timesteps: Sequence[float] | None = None,
+               cfg_star_rescale: bool = False,
                progress: bool | None = None) -> LTXPipelineOutput:
     """Generates videos.
 
@@ -114,6 +138,11 @@ class LTXPipeline:
     latents: starting latents, normalised, [B, F', H', W', C] (B = prompts x videos/prompt);
       by default N(0, 1) from `seed`. With `image`, latent frame 0 is replaced by the image.
     decode_noise_scale: defaults to decode_timestep (as diffusers).
+    guidance_scale, stg_scale, stg_rescale: a value, or one value per entry of
+      `guidance_timesteps` (0..1000; each step uses the first entry <= its timestep, as the
+      official pipeline). skip_block_list: the layers perturbed for spatio-temporal guidance,
+      one list or one list per guidance_timesteps entry. stg_rescale (official
+      `rescaling_scale`) applies with STG only; guidance_rescale is diffusers' (after CFG).
     progress: a progress bar over denoising steps; None shows it on a terminal only.
     Returns `.latents` [B, F', H', W', C] and, unless output_type='latent', `.frames` uint8
     [B, F, H, W, 3].
@@ -122,7 +151,6 @@ class LTXPipeline:
     inputs_lib.check_video_size(height, width, num_frames, sc, tc)
     if output_type not in ('np', 'latent'):
       raise ValueError(f"output_type={output_type!r}; choose 'np' or 'latent'")
-    guidance_scale = inputs_lib.check_finite('guidance_scale', guidance_scale)
     guidance_rescale = inputs_lib.check_finite('guidance_rescale', guidance_rescale, 0.0, 1.0)
     frame_rate = inputs_lib.check_finite('frame_rate', frame_rate, 1e-6)
     decode_timestep = inputs_lib.check_finite('decode_timestep', decode_timestep, 0.0, 1.0)
@@ -132,18 +160,26 @@ class LTXPipeline:
       raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt!r} must be an int >= 1")
     if not isinstance(seed, (int, np.integer)):
       raise ValueError(f"seed={seed!r} must be an integer")
-    use_cfg = guidance_scale > 1.0
     grid = ((num_frames - 1) // tc + 1, height // sc, width // sc)
     n_tokens = grid[0] * grid[1] * grid[2]
     sigmas = sigmas_for(self.scheduler, num_inference_steps, n_tokens, timesteps)
+    guidance, spec_flags = guidance_lib.per_step(
+        sigmas[:-1] * 1000, self.transformer.config.num_layers, guidance_timesteps,
+        guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, stg_scale=stg_scale,
+        stg_rescale=stg_rescale, skip_block_list=skip_block_list,
+        skip_layer_strategy=skip_layer_strategy)
+    use_cfg, use_stg = spec_flags
 
-    embeds, mask, n_prompts = self._text_inputs(
+    groups = self._text_inputs(
         prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
         negative_prompt_attention_mask, use_cfg, max_sequence_length)
+    n_prompts = groups[-1][0].shape[0]
     batch = n_prompts * num_videos_per_prompt
-    if num_videos_per_prompt > 1:
-      embeds = jnp.repeat(embeds, num_videos_per_prompt, axis=0)
-      mask = jnp.repeat(mask, num_videos_per_prompt, axis=0)
+    if use_stg:
+      groups.append(groups[-1])  # the perturbed rows see the positive prompt
+    embeds = jnp.concatenate([jnp.repeat(e, num_videos_per_prompt, axis=0) for e, _ in groups])
+    mask = jnp.concatenate([jnp.repeat(m, num_videos_per_prompt, axis=0)
+                            for _, m in groups]).astype(jnp.float32)
 
     channels = self.transformer.config.in_channels
     shape = (batch, *grid, channels)
@@ -168,16 +204,19 @@ class LTXPipeline:
       latents = latents.at[:, :1].set(init)
       cond_mask = jnp.zeros(shape[:4], jnp.float32).at[:, 0].set(1.0).reshape(batch, -1)
 
-    spec = loop_lib.LoopSpec(grid=grid, cfg=use_cfg, conditioned=cond_mask is not None,
+    spec = loop_lib.LoopSpec(grid=grid, cfg=use_cfg, stg=use_stg,
+                             stg_strategy=skip_layer_strategy if use_stg else None,
+                             cfg_star=bool(cfg_star_rescale) and use_cfg,
+                             conditioned=cond_mask is not None,
                              stochastic=bool(stochastic_sampling))
-    rope_scale = jnp.array([tc / frame_rate, sc, sc], jnp.float32)
+    coords = token_coords(grid, tc, sc, frame_rate,
+                          self.transformer.config.causal_temporal_positioning)
     graph, state = self._transformer_split
     loop_lib.PROGRESS.start(len(sigmas) - 1, progress)
     try:
       packed = loop_lib.denoise_jit(
           spec, graph, state, latents.reshape(batch, n_tokens, channels), jnp.asarray(sigmas),
-          embeds, mask, jnp.float32(guidance_scale), jnp.float32(guidance_rescale), rope_scale,
-          cond_mask, key_loop)
+          embeds, mask, guidance, jnp.asarray(coords), cond_mask, key_loop)
       packed = jax.block_until_ready(packed)
     finally:
       loop_lib.PROGRESS.close()
@@ -204,7 +243,7 @@ class LTXPipeline:
 
   def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
                    negative_mask, use_cfg: bool, max_len: int):
-    """-> (embeddings, mask) with [uncond; cond] stacked when guiding, and the prompt count."""
+    """-> [(embeddings, mask)] for the row groups: [uncond,] cond."""
     prompts = inputs_lib.as_prompts(prompt)
     if (prompts is None) == (prompt_embeds is None):
       raise ValueError("pass exactly one of prompt and prompt_embeds")
@@ -224,7 +263,7 @@ class LTXPipeline:
                          f"expects {want}")
     n = embeds.shape[0]
     if not use_cfg:
-      return embeds, mask, n
+      return [(embeds, mask)]
     if negative_embeds is not None:
       neg = jnp.asarray(negative_embeds)
       if negative_mask is None:
@@ -241,5 +280,4 @@ class LTXPipeline:
       if len(negs) != n:
         raise ValueError(f"{len(negs)} negative prompts for {n} prompts")
       neg, neg_mask = self.encode_prompt(negs, embeds.shape[1])
-    return (jnp.concatenate([neg, embeds]), jnp.concatenate([neg_mask, mask]).astype(
-        jnp.float32), n)
+    return [(neg, neg_mask), (embeds, mask)]

@@ -1,7 +1,8 @@
 """The denoising loop: one `lax.scan` over the schedule, jitted once per shape.
 
-Everything that changes between runs without changing shapes (schedule, guidance values, text
-embeddings, starting noise, seed) is a traced argument, so it does not recompile.
+Everything that changes between runs without changing shapes (schedule, per-step guidance
+values, the skipped layers of spatio-temporal guidance, text embeddings, starting noise, seed)
+is a traced argument, so it does not recompile.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,11 +19,31 @@ from flax import nnx
 
 @dataclasses.dataclass(frozen=True)
 class LoopSpec:
-  """The static (shape-determining) part of a denoising run."""
-  grid: tuple[int, int, int]  # latent (frames, height, width)
-  cfg: bool                   # classifier-free guidance: [uncond, cond] in one call
-  conditioned: bool           # some tokens are given (image-to-video) and never stepped
-  stochastic: bool = False    # re-noise x0 to the next sigma instead of an Euler step
+  """The static (shape- and graph-determining) part of a denoising run.
+
+  The transformer sees one batch of up to three groups of B rows: [uncond (cfg), cond,
+  perturbed (stg)].
+  """
+  grid: tuple[int, int, int]      # latent (frames, height, width)
+  cfg: bool                       # classifier-free guidance
+  stg: bool = False               # spatio-temporal guidance
+  stg_strategy: str | None = None  # see ltx_jax.models.transformer.STG_STRATEGIES
+  cfg_star: bool = False          # CFG-star: project the uncond prediction onto the cond one
+  conditioned: bool = False       # some tokens are given (image-to-video) and never stepped
+  stochastic: bool = False        # re-noise x0 to the next sigma instead of an Euler step
+
+  @property
+  def groups(self) -> int:
+    return 1 + self.cfg + self.stg
+
+
+class Guidance(NamedTuple):
+  """Per-step guidance values, each [S] (or [S, L] for `keep_layers`)."""
+  scale: jax.Array        # CFG scale; <= 1 means the conditional prediction alone
+  rescale: jax.Array      # diffusers' guidance_rescale (after CFG); 0 disables
+  stg_scale: jax.Array    # STG scale; 0 disables
+  stg_rescale: jax.Array  # official rescaling with STG; 1 disables
+  keep_layers: jax.Array  # [S, L]: 0 on the layers perturbed for the STG rows
 
 
 class _Progress:
@@ -35,8 +56,9 @@ class _Progress:
   def start(self, total: int, enabled: bool | None):
     from tqdm.auto import tqdm
     enabled = sys.stderr.isatty() if enabled is None else enabled
-    self._bar = tqdm(total=total, desc='denoising', unit='step', disable=not enabled,
-                     leave=False)
+    with self._lock:
+      self._bar = tqdm(total=total, desc='denoising', unit='step', disable=not enabled,
+                       leave=False)
 
   def step(self, _):
     with self._lock:
@@ -53,44 +75,67 @@ class _Progress:
 PROGRESS = _Progress()
 
 
-def guide(pred_uncond: jax.Array, pred_cond: jax.Array, scale: jax.Array,
-          rescale: jax.Array) -> jax.Array:
-  """CFG, then the guidance rescale of Lin et al. 2023 (std over all but the batch axis)."""
-  pred = pred_uncond + scale * (pred_cond - pred_uncond)
-  axes = tuple(range(1, pred.ndim))
-  ratio = jnp.std(pred_cond, axis=axes, keepdims=True) / jnp.std(pred, axis=axes, keepdims=True)
-  return jnp.where(rescale > 0, rescale * pred * ratio + (1 - rescale) * pred, pred)
+def _std(x: jax.Array) -> jax.Array:
+  """Per-sample standard deviation over all but the batch axis, [B, 1, 1]."""
+  return jnp.std(x, axis=tuple(range(1, x.ndim)), keepdims=True)
+
+
+def combine(spec: LoopSpec, preds: list[jax.Array], g: Guidance) -> jax.Array:
+  """Guided velocity from the [uncond], cond, [perturbed] predictions (each [B, N, C] f32),
+  in the order of the official pipeline: CFG (optionally CFG-star), diffusers' rescale, STG and
+  its rescale."""
+  cond = preds[1] if spec.cfg else preds[0]
+  pred = cond
+  if spec.cfg:
+    uncond = preds[0]
+    if spec.cfg_star:
+      b = uncond.shape[0]
+      dot = jnp.sum((cond * uncond).reshape(b, -1), axis=1)
+      alpha = dot / (jnp.sum(jnp.square(uncond).reshape(b, -1), axis=1) + 1e-8)
+      uncond = alpha[:, None, None] * uncond
+    guided = uncond + g.scale * (cond - uncond)
+    pred = jnp.where(g.scale > 1, guided, cond)
+    rescaled = g.rescale * pred * (_std(cond) / _std(pred)) + (1 - g.rescale) * pred
+    pred = jnp.where(g.rescale > 0, rescaled, pred)
+  if spec.stg:
+    stg = pred + g.stg_scale * (cond - preds[-1])
+    factor = g.stg_rescale * (_std(cond) / _std(stg)) + (1 - g.stg_rescale)
+    stg = jnp.where(g.stg_rescale != 1, stg * factor, stg)
+    pred = jnp.where(g.stg_scale > 0, stg, pred)
+  return pred
 
 
 def denoise(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: jax.Array,
             sigmas: jax.Array, context: jax.Array, context_mask: jax.Array,
-            guidance_scale: jax.Array, guidance_rescale: jax.Array, rope_scale: jax.Array,
-            cond_mask: jax.Array | None, key: jax.Array) -> jax.Array:
+            guidance: Guidance, coords: jax.Array, cond_mask: jax.Array | None,
+            key: jax.Array) -> jax.Array:
   """Runs the schedule on packed latents.
 
   latents: [B, N, C] f32 starting latents (given tokens already in place).
   sigmas: [S + 1] noise levels ending in 0.
-  context, context_mask: [B', S_txt, D], [B', S_txt]; B' = 2B with guidance ([uncond, cond]).
+  context, context_mask: [G*B, S_txt, D], [G*B, S_txt] for the G = spec.groups row groups.
+  coords: [1, 3, N] per-token (time, y, x) coordinates for RoPE.
   cond_mask: [B, N], 1 on given (conditioning) tokens, or None.
   Returns the final [B, N, C] f32 latents.
   """
   model = nnx.merge(graph, state)
-  f, h, w = spec.grid
-  dtype = model.dtype
-  reps = 2 if spec.cfg else 1
+  b = latents.shape[0]
+  groups = spec.groups
+  n_layers = model.config.num_layers
 
   def step(x, inputs):
-    sigma, sigma_next, key = inputs
-    t = jnp.full((x.shape[0],), sigma * 1000.0, jnp.float32)
+    sigma, sigma_next, g, key = inputs
+    t = jnp.full((b,), sigma * 1000.0, jnp.float32)
     if spec.conditioned:
       t = t[:, None] * (1 - cond_mask)  # [B, N]: given tokens are clean (t = 0)
-    x_in = jnp.concatenate([x] * reps).astype(dtype)
-    t_in = jnp.concatenate([t] * reps)
-    v = model(x_in, context, t_in, context_mask, num_frames=f, height=h, width=w,
-              rope_interpolation_scale=rope_scale).astype(jnp.float32)
-    if spec.cfg:
-      v_uncond, v_cond = jnp.split(v, 2)
-      v = guide(v_uncond, v_cond, guidance_scale, guidance_rescale)
+    skip = None
+    if spec.stg:  # [L, G*B]: perturb the chosen layers for the last group of rows only
+      skip = jnp.concatenate([jnp.ones((n_layers, (groups - 1) * b), jnp.float32),
+                              jnp.repeat(g.keep_layers[:, None], b, axis=1)], axis=1)
+    v = model(jnp.concatenate([x] * groups).astype(model.dtype), context,
+              jnp.concatenate([t] * groups), context_mask, video_coords=coords,
+              skip_layer_mask=skip, skip_layer_strategy=spec.stg_strategy)
+    v = combine(spec, jnp.split(v.astype(jnp.float32), groups), g)
     if spec.stochastic:
       x0 = x - sigma * v
       noise = jax.random.normal(key, x.shape, jnp.float32)
@@ -103,7 +148,8 @@ def denoise(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: jax.Array,
     return x_next, None
 
   keys = jax.random.split(key, sigmas.shape[0] - 1)
-  latents, _ = jax.lax.scan(step, latents.astype(jnp.float32), (sigmas[:-1], sigmas[1:], keys))
+  latents, _ = jax.lax.scan(step, latents.astype(jnp.float32),
+                            (sigmas[:-1], sigmas[1:], guidance, keys))
   return latents
 
 
