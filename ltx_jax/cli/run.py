@@ -1,0 +1,203 @@
+"""One generation run: check the config, load the model once, make every (prompt, seed) video.
+
+All (prompt, seed) jobs share shapes, so the jitted text encoder, denoising loop and decoder
+compile once and are reused. Each video gets an mp4 (optionally a GIF and PNG frames) and a JSON
+sidecar with the resolved config, seed, release, source files (with hashes), devices and
+stage timings.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import inspect
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from absl import logging
+
+from ltx_jax.cli import config as config_lib
+
+# Pipeline keyword -> config key; guidance keys are mapped in `pipeline_kwargs`.
+_DIRECT = ('height', 'width', 'num_frames', 'frame_rate', 'decode_timestep',
+           'decode_noise_scale', 'max_sequence_length', 'stochastic_sampling',
+           'guidance_rescale')
+
+
+def pipeline_kwargs(c, accepted: set[str]) -> dict:
+  """The LTXPipeline.__call__ arguments of a config. Guidance features the pipeline does not
+  take must be off, else a UsageError."""
+  kw = {k: c[k] for k in _DIRECT}
+  kw['negative_prompt'] = c.negative_prompt
+  if c.timesteps:
+    kw['timesteps'] = [float(t) for t in c.timesteps]
+  else:
+    kw['num_inference_steps'] = int(c.num_inference_steps)
+  if c.guidance_timesteps:
+    kw['guidance_timesteps'] = [float(t) for t in c.guidance_timesteps]
+    kw['guidance_scale'] = list(c.guidance_scale_schedule) or c.guidance_scale
+    kw['stg_scale'] = list(c.stg_scale_schedule) or c.stg_scale
+    kw['stg_rescale'] = list(c.stg_rescale_schedule) or c.stg_rescale
+    kw['skip_block_list'] = ([list(b) for b in c.skip_block_schedule]
+                             or list(c.skip_block_list))
+  else:
+    kw['guidance_scale'] = c.guidance_scale
+    kw['stg_scale'] = c.stg_scale
+    kw['stg_rescale'] = c.stg_rescale
+    kw['skip_block_list'] = list(c.skip_block_list)
+  kw['skip_layer_strategy'] = c.skip_layer_strategy
+  kw['cfg_star_rescale'] = c.cfg_star_rescale
+  # Features this pipeline lacks may only be passed at their "off" values (then dropped).
+  off = {'stg_scale': 0.0, 'cfg_star_rescale': False, 'guidance_timesteps': None}
+  for key in list(kw):
+    if key in accepted:
+      continue
+    value = kw.pop(key)
+    if key in off and value not in (off[key], [], ()):
+      raise config_lib.UsageError(f"config.{key}={value!r}: this LTXPipeline does not "
+                                  f"implement {key}; set it to {off[key]!r}")
+  return kw
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def load_pipeline(c):
+  """(LTXPipeline, source facts for the sidecar) from config.model."""
+  import jax.numpy as jnp
+  dtype = getattr(jnp, c.model.dtype)
+  te_dtype = getattr(jnp, c.model.text_encoder_dtype or c.model.dtype)
+  if c.model.source == config_lib.SMOKE:
+    from ltx_jax import smoke
+    return smoke.build_pipeline(dtype=dtype), {
+        'kind': 'smoke', 'note': 'random-weight plumbing check (ltx_jax.smoke), not a model',
+        'files': []}
+  from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
+  from ltx_jax.models.transformer import load_transformer
+  from ltx_jax.models.vae import load_vae
+  from ltx_jax.pipeline import LTXPipeline
+  from ltx_jax.sampling import SchedulerConfig
+  from ltx_jax.sources import read_scheduler_config, resolve_source
+  ms = resolve_source(os.path.expanduser(c.model.source), file=c.model.file or None,
+                      release=c.model.release or None, offline=True if c.model.offline else None)
+  ms.require('transformer', 'vae', 'text_encoder', 'tokenizer')
+  logging.info("source: %s (%s), release %s", ms.root, ms.kind, ms.release.name)
+  sched = read_scheduler_config(ms)
+  scheduler = None
+  if sched is not None:
+    scheduler = (SchedulerConfig.from_official(sched['config']) if sched['format'] == 'official'
+                 else SchedulerConfig.from_diffusers(sched['config']))
+  pipe = LTXPipeline(
+      load_transformer(ms.transformer, dtype=dtype, attention=c.model.attention),
+      load_vae(ms.vae, dtype=dtype),
+      load_text_encoder(ms.text_encoder, dtype=te_dtype, attention=c.model.attention),
+      load_tokenizer(ms.tokenizer), scheduler, release=ms.release.name)
+  files = [{'path': str(f), 'bytes': f.stat().st_size,
+            'sha256': file_sha256(f) if c.model.hash_files else None} for f in ms.files()]
+  return pipe, {'kind': ms.kind, 'root': str(ms.root), 'hub_repo': ms.hub_repo,
+                'files': files}
+
+
+def file_sha256(path: Path) -> str:
+  """sha256 of a file; free for hub-cache blobs (named by their hash), cached per
+  (path, size, mtime) otherwise, since weight files are large."""
+  real = Path(path).resolve()
+  if real.parent.name == 'blobs' and len(real.name) == 64:
+    return real.name
+  st = real.stat()
+  cache_file = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'ltx_jax' / \
+      'sha256.json'
+  key = f"{real}:{st.st_size}:{st.st_mtime_ns}"
+  try:
+    cache = json.loads(cache_file.read_text())
+  except (OSError, ValueError):
+    cache = {}
+  if key not in cache:
+    h = hashlib.sha256()
+    with open(real, 'rb') as f:
+      while block := f.read(16 << 20):
+        h.update(block)
+    cache[key] = h.hexdigest()
+    try:
+      cache_file.parent.mkdir(parents=True, exist_ok=True)
+      cache_file.write_text(json.dumps(cache))
+    except OSError:
+      pass
+  return cache[key]
+
+
+# -------------------------------------------------------------------------------------- run
+
+
+def devices() -> list[str]:
+  import jax
+  return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()]
+
+
+def _delta(before: dict, after: dict) -> dict:
+  return {part: {k: round(v - before[part].get(k, 0.0), 4) for k, v in after[part].items()
+                 if k != 'load'} for part in after}
+
+
+def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path],
+            kwargs: dict) -> dict:
+  import jax
+  import ltx_jax
+  return {
+      'prompt': job.prompt, 'negative_prompt': c.negative_prompt, 'seed': job.seed,
+      'image': c.image or None,
+      'release': {'detected': pipe.release, 'preset': c.preset or None},
+      'source': source, 'pipeline_kwargs': kwargs, 'config': c.to_dict(),
+      'devices': devices(),
+      'timings': {'this_video': _delta(before, stages.snapshot()), 'run': stages.snapshot()},
+      'outputs': [str(p) for p in outputs],
+      'versions': {'ltx_jax': getattr(ltx_jax, '__version__', None), 'jax': jax.__version__,
+                   'python': platform.python_version()},
+      'command': sys.argv,
+      'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+  }
+
+
+def run(c) -> list[Path]:
+  """Generates every (prompt, seed) video of config `c`; returns the mp4 paths."""
+  plan = config_lib.check(c)  # before anything loads or compiles
+  from ltx_jax.cli import timing, video_io
+  stages = timing.Stages()
+  try:
+    logging.info("devices: %s", ', '.join(devices()))
+    with stages('load'):
+      pipe, source = load_pipeline(c)
+    pipe = timing.TimedPipeline(pipe, stages)
+    accepted = set(inspect.signature(pipe.__call__).parameters)
+    kwargs = pipeline_kwargs(c, accepted)
+    logging.info("model: %s; %d prompt(s) x %d seed(s) at %dx%d, %d frames",
+                 pipe.release, len({j.prompt for j in plan.jobs}), len(c.seeds), c.width,
+                 c.height, c.num_frames)
+    written = []
+    for job in plan.jobs:
+      before = stages.snapshot()
+      with stages('denoise'):
+        out = pipe(prompt=job.prompt, image=os.path.expanduser(c.image) if c.image else None,
+                   seed=job.seed, progress=c.progress, **kwargs)
+      frames = out.frames[0]  # [F, H, W, 3] uint8
+      paths = job.paths(c)
+      with stages('write'):
+        video_io.write_mp4(paths[0], frames, c.frame_rate, crf=c.crf, overwrite=c.overwrite)
+        extra = paths[2:]
+        for p in extra:
+          if p.suffix == '.gif':
+            video_io.write_gif(p, frames, c.frame_rate, overwrite=c.overwrite)
+          else:
+            video_io.write_pngs(p, frames, overwrite=c.overwrite)
+      video_io.write_json(paths[1], sidecar(c, job, pipe, source, stages, before,
+                                            [paths[0], *extra], kwargs),
+                          overwrite=c.overwrite)
+      logging.info("wrote %s (prompt %d, seed %d)", paths[0], job.index, job.seed)
+      written.append(paths[0])
+    logging.info("stages: %s", stages.summary())
+    return written
+  finally:
+    stages.close()
