@@ -65,14 +65,17 @@ def pipeline_kwargs(c, accepted: set[str]) -> dict:
 # ---------------------------------------------------------------------------------- loading
 
 
-def load_pipeline(c):
-  """(LTXPipeline, source facts for the sidecar) from config.model."""
+def load_model(source: str, *, file: str = '', release: str = '', dtype: str = 'bfloat16',
+               text_encoder_dtype: str = '', attention: str = 'auto', offline: bool = False,
+               hash_files: bool = False):
+  """(LTXPipeline, source facts) from a folder, file, converted checkpoint, hub repo id, or
+  'smoke' (ltx_jax.smoke's random-weight plumbing model). Names as in config.model."""
   import jax.numpy as jnp
-  dtype = getattr(jnp, c.model.dtype)
-  te_dtype = getattr(jnp, c.model.text_encoder_dtype or c.model.dtype)
-  if c.model.source == config_lib.SMOKE:
+  dt = getattr(jnp, dtype)
+  te_dtype = getattr(jnp, text_encoder_dtype or dtype)
+  if source == config_lib.SMOKE:
     from ltx_jax import smoke
-    return smoke.build_pipeline(dtype=dtype), {
+    return smoke.build_pipeline(dtype=dt), {
         'kind': 'smoke', 'note': 'random-weight plumbing check (ltx_jax.smoke), not a model',
         'files': []}
   from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
@@ -81,8 +84,8 @@ def load_pipeline(c):
   from ltx_jax.pipeline import LTXPipeline
   from ltx_jax.sampling import SchedulerConfig
   from ltx_jax.sources import read_scheduler_config, resolve_source
-  ms = resolve_source(os.path.expanduser(c.model.source), file=c.model.file or None,
-                      release=c.model.release or None, offline=True if c.model.offline else None)
+  ms = resolve_source(os.path.expanduser(source), file=file or None, release=release or None,
+                      offline=True if offline else None)
   ms.require('transformer', 'vae', 'text_encoder', 'tokenizer')
   logging.info("source: %s (%s), release %s", ms.root, ms.kind, ms.release.name)
   sched = read_scheduler_config(ms)
@@ -91,14 +94,22 @@ def load_pipeline(c):
     scheduler = (SchedulerConfig.from_official(sched['config']) if sched['format'] == 'official'
                  else SchedulerConfig.from_diffusers(sched['config']))
   pipe = LTXPipeline(
-      load_transformer(ms.transformer, dtype=dtype, attention=c.model.attention),
-      load_vae(ms.vae, dtype=dtype),
-      load_text_encoder(ms.text_encoder, dtype=te_dtype, attention=c.model.attention),
+      load_transformer(ms.transformer, dtype=dt, attention=attention),
+      load_vae(ms.vae, dtype=dt),
+      load_text_encoder(ms.text_encoder, dtype=te_dtype, attention=attention),
       load_tokenizer(ms.tokenizer), scheduler, release=ms.release.name)
   files = [{'path': str(f), 'bytes': f.stat().st_size,
-            'sha256': file_sha256(f) if c.model.hash_files else None} for f in ms.files()]
+            'sha256': file_sha256(f) if hash_files else None} for f in ms.files()]
   return pipe, {'kind': ms.kind, 'root': str(ms.root), 'hub_repo': ms.hub_repo,
                 'files': files}
+
+
+def load_pipeline(c):
+  """load_model with config.model's values."""
+  m = c.model
+  return load_model(m.source, file=m.file, release=m.release, dtype=m.dtype,
+                    text_encoder_dtype=m.text_encoder_dtype, attention=m.attention,
+                    offline=m.offline, hash_files=m.hash_files)
 
 
 def file_sha256(path: Path) -> str:

@@ -19,9 +19,15 @@ import numpy as np
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-# imageio starts ffmpeg with subprocess; JAX's warning about forking a threaded process does not
-# apply to an exec'd child.
-warnings.filterwarnings('ignore', message=r'os\.fork\(\) was called', category=RuntimeWarning)
+
+
+@contextlib.contextmanager
+def _quiet_fork():
+  """imageio starts ffmpeg with subprocess; JAX's warning about forking a threaded process does
+  not apply to a child that execs at once."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings('ignore', message=r'os\.fork\(\) was called', category=RuntimeWarning)
+    yield
 
 
 @contextlib.contextmanager
@@ -61,7 +67,7 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, *, crf: int = 17,
   frames = _check(frames)
   if frames.shape[1] % 2 or frames.shape[2] % 2:
     raise ValueError(f"H.264 yuv420p needs even sizes, got {frames.shape[2]}x{frames.shape[1]}")
-  with _atomic(path, overwrite) as tmp:
+  with _atomic(path, overwrite) as tmp, _quiet_fork():
     writer = imageio.get_writer(tmp, format='FFMPEG', mode='I', fps=fps, codec='libx264',
                                 pixelformat='yuv420p', quality=None, macro_block_size=1,
                                 output_params=['-crf', str(int(crf))], ffmpeg_log_level='error')
@@ -102,9 +108,10 @@ def write_json(path: Path, data: dict, *, overwrite: bool = False) -> Path:
 def read_mp4_info(path: Path) -> dict:
   """{'frames', 'width', 'height', 'fps', 'codec', 'pix_fmt'} of a video, decoded by ffmpeg."""
   import imageio_ffmpeg
-  gen = imageio_ffmpeg.read_frames(str(path))
-  meta = next(gen)
-  count = sum(1 for _ in gen)
+  with _quiet_fork():
+    gen = imageio_ffmpeg.read_frames(str(path))
+    meta = next(gen)
+    count = sum(1 for _ in gen)
   w, h = meta['size']
   return dict(frames=count, width=w, height=h, fps=meta['fps'], codec=meta['codec'],
               pix_fmt=meta['pix_fmt'])
