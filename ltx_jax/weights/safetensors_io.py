@@ -31,6 +31,18 @@ class CheckpointFormatError(ValueError):
   """A checkpoint file that is not what it claims to be (truncated, corrupt header, ...)."""
 
 
+def _check_entry(path: Path, name: str, e) -> None:
+  """A header entry must name a known dtype, a shape and a byte range that fits them."""
+  try:
+    lo, hi = e['data_offsets']
+    count = int(np.prod(e['shape'], dtype=np.int64))
+    ok = 0 <= lo <= hi and hi - lo == count * DTYPES[e['dtype']].itemsize
+  except (TypeError, KeyError, ValueError):
+    ok = False
+  if not ok:
+    raise CheckpointFormatError(f"{path}: corrupt safetensors header (bad entry for {name!r})")
+
+
 class _File:
   """One safetensors file: parsed header plus a lazily created memory map."""
 
@@ -49,9 +61,13 @@ class _File:
         header = json.loads(f.read(n))
       except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointFormatError(f"{path}: corrupt safetensors header ({e})") from None
+    if not isinstance(header, dict):
+      raise CheckpointFormatError(f"{path}: corrupt safetensors header (not a JSON object)")
     self.metadata: dict[str, str] = header.pop('__metadata__', None) or {}
     self.data_start = 8 + n
     self.entries: dict[str, dict] = header
+    for name, e in header.items():
+      _check_entry(path, name, e)
     end = max((e['data_offsets'][1] for e in header.values()), default=0)
     if self.data_start + end > size:
       raise CheckpointFormatError(
