@@ -20,6 +20,7 @@ def get_config(task: str = 't2v'):
   c.negative_prompt = 'worst quality, blurry'
   c.seeds = (0,)
   c.output_dir = 'outputs/smoke'
+  c.overwrite = True  # a check to re-run at will; real configs never overwrite by default
   c.model.source = config_lib.SMOKE
   c.model.dtype = 'float32'
   c.model.hash_files = False

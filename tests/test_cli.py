@@ -23,19 +23,28 @@ def generate(*args, cwd=None, wait=True):
   return proc.communicate(timeout=300) + (proc.returncode,) if wait else proc
 
 
+def test_smoke_config_as_written(tmp_path):
+  """The documented command, run in a fresh folder with no weights anywhere."""
+  _, err, rc = generate(cwd=tmp_path)
+  assert rc == 0, err
+  (video,) = (tmp_path / 'outputs' / 'smoke').glob('*.mp4')
+  assert video_io.read_mp4_info(video)['frames'] == 9
+
+
 def test_end_to_end(tmp_path):
   prompts = tmp_path / 'prompts.txt'
   prompts.write_text('a cat on a mat\n\n# skipped\na dog in the park\n')
   out_dir = tmp_path / 'out'
-  args = [f'--config.prompt_file={prompts}', '--config.seeds=(0,1)', f'--config.output_dir={out_dir}',
+  args = [f'--config.prompt_file={prompts}', '--config.seeds=(0,1)',
+          f'--config.output_dir={out_dir}',
           '--config.save_gif=True', '--config.save_png=True', '--config.num_frames=17',
-          '--config.frame_rate=12']
+          '--config.frame_rate=12', '--config.overwrite=False']
   _, err, rc = generate(*args)
   assert rc == 0, err
   videos = sorted(out_dir.glob('*.mp4'))
-  assert [v.name for v in videos] == ['000-a-cat-on-a-mat-seed0.mp4', '000-a-cat-on-a-mat-seed1.mp4',
-                                      '001-a-dog-in-the-park-seed0.mp4',
-                                      '001-a-dog-in-the-park-seed1.mp4']
+  assert [v.name for v in videos] == [
+      '000-a-cat-on-a-mat-seed0.mp4', '000-a-cat-on-a-mat-seed1.mp4',
+      '001-a-dog-in-the-park-seed0.mp4', '001-a-dog-in-the-park-seed1.mp4']
   info = video_io.read_mp4_info(videos[0])
   assert info == dict(frames=17, width=96, height=64, fps=12.0, codec=info['codec'],
                       pix_fmt=info['pix_fmt'])
