@@ -9,7 +9,7 @@ import pytest
 import torch
 from flax import nnx
 
-from ltx_jax.models.vae import (LTXV_VAE_090, LTXV_VAE_098, VideoAutoencoder, abstract_vae,
+from ltx_jax.models.vae import (LTXV_VAE_090, LTXV_VAE_098, abstract_vae, init_vae,
                                 from_diffusers, from_official, load_vae)
 from ltx_jax.models.vae.config import LTXV_090_OFFICIAL, LTXV_098_OFFICIAL
 from ltx_jax.models.vae.layers import patchify, unpatchify
@@ -90,7 +90,7 @@ TINY = dict(_class_name='CausalVideoAutoencoder', dims=3, latent_channels=4, nor
 @pytest.fixture
 def tiny_file(tmp_path):
   """An official single file of TINY written from our own randomly initialised model."""
-  model = VideoAutoencoder(from_official(TINY), rngs=nnx.Rngs(0))
+  model = init_vae(from_official(TINY))
   tensors = {}
   from ltx_jax.models.vae.loading import OFFICIAL_RENAMES, make_plan, official_table
   plan = make_plan(model, official_table(model.config), OFFICIAL_RENAMES)
@@ -133,7 +133,7 @@ def test_load_errors_name_the_tensor(tiny_file, edit, needle):
 
 def test_noise_injection_statistics():
   """With a key, each noisy ResNet adds one N(0, 1) [H, W] field times the per-channel scale."""
-  vae = VideoAutoencoder(from_official(TINY), rngs=nnx.Rngs(0))
+  vae = init_vae(from_official(TINY))
   block = vae.decoder.up_blocks[1].res_blocks[0]  # the res_x block with noise injection
   scale = np.array([0.5, 1.0, 2.0, 0.0], np.float32)
   block.per_channel_scale1.set_value(jnp.asarray(scale))

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from conftest import rel_l2
-from ltx_jax.models.vae import VideoAutoencoder, from_official
+from ltx_jax.models.vae import from_official, init_vae
 from ltx_jax.models.vae import tiling as tiling_lib
 from ltx_jax.models.vae.tiling import TilingConfig, axis_weights, tile_starts
 
@@ -23,7 +23,7 @@ CONFIG = from_official(dict(
 
 @pytest.fixture(scope='module')
 def vae():
-  return VideoAutoencoder(CONFIG, rngs=nnx.Rngs(0))
+  return init_vae(CONFIG)
 
 
 def smooth_latents(frames, height, width, channels=8, k=0.08):

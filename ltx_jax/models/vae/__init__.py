@@ -4,5 +4,5 @@ from ltx_jax.models.vae.config import (LTXV_VAE_090, LTXV_VAE_098, Block, VAECon
                                        parse_blocks)
 from ltx_jax.models.vae.diffusers_config import from_diffusers
 from ltx_jax.models.vae.loading import abstract_vae, load_vae
-from ltx_jax.models.vae.model import Decoder, Encoder, VideoAutoencoder
+from ltx_jax.models.vae.model import Decoder, Encoder, VideoAutoencoder, init_vae
 from ltx_jax.models.vae.tiling import TilingConfig
