@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -27,9 +26,8 @@ _DIRECT = ('height', 'width', 'num_frames', 'frame_rate', 'decode_timestep',
            'guidance_rescale')
 
 
-def pipeline_kwargs(c, accepted: set[str]) -> dict:
-  """The LTXPipeline.__call__ arguments of a config. Guidance features the pipeline does not
-  take must be off, else a UsageError."""
+def pipeline_kwargs(c) -> dict:
+  """The LTXPipeline.__call__ arguments of a config."""
   kw = {k: c[k] for k in _DIRECT}
   kw['negative_prompt'] = c.negative_prompt
   if c.timesteps:
@@ -50,15 +48,6 @@ def pipeline_kwargs(c, accepted: set[str]) -> dict:
     kw['skip_block_list'] = list(c.skip_block_list)
   kw['skip_layer_strategy'] = c.skip_layer_strategy
   kw['cfg_star_rescale'] = c.cfg_star_rescale
-  # Features this pipeline lacks may only be passed at their "off" values (then dropped).
-  off = {'stg_scale': 0.0, 'cfg_star_rescale': False, 'guidance_timesteps': None}
-  for key in list(kw):
-    if key in accepted:
-      continue
-    value = kw.pop(key)
-    if key in off and value not in (off[key], [], ()):
-      raise config_lib.UsageError(f"config.{key}={value!r}: this LTXPipeline does not "
-                                  f"implement {key}; set it to {off[key]!r}")
   return kw
 
 
@@ -182,8 +171,7 @@ def run(c) -> list[Path]:
     with stages('load'):
       pipe, source = load_pipeline(c)
     pipe = timing.TimedPipeline(pipe, stages)
-    accepted = set(inspect.signature(pipe.__call__).parameters)
-    kwargs = pipeline_kwargs(c, accepted)
+    kwargs = pipeline_kwargs(c)
     logging.info("model: %s; %d prompt(s) x %d seed(s) at %dx%d, %d frames",
                  pipe.release, len({j.prompt for j in plan.jobs}), len(c.seeds), c.width,
                  c.height, c.num_frames)
