@@ -24,7 +24,7 @@ def repo(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def pipe(repo):
-  return LTXPipeline.from_pretrained(repo[0])
+  return LTXPipeline.from_pretrained(repo[0], allow_custom=True)
 
 
 def text_inputs(batch, seed=0, length=6):

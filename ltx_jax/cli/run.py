@@ -67,26 +67,12 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
     return smoke.build_pipeline(dtype=dt), {
         'kind': 'smoke', 'note': 'random-weight plumbing check (ltx_jax.smoke), not a model',
         'files': []}
-  from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
-  from ltx_jax.models.transformer import load_transformer
-  from ltx_jax.models.vae import load_vae
   from ltx_jax.pipeline import LTXPipeline
-  from ltx_jax.sampling import SchedulerConfig
-  from ltx_jax.sources import read_scheduler_config, resolve_source
-  ms = resolve_source(os.path.expanduser(source), file=file or None, release=release or None,
-                      offline=True if offline else None)
-  ms.require('transformer', 'vae', 'text_encoder', 'tokenizer')
+  pipe = LTXPipeline.from_pretrained(os.path.expanduser(source), dt, file=file or None,
+                                     release=release or None, text_encoder_dtype=te_dtype,
+                                     attention=attention, offline=True if offline else None)
+  ms = pipe.source
   logging.info("source: %s (%s), release %s", ms.root, ms.kind, ms.release.name)
-  sched = read_scheduler_config(ms)
-  scheduler = None
-  if sched is not None:
-    scheduler = (SchedulerConfig.from_official(sched['config']) if sched['format'] == 'official'
-                 else SchedulerConfig.from_diffusers(sched['config']))
-  pipe = LTXPipeline(
-      load_transformer(ms.transformer, dtype=dt, attention=attention),
-      load_vae(ms.vae, dtype=dt),
-      load_text_encoder(ms.text_encoder, dtype=te_dtype, attention=attention),
-      load_tokenizer(ms.tokenizer), scheduler, release=ms.release.name)
   files = [{'path': str(f), 'bytes': f.stat().st_size,
             'sha256': file_sha256(f) if hash_files else None} for f in ms.files()]
   return pipe, {'kind': ms.kind, 'root': str(ms.root), 'hub_repo': ms.hub_repo,

@@ -60,31 +60,43 @@ class LTXPipeline:
     self.tokenizer = tokenizer
     self.scheduler = scheduler or SchedulerConfig()
     self.release = release
+    self.source = None  # the resolved ltx_jax.sources.ModelSource, when loaded from one
     self._transformer_split = nnx.split(transformer)
     self._text_split = nnx.split(text_encoder) if text_encoder is not None else None
 
   @classmethod
-  def from_pretrained(cls, source: str | Path, dtype=jnp.float32, *,
-                      text_encoder_dtype=None, attention: str = 'auto',
+  def from_pretrained(cls, source: str | Path, dtype=jnp.float32, *, file: str | None = None,
+                      release: str | None = None, allow_custom: bool = False,
+                      text_encoder_dtype=None, attention: str = 'auto', offline: bool | None = None,
                       mesh=None) -> 'LTXPipeline':
-    """A diffusers-layout repo folder (model_index.json, transformer/, vae/, text_encoder/,
-    tokenizer/, scheduler/)."""
+    """Builds the pipeline from whatever `ltx_jax.sources.resolve_source` understands: a
+    diffusers repo folder, a folder with an official single file (+ T5 folder or GGUF +
+    tokenizer), a checkpoint written by tools/convert.py, or a hub repo id.
+
+    file / release / allow_custom / offline: as `resolve_source`. dtype: compute and storage
+    dtype of the transformer and VAE; text_encoder_dtype defaults to it.
+    """
     from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
     from ltx_jax.models.transformer import load_transformer
     from ltx_jax.models.vae import load_vae
+    from ltx_jax.sources import read_scheduler_config, resolve_source
     if mesh is not None:
       raise NotImplementedError("sharded loading over a mesh is not implemented yet")
-    path = Path(source)
-    if not (path / 'model_index.json').exists():
-      raise FileNotFoundError(f"{path}: no model_index.json; expected a diffusers LTX-Video "
-                              "folder with transformer/, vae/, text_encoder/, tokenizer/")
-    sched_file = path / 'scheduler' / 'scheduler_config.json'
-    scheduler = SchedulerConfig.from_file(sched_file) if sched_file.exists() else None
+    ms = resolve_source(source, file=file, release=release, allow_custom=allow_custom,
+                        offline=offline)
+    ms.require('transformer', 'vae', 'text_encoder', 'tokenizer')
+    sched = read_scheduler_config(ms)
+    scheduler = None
+    if sched is not None:
+      scheduler = (SchedulerConfig.from_official(sched['config']) if sched['format'] == 'official'
+                   else SchedulerConfig.from_diffusers(sched['config']))
     te_dtype = dtype if text_encoder_dtype is None else text_encoder_dtype
-    return cls(load_transformer(path, dtype=dtype, attention=attention),
-               load_vae(path, dtype=dtype),
-               load_text_encoder(path, dtype=te_dtype, attention=attention),
-               load_tokenizer(path), scheduler)
+    pipe = cls(load_transformer(ms.transformer, dtype=dtype, attention=attention),
+               load_vae(ms.vae, dtype=dtype),
+               load_text_encoder(ms.text_encoder, dtype=te_dtype, attention=attention),
+               load_tokenizer(ms.tokenizer), scheduler, release=ms.release.name)
+    pipe.source = ms
+    return pipe
 
   # -- pieces --------------------------------------------------------------------------------
 
