@@ -61,12 +61,10 @@ class CausalConv3d(nnx.Module):
     k = self.kernel_size
     t_pad = (k - 1, 0) if causal else ((k - 1) // 2, (k - 1) // 2)
     s_pad = (k // 2, k // 2)
-    x = x.astype(self.dtype)
+    x = jnp.pad(x.astype(self.dtype), ((0, 0), t_pad, (0, 0), (0, 0), (0, 0)), mode='edge')
     if self.padding_mode == 'zeros':
-      x = jnp.pad(x, ((0, 0), t_pad, (0, 0), (0, 0), (0, 0)), mode='edge')
-      conv_pad = ((0, 0), s_pad, s_pad)
+      conv_pad = ((0, 0), s_pad, s_pad)  # let the convolution pad with zeros, no copy
     else:
-      x = jnp.pad(x, ((0, 0), t_pad, (0, 0), (0, 0), (0, 0)), mode='edge')
       x = jnp.pad(x, ((0, 0), (0, 0), s_pad, s_pad, (0, 0)), mode=_PAD_MODES[self.padding_mode])
       conv_pad = ((0, 0), (0, 0), (0, 0))
     y = jax.lax.conv_general_dilated(

@@ -14,9 +14,11 @@ import os
 import re
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ltx_jax import sharding as sharding_lib
 from ltx_jax.models.vae.config import VAEConfig, from_official
 from ltx_jax.models.vae.diffusers_config import diffusers_layout
 from ltx_jax.models.vae.model import Statistic, VideoAutoencoder
@@ -84,13 +86,15 @@ def abstract_vae(config: VAEConfig, *, dtype=jnp.float32, param_dtype=jnp.float3
                                                  rngs=nnx.Rngs(0)))
 
 
-def _fill(model, store, plan: Plan, param_dtype, what: str, ignore) -> VideoAutoencoder:
+def _fill(model, store, plan: Plan, param_dtype, what: str, ignore, sharding=None
+          ) -> VideoAutoencoder:
   """Parameters in param_dtype, statistics in f32; both checked strictly against the file."""
   stats = {p: s for p, s in plan.items() if isinstance(_var(model, p), Statistic)}
   params = {p: s for p, s in plan.items() if p not in stats}
   stat_keys = [re.escape(k) for s in stats.values() for k in s.keys]
-  load_params(model, store, params, param_dtype, what=what, ignore=list(ignore) + stat_keys)
-  load_params(model, store, stats, jnp.float32, what=what, ignore=['.*'])
+  load_params(model, store, params, param_dtype, what=what, ignore=list(ignore) + stat_keys,
+              sharding=sharding)
+  load_params(model, store, stats, jnp.float32, what=what, ignore=['.*'], sharding=sharding)
   return model
 
 
@@ -109,15 +113,19 @@ def _diffusers_folder(path: Path) -> Path | None:
   return None
 
 
-def load_vae(source: str | os.PathLike, *, dtype=jnp.float32, param_dtype=None
+def load_vae(source: str | os.PathLike, *, dtype=jnp.float32, param_dtype=None,
+             mesh: jax.sharding.Mesh | None = None, rules: sharding_lib.Rules | None = None
              ) -> VideoAutoencoder:
   """Loads the VAE from a diffusers `vae/` folder (or the repo folder above it) or an official
   single-file checkpoint (`vae.*` tensors, architecture in metadata `config` -> `vae`).
 
   dtype: compute dtype; param_dtype: storage dtype (defaults to dtype).
+  mesh, rules: place each parameter by its logical axis names (ltx_jax/sharding.py; the VAE's
+    names are replicated by the default rules); default one device.
   """
   if orbax_io.is_orbax(source):  # a checkpoint converted by tools/convert.py
-    return orbax_io.restore_component(source, 'vae', dtype=dtype, param_dtype=param_dtype)
+    return orbax_io.restore_component(source, 'vae', dtype=dtype, param_dtype=param_dtype,
+                                      mesh=mesh, rules=rules)
   path = Path(source)
   param_dtype = dtype if param_dtype is None else param_dtype
   if path.is_dir():
@@ -139,4 +147,5 @@ def load_vae(source: str | os.PathLike, *, dtype=jnp.float32, param_dtype=None
     table, renames, ignore = official_table(config), OFFICIAL_RENAMES, OFFICIAL_IGNORE
   model = abstract_vae(config, dtype=dtype, param_dtype=param_dtype)
   plan = make_plan(model, table, renames)
-  return _fill(model, store, plan, param_dtype, f'VAE from {path}', ignore)
+  where = sharding_lib.sharding_fn(mesh, rules) if mesh is not None else None
+  return _fill(model, store, plan, param_dtype, f'VAE from {path}', ignore, where)
