@@ -1,5 +1,6 @@
 """ltx_jax: LTX-Video inference in JAX/XLA with Flax NNX."""
 
+from ltx_jax.compilation_cache import configure_compilation_cache, enable_compilation_cache
 from ltx_jax.models.t5 import T5Config, T5Encoder, load_text_encoder, load_tokenizer
 from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig, load_transformer
 from ltx_jax.models.vae import VAEConfig, VideoAutoencoder, load_vae

@@ -1,0 +1,1 @@
+"""Benchmarks against the PyTorch references: `python tools/bench.py --help`."""

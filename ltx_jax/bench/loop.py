@@ -1,0 +1,210 @@
+"""Case 5, the whole tiny pipeline: what the scanned loop costs over its steps, against diffusers;
+and a cold against a warm start in fresh processes (the persistent compilation cache).
+
+`python -m ltx_jax.bench.loop` runs the tiny pipeline once (the default cold/warm child).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ltx_jax.bench import measure
+from ltx_jax.bench.cases import (TRANSFORMER_TINY, VAE_TINY_DECODER, VAE_TINY_ENCODER,
+                                 host_random)
+
+VIDEO = (9, 64, 96)  # frames, height, width: a 3 x 8 x 12 latent grid
+TEXT_TOKENS = 16
+GUIDANCE = 3.0
+DECODE_T = 0.05
+
+
+def _text(seed: int = 0) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  e = lambda: rng.standard_normal((1, TEXT_TOKENS, TRANSFORMER_TINY.caption_channels), np.float32)
+  m = np.ones((1, TEXT_TOKENS), np.float32)
+  return dict(prompt_embeds=e(), prompt_attention_mask=m, negative_prompt_embeds=e(),
+              negative_prompt_attention_mask=m.copy())
+
+
+def jax_pipeline():
+  from ltx_jax.models.transformer import LTXVideoTransformer
+  from ltx_jax.models.vae import VideoAutoencoder, from_diffusers
+  from ltx_jax.pipeline import LTXPipeline
+  from ltx_jax.sampling import SchedulerConfig
+  vae_cfg = from_diffusers({**VAE_TINY_ENCODER, **VAE_TINY_DECODER})
+  transformer = host_random(lambda: LTXVideoTransformer(TRANSFORMER_TINY, rngs=nnx.Rngs(0)),
+                            jnp.float32, seed=0)
+  vae = host_random(lambda: VideoAutoencoder(vae_cfg, rngs=nnx.Rngs(0)), jnp.float32, seed=1)
+  return LTXPipeline(transformer, vae, None, None, SchedulerConfig())
+
+
+def run_jax_pipeline(pipe, steps: int):
+  f, h, w = VIDEO
+  return pipe(**_text(), height=h, width=w, num_frames=f, num_inference_steps=steps,
+              guidance_scale=GUIDANCE, decode_timestep=DECODE_T, progress=False).frames
+
+
+def torch_pipeline(device: str = 'cpu'):
+  """The same pipeline in diffusers (random weights, same shapes); returns a run(steps) function."""
+  import torch
+  from diffusers import (AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline,
+                         LTXVideoTransformer3DModel)
+  cfg = TRANSFORMER_TINY
+  transformer = LTXVideoTransformer3DModel(
+      in_channels=cfg.in_channels, out_channels=cfg.out_channels,
+      num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
+      cross_attention_dim=cfg.cross_attention_dim, num_layers=cfg.num_layers,
+      caption_channels=cfg.caption_channels).eval()
+  vae = AutoencoderKLLTXVideo(**VAE_TINY_ENCODER, **VAE_TINY_DECODER, scaling_factor=1.0).eval()
+  with torch.no_grad():
+    vae.decoder.timestep_scale_multiplier.fill_(1000.0)
+  scheduler = FlowMatchEulerDiscreteScheduler(
+      base_image_seq_len=1024, base_shift=0.95, max_image_seq_len=4096, max_shift=2.05,
+      num_train_timesteps=1000, shift=1.0, shift_terminal=0.1, use_dynamic_shifting=True,
+      time_shift_type='exponential')
+  pipe = LTXPipeline(scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None,
+                     transformer=transformer).to(device)
+  pipe.set_progress_bar_config(disable=True)
+  text = {k: torch.from_numpy(v).to(device) for k, v in _text().items()}
+  f, h, w = VIDEO
+
+  def run(steps: int):
+    with torch.inference_mode():
+      return pipe(**text, height=h, width=w, num_frames=f, num_inference_steps=steps,
+                  guidance_scale=GUIDANCE, decode_timestep=DECODE_T, decode_noise_scale=DECODE_T,
+                  output_type='np', generator=torch.Generator().manual_seed(0)).frames
+  return run
+
+
+def _record_loop_call(pipe, steps: int) -> inspect.BoundArguments:
+  """The arguments the pipeline passes to `denoise_jit`, caught during one call."""
+  from ltx_jax.sampling import loop as loop_lib
+  calls = []
+  real = loop_lib.denoise_jit
+
+  def spy(*args, **kwargs):
+    calls.append(inspect.signature(loop_lib.denoise).bind(*args, **kwargs))
+    return real(*args, **kwargs)
+
+  loop_lib.denoise_jit = spy
+  try:
+    run_jax_pipeline(pipe, steps)
+  finally:
+    loop_lib.denoise_jit = real
+  return calls[-1]
+
+
+def loop_functions(pipe, steps: int) -> dict:
+  """The scanned loop over `steps`, a Python loop of `steps` one-step jitted calls, and one step,
+  all with the arguments the pipeline itself passes (guidance on: batch 2 per transformer call).
+
+  Per-step guidance values ([S] or [S, L]) are sliced along with the sigmas.
+  """
+  from ltx_jax.sampling import loop as loop_lib
+  bound = _record_loop_call(pipe, steps)
+  full = dict(bound.arguments)
+
+  def step_args(i: int, latents) -> dict:
+    a = dict(full, latents=latents, sigmas=full['sigmas'][i:i + 2],
+             key=jax.random.fold_in(full['key'], i))
+    if 'guidance' in full:  # per-step values, each [S] or [S, L]
+      a['guidance'] = jax.tree.map(lambda x: x[i:i + 1], full['guidance'])
+    return a
+
+  singles = [step_args(i, None) for i in range(steps)]
+
+  def scanned():
+    return loop_lib.denoise_jit(**full)
+
+  def python_loop():
+    x = full['latents']
+    for a in singles:
+      x = loop_lib.denoise_jit(**dict(a, latents=x))
+    return x
+
+  def one_step():
+    return loop_lib.denoise_jit(**dict(singles[0], latents=full['latents']))
+
+  return {'scanned': scanned, 'python_loop': python_loop, 'one_step': one_step}
+
+
+def pipeline_bench(steps: int = 8, runs: int = 5, with_torch: bool = True) -> dict:
+  """Times the tiny pipeline end to end (ours and diffusers') and our loop three ways."""
+  out = {'steps': steps, 'video': VIDEO}
+  with measure.PeakMemory() as mem:
+    pipe = jax_pipeline()
+    t0 = time.perf_counter()
+    run_jax_pipeline(pipe, steps)
+    out['jax_first_s'] = time.perf_counter() - t0
+  out['jax_mem'] = mem.peak
+  fns = {'jax': lambda: run_jax_pipeline(pipe, steps)}
+  loops = loop_functions(pipe, steps)
+  for fn in loops.values():
+    measure.block(fn())  # compile
+  fns.update(loops)
+  if with_torch:
+    with measure.PeakMemory() as mem:
+      run_torch = torch_pipeline()
+      out['torch_first_s'] = measure.timed(lambda: run_torch(steps))
+    out['torch_mem'] = mem.peak
+    fns['torch'] = lambda: run_torch(steps)
+  times = measure.interleaved(fns, runs)
+  out['median_s'] = {k: measure.median(v) for k, v in times.items()}
+  out['runs'] = runs
+  return out
+
+
+def _default_child() -> list[str]:
+  """The smoke config through the CLI when it is there, else this module's tiny pipeline."""
+  root = Path(__file__).resolve().parents[2]
+  smoke = root / 'configs' / 'smoke.py'
+  if smoke.exists():
+    out = tempfile.mkdtemp(prefix='ltx_bench_smoke_')
+    code = ("from ltx_jax.compilation_cache import configure_compilation_cache as c; c(); "
+            "import runpy, sys; sys.argv = ['generate', '--config', %r, "
+            "'--config.output_dir=%s']; runpy.run_module('ltx_jax.generate', "
+            "run_name='__main__')" % (str(smoke), out))
+    return [sys.executable, '-c', code]
+  return [sys.executable, '-m', 'ltx_jax.bench.loop']
+
+
+def cold_warm(command: list[str] | None = None, cache_dir: str | None = None) -> dict:
+  """Runs `command` twice in fresh processes sharing an empty compilation cache folder."""
+  command = command or _default_child()
+  with tempfile.TemporaryDirectory(prefix='ltx_xla_cache_') as tmp:
+    env = dict(os.environ, LTX_JAX_COMPILATION_CACHE=cache_dir or tmp)
+    times = []
+    for _ in range(2):
+      t0 = time.perf_counter()
+      proc = subprocess.run(command, env=env, capture_output=True, text=True)
+      times.append(time.perf_counter() - t0)
+      if proc.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    from ltx_jax.compilation_cache import cache_entries
+    entries = cache_entries(cache_dir or tmp)
+  return {'command': ' '.join(command), 'cold_s': times[0], 'warm_s': times[1],
+          'cache_entries': entries}
+
+
+def _child():
+  from ltx_jax.compilation_cache import configure_compilation_cache
+  configure_compilation_cache()
+  t0 = time.perf_counter()
+  frames = run_jax_pipeline(jax_pipeline(), 8)
+  print(json.dumps({'shape': list(frames.shape), 'seconds': time.perf_counter() - t0}))
+
+
+if __name__ == '__main__':
+  _child()
