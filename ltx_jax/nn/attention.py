@@ -4,6 +4,10 @@ Every attention in the package calls `attention(q, k, v, bias)`; the kernel is p
 `'auto'` takes cuDNN's fused flash attention on NVIDIA GPUs when the inputs are bf16/fp16 and XLA's
 reference implementation elsewhere (it computes logits and softmax in f32). Other kernels (for
 example a Pallas TPU flash kernel) plug in with `register_attention`.
+
+Self-attention over video tokens passes `sequence_sharded=True`: under an active
+`ltx_jax.sharding.Partitioning` whose 'context' mesh axis splits the tokens, it runs context
+parallel ('allgather' or 'ring', see context_attention.py) around the chosen local kernel.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+
+from ltx_jax import sharding as sharding_lib
 
 # An implementation maps (q [B, T, N, H], k [B, S, N, H], v [B, S, N, H], bias broadcastable to
 # [B, N, T, S] or None, scale) -> [B, T, N, H].
@@ -55,8 +61,19 @@ def resolve_implementation(name: str, dtype) -> str:
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None = None, *,
-              scale: float | None = None, implementation: str = 'auto') -> jax.Array:
-  """Multi-head attention. q [B, T, N, H], k/v [B, S, N, H], bias [B, 1|N, 1|T, S] -> [B, T, N, H]."""
+              scale: float | None = None, implementation: str = 'auto',
+              sequence_sharded: bool = False) -> jax.Array:
+  """Multi-head attention. q [B, T, N, H], k/v [B, S, N, H], bias [B, 1|N, 1|T, S] -> [B, T, N, H].
+
+  sequence_sharded: q, k and v are the same token sequence, which the active partitioning may
+  split over its 'context' axis (self-attention without bias only).
+  """
   scale = q.shape[-1] ** -0.5 if scale is None else scale
   name = resolve_implementation(implementation, q.dtype)
+  partitioning = sharding_lib.active()
+  if sequence_sharded and bias is None and partitioning is not None:
+    from ltx_jax.nn.context_attention import context_attention
+    out = context_attention(q, k, v, scale, _IMPLEMENTATIONS[name], partitioning)
+    if out is not None:
+      return out
   return _IMPLEMENTATIONS[name](q, k, v, bias, scale)

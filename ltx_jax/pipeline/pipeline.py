@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ltx_jax import sharding as sharding_lib
 from ltx_jax.pipeline import inputs as inputs_lib
 from ltx_jax.sampling import guidance as guidance_lib
 from ltx_jax.sampling import loop as loop_lib
@@ -53,13 +54,17 @@ class LTXPipeline:
   """
 
   def __init__(self, transformer, vae, text_encoder=None, tokenizer=None,
-               scheduler: SchedulerConfig | None = None, *, release: str | None = None):
+               scheduler: SchedulerConfig | None = None, *, release: str | None = None,
+               partitioning: sharding_lib.Partitioning | None = None):
+    """partitioning: the mesh the components' parameters live on, with the rules and context
+    attention for the activations (ltx_jax/sharding.py); None: one device."""
     self.transformer = transformer
     self.vae = vae
     self.text_encoder = text_encoder
     self.tokenizer = tokenizer
     self.scheduler = scheduler or SchedulerConfig()
     self.release = release
+    self.partitioning = partitioning
     self.source = None  # the resolved ltx_jax.sources.ModelSource, when loaded from one
     self._transformer_split = nnx.split(transformer)
     self._text_split = nnx.split(text_encoder) if text_encoder is not None else None
@@ -68,20 +73,23 @@ class LTXPipeline:
   def from_pretrained(cls, source: str | Path, dtype=jnp.float32, *, file: str | None = None,
                       release: str | None = None, allow_custom: bool = False,
                       text_encoder_dtype=None, attention: str = 'auto', offline: bool | None = None,
-                      mesh=None) -> 'LTXPipeline':
+                      mesh=None, rules: sharding_lib.Rules | None = None,
+                      context_attention: str = 'allgather') -> 'LTXPipeline':
     """Builds the pipeline from whatever `ltx_jax.sources.resolve_source` understands: a
     diffusers repo folder, a folder with an official single file (+ T5 folder or GGUF +
     tokenizer), a checkpoint written by tools/convert.py, or a hub repo id.
 
     file / release / allow_custom / offline: as `resolve_source`. dtype: compute and storage
     dtype of the transformer and VAE; text_encoder_dtype defaults to it.
+    mesh: a device mesh (`ltx_jax.sharding.make_mesh`): every parameter is placed on it by the
+      rules table (`rules`, default `ltx_jax.sharding.RULES`), activations are constrained by the
+      same table, and self-attention runs context parallel over the mesh's 'context' axis by
+      `context_attention` ('allgather' or 'ring'). None: one device.
     """
     from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
     from ltx_jax.models.transformer import load_transformer
     from ltx_jax.models.vae import load_vae
     from ltx_jax.sources import read_scheduler_config, resolve_source
-    if mesh is not None:
-      raise NotImplementedError("sharded loading over a mesh is not implemented yet")
     ms = resolve_source(source, file=file, release=release, allow_custom=allow_custom,
                         offline=offline)
     ms.require('transformer', 'vae', 'text_encoder', 'tokenizer')
@@ -91,14 +99,27 @@ class LTXPipeline:
       scheduler = (SchedulerConfig.from_official(sched['config']) if sched['format'] == 'official'
                    else SchedulerConfig.from_diffusers(sched['config']))
     te_dtype = dtype if text_encoder_dtype is None else text_encoder_dtype
-    pipe = cls(load_transformer(ms.transformer, dtype=dtype, attention=attention),
-               load_vae(ms.vae, dtype=dtype),
-               load_text_encoder(ms.text_encoder, dtype=te_dtype, attention=attention),
-               load_tokenizer(ms.tokenizer), scheduler, release=ms.release.name)
+    partitioning = (None if mesh is None else
+                    sharding_lib.Partitioning.create(mesh, rules, context_attention))
+    where = dict(mesh=mesh, rules=rules)
+    pipe = cls(load_transformer(ms.transformer, dtype=dtype, attention=attention, **where),
+               load_vae(ms.vae, dtype=dtype, **where),
+               load_text_encoder(ms.text_encoder, dtype=te_dtype, attention=attention, **where),
+               load_tokenizer(ms.tokenizer), scheduler, release=ms.release.name,
+               partitioning=partitioning)
     pipe.source = ms
     return pipe
 
   # -- pieces --------------------------------------------------------------------------------
+
+  @property
+  def mesh(self):
+    return None if self.partitioning is None else self.partitioning.mesh
+
+  def _global(self, *xs):
+    """Inputs as arrays replicated over the mesh (needed across processes); as-is without."""
+    out = tuple(sharding_lib.replicated(self.mesh, x) for x in xs)
+    return out[0] if len(out) == 1 else out
 
   @property
   def compression(self) -> tuple[int, int]:
@@ -115,13 +136,14 @@ class LTXPipeline:
                        "prompt_attention_mask instead of a prompt")
     ids, mask = self.tokenizer(list(prompts), max_length=max_sequence_length)
     graph, state = self._text_split
-    return _encode_text(graph, state, jnp.asarray(ids), jnp.asarray(mask)), jnp.asarray(mask)
+    ids, mask = self._global(np.asarray(ids), np.asarray(mask))
+    return _encode_text(graph, state, ids, mask), mask
 
   def encode_image(self, images: Sequence[Any], height: int, width: int) -> jax.Array:
     """Conditioning images -> normalised latents of one frame, [B, 1, H', W', C]."""
     pixels = np.stack([inputs_lib.resize_and_crop(inputs_lib.load_image(im), height, width)
                        for im in images])  # [B, H, W, 3] in [0, 1]
-    video = jnp.asarray(pixels * 2 - 1)[:, None]  # [B, 1, H, W, 3] in [-1, 1]
+    video = self._global(np.asarray(pixels * 2 - 1)[:, None])  # [B, 1, H, W, 3] in [-1, 1]
     return self.vae.normalize(self.vae.encode(video.astype(self.vae.dtype))).astype(jnp.float32)
 
   # -- the call ------------------------------------------------------------------------------
@@ -220,15 +242,16 @@ class LTXPipeline:
                              stg_strategy=skip_layer_strategy if use_stg else None,
                              cfg_star=bool(cfg_star_rescale) and use_cfg,
                              conditioned=cond_mask is not None,
-                             stochastic=bool(stochastic_sampling))
+                             stochastic=bool(stochastic_sampling),
+                             partitioning=self.partitioning)
     coords = token_coords(grid, tc, sc, frame_rate,
                           self.transformer.config.causal_temporal_positioning)
     graph, state = self._transformer_split
     loop_lib.PROGRESS.start(len(sigmas) - 1, progress)
     try:
-      packed = loop_lib.denoise_jit(
-          spec, graph, state, latents.reshape(batch, n_tokens, channels), jnp.asarray(sigmas),
-          embeds, mask, guidance, jnp.asarray(coords), cond_mask, key_loop)
+      args = self._global(latents.reshape(batch, n_tokens, channels), jnp.asarray(sigmas),
+                          embeds, mask, guidance, jnp.asarray(coords), cond_mask, key_loop)
+      packed = loop_lib.denoise_jit(spec, graph, state, *args)
       packed = jax.block_until_ready(packed)
     finally:
       loop_lib.PROGRESS.close()
@@ -241,16 +264,23 @@ class LTXPipeline:
 
   def decode(self, latents: jax.Array, decode_timestep: float = 0.0,
              decode_noise_scale: float = 0.0, key: jax.Array | None = None) -> np.ndarray:
-    """Normalised latents [B, F', H', W', C] -> uint8 frames [B, F, H, W, 3]."""
-    z = self.vae.denormalize(latents)
+    """Normalised latents [B, F', H', W', C] -> uint8 frames [B, F, H, W, 3].
+
+    On a mesh the rows are split over its batch axes (data, fsdp: ltx_jax/sharding.py) where
+    they divide; every process receives all frames.
+    """
+    z = self.vae.denormalize(self._global(latents))
     timestep = None
     if self.vae.config.timestep_conditioning:
       key = jax.random.key(0) if key is None else key
       k_mix, k_inject = jax.random.split(key)
-      noise = jax.random.normal(k_mix, z.shape, jnp.float32)
+      noise = self._global(jax.random.normal(k_mix, z.shape, jnp.float32))
       z = (1 - decode_noise_scale) * z + decode_noise_scale * noise
-      timestep = jnp.full((z.shape[0],), decode_timestep, jnp.float32)
-    video = self.vae.decode(z.astype(self.vae.dtype), timestep)
+      timestep = self._global(jnp.full((z.shape[0],), decode_timestep, jnp.float32))
+    z = z.astype(self.vae.dtype)
+    if self.partitioning is not None:
+      z = jax.device_put(z, self.partitioning.sharding(z.shape, ('batch',) + (None,) * 4))
+    video = sharding_lib.gather(self.vae.decode(z, timestep))
     return inputs_lib.to_uint8(video)
 
   def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,

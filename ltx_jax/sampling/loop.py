@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ltx_jax import sharding as sharding_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class LoopSpec:
@@ -31,6 +33,9 @@ class LoopSpec:
   cfg_star: bool = False          # CFG-star: project the uncond prediction onto the cond one
   conditioned: bool = False       # some tokens are given (image-to-video) and never stepped
   stochastic: bool = False        # re-noise x0 to the next sigma instead of an Euler step
+  # Mesh, rules and context attention of the activations (None: one device); static, so a
+  # change re-traces.
+  partitioning: sharding_lib.Partitioning | None = None
 
   @property
   def groups(self) -> int:
@@ -116,8 +121,15 @@ def denoise(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: jax.Array,
   context, context_mask: [G*B, S_txt, D], [G*B, S_txt] for the G = spec.groups row groups.
   coords: [1, 3, N] per-token (time, y, x) coordinates for RoPE.
   cond_mask: [B, N], 1 on given (conditioning) tokens, or None.
-  Returns the final [B, N, C] f32 latents.
+  Returns the final [B, N, C] f32 latents (replicated over the mesh, if any).
   """
+  with sharding_lib.activate(spec.partitioning):
+    return _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidance,
+                    coords, cond_mask, key)
+
+
+def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidance, coords,
+             cond_mask, key):
   model = nnx.merge(graph, state)
   b = latents.shape[0]
   groups = spec.groups
@@ -145,12 +157,12 @@ def denoise(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: jax.Array,
     if spec.conditioned:
       x_next = jnp.where(cond_mask[..., None] > 0, x, x_next)
     jax.debug.callback(PROGRESS.step, sigma)
-    return x_next, None
+    return sharding_lib.constrain(x_next, ('batch', 'tokens', None)), None
 
   keys = jax.random.split(key, sigmas.shape[0] - 1)
-  latents, _ = jax.lax.scan(step, latents.astype(jnp.float32),
-                            (sigmas[:-1], sigmas[1:], guidance, keys))
-  return latents
+  latents = sharding_lib.constrain(latents.astype(jnp.float32), ('batch', 'tokens', None))
+  latents, _ = jax.lax.scan(step, latents, (sigmas[:-1], sigmas[1:], guidance, keys))
+  return sharding_lib.constrain(latents, (None, None, None))  # every process reads it all
 
 
 denoise_jit = jax.jit(denoise, static_argnums=(0, 1))

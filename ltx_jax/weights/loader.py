@@ -170,7 +170,11 @@ def load_params(module: nnx.Module, store: TensorStore, plan: Plan, dtype, *,
   for path, src in plan.items():
     var = variables[path]
     host = read_param(store, src, var, dtype)
-    placed = jax.device_put(host, sharding(path, var) if sharding else None)
+    if sharding is None:
+      placed = jax.device_put(host)
+    else:  # each device (of every process) receives only its shard of the host tensor
+      placed = jax.make_array_from_callback(host.shape, sharding(path, var),
+                                            lambda index: host[index])
     del host
     var.set_value(placed)
   return module

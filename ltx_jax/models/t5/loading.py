@@ -10,9 +10,11 @@ import json
 import os
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ltx_jax import sharding as sharding_lib
 from ltx_jax.models.t5.config import T5Config
 from ltx_jax.models.t5.model import T5Encoder
 from ltx_jax.weights.gguf_io import GGUFStore
@@ -64,15 +66,19 @@ def _hf_folder(path: Path) -> Path | None:
 
 
 def load_text_encoder(source: str | os.PathLike, dtype=jnp.bfloat16, *, param_dtype=None,
-                      attention: str = 'auto') -> T5Encoder:
+                      attention: str = 'auto', mesh: jax.sharding.Mesh | None = None,
+                      rules: sharding_lib.Rules | None = None) -> T5Encoder:
   """A T5 v1.1 encoder from a transformers folder (or the diffusers repo above it) or a GGUF file.
 
   dtype: compute dtype; param_dtype: storage dtype (defaults to dtype). Called as
   `te(input_ids [B, S], attention_mask [B, S]) -> [B, S, d_model]` in `dtype`.
+  mesh, rules: place each parameter by its logical axis names (ltx_jax/sharding.py); default
+    one device.
   """
   if orbax_io.is_orbax(source):  # a checkpoint converted by tools/convert.py
     return orbax_io.restore_component(source, 'text_encoder', dtype=dtype,
-                                      param_dtype=param_dtype, attention=attention)
+                                      param_dtype=param_dtype, attention=attention, mesh=mesh,
+                                      rules=rules)
   path = Path(source)
   param_dtype = dtype if param_dtype is None else param_dtype
   if path.is_file() and path.suffix == '.gguf':
@@ -95,5 +101,6 @@ def load_text_encoder(source: str | os.PathLike, dtype=jnp.bfloat16, *, param_dt
     ignore = HF_IGNORE + ((r'encoder\.embed_tokens\.weight',) if embed == 'shared' else ())
   model = _abstract(cfg, dtype, param_dtype, attention)
   plan = plan_from_table(model, table)
+  where = sharding_lib.sharding_fn(mesh, rules) if mesh is not None else None
   return load_params(model, store, plan, param_dtype, what=f'T5 encoder from {path}',
-                     ignore=ignore)
+                     ignore=ignore, sharding=where)

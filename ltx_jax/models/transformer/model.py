@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ltx_jax import sharding as sharding_lib
 from ltx_jax.models.transformer import rope as rope_lib
 from ltx_jax.models.transformer.config import TransformerConfig
 from ltx_jax.nn import Dense, RMSNorm, attention, layer_norm, param, rms_norm, stacked
@@ -66,8 +67,9 @@ class Attention(nnx.Module):
 
   def __init__(self, dim: int, kv_dim: int, num_heads: int, head_dim: int, *, qk_eps: float,
                bias: bool, out_bias: bool, attention_impl: str, dtype, param_dtype,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, sequence_parallel: bool = False):
     inner = num_heads * head_dim
+    self.sequence_parallel = sequence_parallel  # self-attention: context-parallel capable
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.num_heads = num_heads
     self.attention_impl = attention_impl
@@ -92,7 +94,8 @@ class Attention(nnx.Module):
       q = rope_lib.apply_rope(q, *rope)
       k = rope_lib.apply_rope(k, *rope)
     heads = lambda a: a.reshape(*a.shape[:2], self.num_heads, -1)  # [B, T, N, H]
-    out = attention(heads(q), heads(k), heads(v), bias, implementation=self.attention_impl)
+    out = attention(heads(q), heads(k), heads(v), bias, implementation=self.attention_impl,
+                    sequence_sharded=self.sequence_parallel)
     out = out.reshape(q.shape)  # [B, T, NH]
     if keep is not None and strategy in ('attention_values', 'attention_skip'):
       alt = v if strategy == 'attention_values' else x
@@ -127,7 +130,7 @@ class Block(nnx.Module):
     kw = dict(qk_eps=cfg.qk_norm_eps, bias=cfg.attention_bias, out_bias=cfg.attention_out_bias,
               attention_impl=attention_impl, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.eps = cfg.norm_eps
-    self.attn1 = Attention(d, d, cfg.num_heads, cfg.head_dim, **kw)
+    self.attn1 = Attention(d, d, cfg.num_heads, cfg.head_dim, sequence_parallel=True, **kw)
     self.attn2 = Attention(d, cfg.cross_attention_dim, cfg.num_heads, cfg.head_dim, **kw)
     self.ff = FeedForward(d, 4 * d, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.scale_shift_table = param(lambda k, s, t: jax.random.normal(k, s, t) / d ** 0.5,
@@ -212,21 +215,28 @@ class LTXVideoTransformer(nnx.Module):
     else:  # additive bias as in both references: 0 keeps, -10000 drops
       context_bias = ((1 - encoder_attention_mask.astype(jnp.float32)) * -10000.0)[:, None, None]
 
-    x = self.proj_in(hidden_states)  # [B, N, D]
+    # Activation layout at block boundaries (ltx_jax/sharding.py; no-ops on one device).
+    tokens = lambda a: sharding_lib.constrain(
+        a, ('batch', 'tokens' if a.shape[1] == n else None, 'act_embed'))
+    rope = tuple(tokens(r) for r in rope)
+    x = tokens(self.proj_in(hidden_states))  # [B, N, D]
     t = jnp.asarray(timestep).reshape(b, -1)  # [B, 1|N]
     temb, embedded_t = self.time_embed(t)  # [B, 1|N, 6D], [B, 1|N, D]
-    context = self.caption_projection(encoder_hidden_states)  # [B, S, D]
+    temb = tokens(temb)
+    context = sharding_lib.constrain(self.caption_projection(encoder_hidden_states),
+                                     ('batch', 'text', 'act_embed'))  # [B, S, D]
 
     graph, layers = nnx.split(self.blocks)
 
     def body(x, xs):
       params, keep = xs
-      return nnx.merge(graph, params)(x, temb, context, context_bias, rope, keep,
-                                      skip_layer_strategy), None
+      x = nnx.merge(graph, params)(x, temb, context, context_bias, rope, keep,
+                                   skip_layer_strategy)
+      return tokens(x), None
 
     x, _ = jax.lax.scan(body, x, (layers, skip_layer_mask))
 
     mod = (self.scale_shift_table[...].astype(jnp.float32)[None, None]
            + embedded_t.astype(jnp.float32)[:, :, None])  # [B, 1|N, 2, D]
     x = _modulate(x, cfg.norm_eps, mod[:, :, 0], mod[:, :, 1], norm=layer_norm)
-    return self.proj_out(x)
+    return tokens(self.proj_out(x))
