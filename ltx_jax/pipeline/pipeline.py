@@ -266,21 +266,23 @@ class LTXPipeline:
              decode_noise_scale: float = 0.0, key: jax.Array | None = None) -> np.ndarray:
     """Normalised latents [B, F', H', W', C] -> uint8 frames [B, F, H, W, 3].
 
-    On a mesh the rows are split over its batch axes (data, fsdp: ltx_jax/sharding.py) where
-    they divide; every process receives all frames.
+    On a single-process mesh the rows are split over its batch axes (data, fsdp:
+    ltx_jax/sharding.py) where they divide; every process receives all frames.
     """
     z = self.vae.denormalize(self._global(latents))
     timestep = None
+    # k_inject drives the decoder's learned noise injection (0.9.1), as the references do.
+    k_mix, k_inject = jax.random.split(jax.random.key(0) if key is None else key)
     if self.vae.config.timestep_conditioning:
-      key = jax.random.key(0) if key is None else key
-      k_mix, k_inject = jax.random.split(key)
       noise = self._global(jax.random.normal(k_mix, z.shape, jnp.float32))
       z = (1 - decode_noise_scale) * z + decode_noise_scale * noise
       timestep = self._global(jnp.full((z.shape[0],), decode_timestep, jnp.float32))
     z = z.astype(self.vae.dtype)
-    if self.partitioning is not None:
+    if self.partitioning is not None and jax.process_count() == 1:
+      # Rows over the batch axes. Not across processes: the tiled decode reads each tile back
+      # on the host, which needs every row addressable.
       z = jax.device_put(z, self.partitioning.sharding(z.shape, ('batch',) + (None,) * 4))
-    video = sharding_lib.gather(self.vae.decode(z, timestep))
+    video = sharding_lib.gather(self.vae.decode(z, timestep, key=k_inject))
     return inputs_lib.to_uint8(video)
 
   def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
