@@ -130,3 +130,18 @@ def test_make_mesh_sizes():
     sharding.make_mesh(data=-1, fsdp=-1)
   assert sharding.mesh_from_config({'data': 1, 'fsdp': 1, 'tensor': 1, 'context': 1}) is None
   assert jax.device_count() == 1
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('fsdp', 0, 'must be integers'), ('tensor', -1, None), ('context', -2, 'must be integers'),
+    ('context_attention', 'tree', 'choose one of')])
+def test_cli_mesh_config_checks(key, value, message):
+  from ltx_jax.cli import config as config_lib
+  c = config_lib.base_config('')
+  c.mesh[key] = value
+  if message is None:
+    config_lib.check_mesh(c)
+    c.mesh.data = -1
+    message = 'at most one'
+  with pytest.raises(config_lib.UsageError, match=message):
+    config_lib.check_mesh(c)

@@ -56,6 +56,22 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.model.offline = False  # hub: only the local cache
   c.model.hash_files = True  # sha256 of the weight files into the sidecar (cached per file)
 
+  # Device mesh (docs/sharding.md): sizes of the (data, fsdp, tensor, context) axes, one of them
+  # may be -1 (the rest of the devices); all 1 on one device.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = 1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.mesh.context = 1
+  c.mesh.context_attention = 'allgather'  # or 'ring': self-attention over the context axis
+  # Multi-host (one process per host); empty / 0 / -1: from JAX_COORDINATOR_ADDRESS,
+  # JAX_NUM_PROCESSES, JAX_PROCESS_ID, else a single process. auto: JAX's cluster detection.
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator = ''
+  c.distributed.num_processes = 0
+  c.distributed.process_id = -1
+  c.distributed.auto = False
+
   # LTXPipeline.__call__ arguments (diffusers' names; timesteps on the 0..1000 scale).
   c.height = 704
   c.width = 1216
@@ -215,8 +231,21 @@ def check_guidance(c) -> None:
     _fail(f"config.guidance_timesteps={tuple(c.guidance_timesteps)} must lie in (0, 1000]")
 
 
+def check_mesh(c) -> None:
+  from ltx_jax.sharding import CONTEXT_ATTENTION, MESH_AXES
+  sizes = [c.mesh[a] for a in MESH_AXES]
+  if (not all(isinstance(s, int) and not isinstance(s, bool) and (s >= 1 or s == -1)
+              for s in sizes) or sizes.count(-1) > 1):
+    _fail(f"config.mesh sizes {dict(zip(MESH_AXES, sizes))} must be integers >= 1, at most one "
+          "of them -1 (the rest of the devices)")
+  if c.mesh.context_attention not in CONTEXT_ATTENTION:
+    _fail(f"config.mesh.context_attention={c.mesh.context_attention!r}; choose one of "
+          f"{', '.join(CONTEXT_ATTENTION)}")
+
+
 def check(c) -> Plan:
   """Every check that needs no model: a UsageError (one line) for the first problem found."""
+  check_mesh(c)
   if c.task not in TASKS:
     _fail(f"config.task={c.task!r}; choose one of {', '.join(TASKS)}")
   if c.model.dtype not in DTYPES or c.model.text_encoder_dtype not in DTYPES + ('',):

@@ -56,21 +56,30 @@ def pipeline_kwargs(c) -> dict:
 
 def load_model(source: str, *, file: str = '', release: str = '', dtype: str = 'bfloat16',
                text_encoder_dtype: str = '', attention: str = 'auto', offline: bool = False,
-               hash_files: bool = False):
+               hash_files: bool = False, mesh=None, context_attention: str = 'allgather'):
   """(LTXPipeline, source facts) from a folder, file, converted checkpoint, hub repo id, or
-  'smoke' (ltx_jax.smoke's random-weight plumbing model). Names as in config.model."""
+  'smoke' (ltx_jax.smoke's random-weight plumbing model). Names as in config.model; mesh: a
+  device mesh (ltx_jax.sharding.make_mesh) or None for one device."""
   import jax.numpy as jnp
   dt = getattr(jnp, dtype)
   te_dtype = getattr(jnp, text_encoder_dtype or dtype)
   if source == config_lib.SMOKE:
-    from ltx_jax import smoke
-    return smoke.build_pipeline(dtype=dt), {
+    from ltx_jax import sharding, smoke
+    from ltx_jax.pipeline import LTXPipeline
+    p = smoke.build_pipeline(dtype=dt)
+    if mesh is not None:
+      p = LTXPipeline(*(sharding.shard_module(m, mesh) for m in
+                        (p.transformer, p.vae, p.text_encoder)), p.tokenizer, p.scheduler,
+                      release=p.release, partitioning=sharding.Partitioning.create(
+                          mesh, context_attention=context_attention))
+    return p, {
         'kind': 'smoke', 'note': 'random-weight plumbing check (ltx_jax.smoke), not a model',
         'files': []}
   from ltx_jax.pipeline import LTXPipeline
   pipe = LTXPipeline.from_pretrained(os.path.expanduser(source), dt, file=file or None,
                                      release=release or None, text_encoder_dtype=te_dtype,
-                                     attention=attention, offline=True if offline else None)
+                                     attention=attention, offline=True if offline else None,
+                                     mesh=mesh, context_attention=context_attention)
   ms = pipe.source
   logging.info("source: %s (%s), release %s", ms.root, ms.kind, ms.release.name)
   files = [{'path': str(f), 'bytes': f.stat().st_size,
@@ -80,11 +89,14 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
 
 
 def load_pipeline(c):
-  """load_model with config.model's values."""
+  """load_model with config.model's values, on config.mesh's mesh."""
+  from ltx_jax import sharding
   m = c.model
   return load_model(m.source, file=m.file, release=m.release, dtype=m.dtype,
                     text_encoder_dtype=m.text_encoder_dtype, attention=m.attention,
-                    offline=m.offline, hash_files=m.hash_files)
+                    offline=m.offline, hash_files=m.hash_files,
+                    mesh=sharding.mesh_from_config(c.mesh),
+                    context_attention=c.mesh.context_attention)
 
 
 def file_sha256(path: Path) -> str:
@@ -150,6 +162,11 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
 def run(c) -> list[Path]:
   """Generates every (prompt, seed) video of config `c`; returns the mp4 paths."""
   plan = config_lib.check(c)  # before anything loads or compiles
+  from ltx_jax import distributed
+  d = c.distributed
+  distributed.initialize(d.coordinator or None, d.num_processes or None,
+                         None if d.process_id < 0 else d.process_id, auto=d.auto)
+  main = distributed.is_main_process()  # every process computes, process 0 writes
   from ltx_jax.cli import timing, video_io
   stages = timing.Stages()
   try:
@@ -169,6 +186,9 @@ def run(c) -> list[Path]:
                    seed=job.seed, progress=c.progress, **kwargs)
       frames = out.frames[0]  # [F, H, W, 3] uint8
       paths = job.paths(c)
+      if not main:
+        written.append(paths[0])
+        continue
       with stages('write'):
         video_io.write_mp4(paths[0], frames, c.frame_rate, crf=c.crf, overwrite=c.overwrite)
         extra = paths[2:]
