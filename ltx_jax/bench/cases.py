@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from ltx_jax.bench import flops as flops_lib
+from ltx_jax.bench import measure
 from ltx_jax.models.t5.config import T5Config
 from ltx_jax.models.transformer.config import LTXV_13B, LTXV_2B, TransformerConfig
 from ltx_jax.models.vae.diffusers_config import from_diffusers
@@ -50,7 +51,9 @@ class Setup:
   """One case at one dtype, built and ready to compile and run."""
   jax_fn: Any                      # a jax.jit-wrapped function
   jax_args: tuple                  # its arguments
-  torch_fn: Callable[[], Any] | None  # runs the PyTorch reference once (None: not available)
+  # Builds the PyTorch reference and returns a function that runs it once (with a
+  # `weight_bytes` attribute); None: not available.
+  torch_fn: Callable[[], Any] | None
   flops: int                       # per call
 
 
@@ -138,6 +141,7 @@ def _transformer(cfg: TransformerConfig, batch: int, grid: tuple[int, int, int],
       def run():
         return ref(*xs, num_frames=f, height=h, width=w, rope_interpolation_scale=scale,
                    return_dict=False)[0]
+      run.weight_bytes = measure.tree_bytes(ref)
       return run
 
     return Setup(fn, args, torch_fn, flops_lib.transformer_flops(cfg, batch, n, text))
@@ -181,6 +185,7 @@ def _vae_decode(decoder_cfg: dict, encoder_cfg: dict, video: tuple[int, int, int
       @torch.inference_mode()
       def run():
         return ref(zt, temb)
+      run.weight_bytes = measure.tree_bytes(ref)
       return run
 
     return Setup(fn, args, torch_fn, flops)
@@ -218,6 +223,7 @@ def _t5(cfg: T5Config, batch: int, tokens: int) -> Callable[[str, str], Setup]:
       @torch.inference_mode()
       def run():
         return ref(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+      run.weight_bytes = measure.tree_bytes(ref)
       return run
 
     return Setup(fn, args, torch_fn, flops_lib.t5_flops(cfg, batch, tokens))

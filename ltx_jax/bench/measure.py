@@ -85,8 +85,24 @@ def _rss_bytes() -> int:
     return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 
+def _trim_heap() -> None:
+  try:
+    import ctypes
+    ctypes.CDLL('libc.so.6').malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
+
+
+def tree_bytes(tree) -> int:
+  """Bytes of the arrays in a pytree (JAX) or of a torch module's parameters and buffers."""
+  if hasattr(tree, 'parameters'):
+    return sum(t.numel() * t.element_size() for t in (*tree.parameters(), *tree.buffers()))
+  return sum(x.nbytes for x in jax.tree.leaves(tree) if hasattr(x, 'nbytes'))
+
+
 class PeakMemory:
-  """Peak memory over a `with` block, above what was in use when it began.
+  """Peak memory over a `with` block, above what was in use when it began (add the weights'
+  bytes, allocated before, for what a call needs in all).
 
   CPU: host resident set size, sampled every millisecond by a thread. GPU: the device
   allocator's peak (JAX) or torch.cuda's peak, whichever framework ran.
@@ -101,6 +117,7 @@ class PeakMemory:
     if on_gpu() or (self.torch_device or '').startswith('cuda'):
       self._gpu_start()
       return self
+    _trim_heap()  # hand freed memory back first, or a new allocation may reuse it unseen
     self._base = _rss_bytes()
     self._max = self._base
 
