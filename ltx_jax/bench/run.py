@@ -70,8 +70,12 @@ def run_case(case: cases_lib.Case, dtype: str, runs: int, torch_device: str | No
     run_jax = lambda: compiled(*setup.jax_args)
     first = measure.timed(run_jax)
   weights = measure.tree_bytes(setup.jax_args[0])
-  rows = [Row(case.key, 'ltx_jax', dtype, compile_s, first, 0.0, runs, weights + mem.peak,
-              setup.flops, peak)]
+  used = weights + mem.peak
+  if measure.on_gpu():  # the device allocator's peak cannot be reset: use XLA's memory plan
+    plan = compiled.memory_analysis()
+    used = (plan.argument_size_in_bytes + plan.output_size_in_bytes + plan.temp_size_in_bytes
+            - plan.alias_size_in_bytes)
+  rows = [Row(case.key, 'ltx_jax', dtype, compile_s, first, 0.0, runs, used, setup.flops, peak)]
   fns = {'ltx_jax': run_jax}
   if torch_device is not None and setup.torch_fn is not None:
     run_torch = setup.torch_fn()
@@ -107,18 +111,20 @@ def report(facts: dict, titles: dict[str, str], rows: list[Row], loop: dict | No
   lines = ['## ltx_jax performance', '']
   lines += [f"- **{k}**: {v}" for k, v in facts.items()]
   lines += [f"- **measured matmul peak {d}**: {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items()]
-  lines += ['', 'Times are the median of steady-state runs, ours and the reference interleaved; '
-            'memory is the weights plus the peak above them during '
-            'compilation and the first call (host RSS on CPU, device memory on GPU); FLOPs count matrix products only; "vs ref" is '
-            'the reference time over ours (above 1: we are faster), "vs best ref" the same '
-            "against the reference's fastest dtype.", '']
+  lines += ['', 'Times are the median of steady-state runs, ours and the reference interleaved '
+            '(so background load hits both alike). Memory: the weights plus the peak above them '
+            'during compilation and the first call (host RSS on CPU; on GPU, XLA\'s memory plan '
+            'for ours and torch.cuda\'s peak for the reference). FLOPs: matrix products only, '
+            'counted from shapes. MFU: FLOP/s over the measured matmul peak of that dtype. '
+            '"vs ref": the reference\'s time over ours (above 1: ours is faster); "vs best ref": '
+            'the same against the reference\'s fastest dtype.', '']
   for key, title in titles.items():
     mine = [r for r in rows if r.case == key]
     if not mine:
       continue
     lines += [f"### {title}", '',
               '| impl | dtype | compile s | first call s | median s (runs) | best s | peak mem GiB '
-              '| GFLOP | GFLOP/s | % of matmul peak | vs ref | vs best ref |',
+              '| GFLOP | GFLOP/s | MFU % | vs ref | vs best ref |',
               '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in mine:
       pct = 100 * r.flops_per_s / r.peak_flops if r.peak_flops else None
