@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ltx_jax.sources.release import Evidence, Release, detect, size_of, vae_generation
 from ltx_jax.weights import orbax_io
-from ltx_jax.weights.safetensors_io import open_safetensors
+from ltx_jax.weights.safetensors_io import CheckpointFormatError, official_config, open_safetensors
 
 COMPONENTS = ('transformer', 'vae', 'text_encoder', 'tokenizer', 'scheduler')
 OFFICIAL_TRANSFORMER = 'model.diffusion_model.'
@@ -93,7 +93,7 @@ def read_scheduler_config(source: ModelSource) -> dict | None:
     return json.loads(p.read_text()).get('scheduler')
   if p.suffix == '.json':
     return {'format': 'diffusers', 'config': json.loads(p.read_text())}
-  meta = json.loads(open_safetensors(p).metadata['config'])
+  meta = official_config(open_safetensors(p))
   extra = {k: v for k, v in meta.items() if k not in ('transformer', 'vae', 'scheduler')}
   return {'format': 'official', 'config': dict(meta['scheduler'], **extra)}
 
@@ -219,12 +219,10 @@ def _single_file(root: Path, chosen: Path | None, release, allow_custom, hints) 
                         "holding model.diffusion_model.* tensors")
     chosen = files[0]
   store = open_safetensors(chosen)
-  if 'config' not in store.metadata:
-    raise SourceError(f"{chosen}: no 'config' metadata; not an official LTX-Video checkpoint")
   try:
-    meta = json.loads(store.metadata['config'])
-  except json.JSONDecodeError as e:
-    raise SourceError(f"{chosen}: unreadable 'config' metadata ({e})") from None
+    meta = official_config(store)
+  except CheckpointFormatError as e:
+    raise SourceError(str(e)) from None
   facts: dict = {}
   transformer = None
   if 'transformer' in meta and any(k.startswith(OFFICIAL_TRANSFORMER) for k in store.keys()):

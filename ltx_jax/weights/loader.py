@@ -19,7 +19,6 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ltx_jax.weights import precision
 
 Path = tuple[Any, ...]
 

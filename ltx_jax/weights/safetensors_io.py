@@ -121,6 +121,24 @@ class SafetensorsReader:
     return SafetensorsReader(self.paths, self.prefix + prefix)
 
 
+def official_config(store: SafetensorsReader, component: str | None = None) -> dict:
+  """The JSON in an official single file's `config` metadata, or its `component` entry
+  ('transformer', 'vae', 'scheduler'); a CheckpointFormatError naming the file otherwise."""
+  where = store.paths[0] if store.paths else 'checkpoint'
+  if 'config' not in store.metadata:
+    raise CheckpointFormatError(f"{where}: no 'config' metadata; not an official LTX-Video "
+                                "single file")
+  try:
+    cfg = json.loads(store.metadata['config'])
+  except json.JSONDecodeError as e:
+    raise CheckpointFormatError(f"{where}: unreadable 'config' metadata ({e})") from None
+  if component is None:
+    return cfg
+  if not isinstance(cfg, dict) or component not in cfg:
+    raise CheckpointFormatError(f"{where}: the 'config' metadata has no {component!r} entry")
+  return cfg[component]
+
+
 def open_safetensors(path: str | os.PathLike, prefix: str = '') -> SafetensorsReader:
   """A file, a sharded `*.safetensors.index.json`, or a folder holding either."""
   path = Path(path)

@@ -14,7 +14,8 @@ from ltx_jax import sharding as sharding_lib
 
 from ltx_jax.models.transformer import config as config_lib
 from ltx_jax.models.transformer.model import LTXVideoTransformer
-from ltx_jax.weights import load_params, open_safetensors, orbax_io, plan_from_table, precision
+from ltx_jax.weights import (load_params, official_config, open_safetensors, orbax_io,
+                             plan_from_table, precision)
 
 OFFICIAL_PREFIX = 'model.diffusion_model.'
 
@@ -59,12 +60,7 @@ def _resolve(source: str | Path):
     cfg = config_lib.from_diffusers(json.loads(cfg_file.read_text()))
     return cfg, open_safetensors(folder), False
   store = open_safetensors(path)
-  meta = store.metadata.get('config')
-  if meta is None:
-    raise ValueError(f"{path}: no 'config' metadata; not an official LTX-Video single file")
-  entry = json.loads(meta).get('transformer')
-  if entry is None:
-    raise ValueError(f"{path}: the 'config' metadata has no 'transformer' entry")
+  entry = official_config(store, 'transformer')
   if any(k.startswith(OFFICIAL_PREFIX) for k in store.keys()):
     store = store.with_prefix(OFFICIAL_PREFIX)
   return config_lib.from_official(entry), store, True

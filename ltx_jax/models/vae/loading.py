@@ -23,8 +23,8 @@ from ltx_jax.models.vae.config import VAEConfig, from_official
 from ltx_jax.models.vae.diffusers_config import diffusers_layout
 from ltx_jax.models.vae.model import Statistic, VideoAutoencoder
 from ltx_jax.weights import orbax_io
-from ltx_jax.weights.loader import Plan, Source, load_params, plan_from_table
-from ltx_jax.weights.safetensors_io import open_safetensors
+from ltx_jax.weights.loader import Plan, load_params, plan_from_table
+from ltx_jax.weights.safetensors_io import official_config, open_safetensors
 
 # Leaf renames shared by both formats: PixArt's embedder nests its MLP one level deeper.
 _COMMON_RENAMES = ((r'time_embedder\.linear_', 'time_embedder.timestep_embedder.linear_'),)
@@ -137,13 +137,7 @@ def load_vae(source: str | os.PathLike, *, dtype=jnp.float32, param_dtype=None,
     table, renames, ignore = diffusers_table(enc, dec), DIFFUSERS_RENAMES, ()
   else:
     store = open_safetensors(path, prefix='vae.')
-    meta = store.metadata.get('config')
-    if meta is None:
-      raise ValueError(f"{path}: no `config` metadata; cannot tell the VAE architecture")
-    vae_cfg = json.loads(meta).get('vae')
-    if vae_cfg is None:
-      raise ValueError(f"{path}: metadata `config` has no `vae` entry")
-    config = from_official(vae_cfg)
+    config = from_official(official_config(store, 'vae'))
     table, renames, ignore = official_table(config), OFFICIAL_RENAMES, OFFICIAL_IGNORE
   model = abstract_vae(config, dtype=dtype, param_dtype=param_dtype)
   plan = make_plan(model, table, renames)
