@@ -1,6 +1,5 @@
 """End-to-end generation against diffusers' LTXPipeline and LTXImageToVideoPipeline."""
 
-import jax
 import numpy as np
 import pytest
 import torch

@@ -3,7 +3,6 @@ temporal positions, CFG with spatio-temporal guidance and its rescaling, per-ste
 
 import json
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """VAE parity with diffusers' AutoencoderKLLTXVideo, one tiny config per generation, saved with
 save_pretrained and read with our loader."""
 
-import jax
 import numpy as np
 import pytest
 import torch

@@ -172,8 +172,7 @@ def load_params(module: nnx.Module, store: TensorStore, plan: Plan, dtype, *,
     if sharding is None:
       placed = jax.device_put(host)
     else:  # each device (of every process) receives only its shard of the host tensor
-      placed = jax.make_array_from_callback(host.shape, sharding(path, var),
-                                            lambda index: host[index])
+      placed = jax.make_array_from_callback(host.shape, sharding(path, var), host.__getitem__)
     del host
     var.set_value(placed)
   return module
