@@ -32,6 +32,19 @@ def default_cache_dir() -> Path:
   return Path(root) / 'ltx_jax' / 'xla'
 
 
+def _reset_if_initialized() -> None:
+  """Makes JAX re-read the cache settings, if its cache is already set up (resetting an unused
+  cache only logs noise)."""
+  from jax.experimental.compilation_cache import compilation_cache as cc
+  try:
+    from jax._src import compilation_cache as internal  # the public module lacks the query
+    initialized = internal.is_initialized()
+  except (ImportError, AttributeError):
+    initialized = True
+  if initialized:
+    cc.reset_cache()
+
+
 def enable_compilation_cache(path: str | os.PathLike | None = _DEFAULT, *,
                              min_compile_time_secs: float = 0.0) -> Path | None:
   """Turns the persistent cache on in `path` (default `default_cache_dir()`), or off for None.
@@ -41,10 +54,9 @@ def enable_compilation_cache(path: str | os.PathLike | None = _DEFAULT, *,
   Returns the cache folder, or None when disabled. Safe to call again (takes effect for the
   next compilation).
   """
-  from jax.experimental.compilation_cache import compilation_cache as cc
   if path is None:
     jax.config.update('jax_enable_compilation_cache', False)
-    cc.reset_cache()
+    _reset_if_initialized()
     return None
   folder = default_cache_dir() if path is _DEFAULT else Path(path).expanduser()
   folder.mkdir(parents=True, exist_ok=True)
@@ -52,7 +64,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = _DEFAULT, *,
   jax.config.update('jax_compilation_cache_dir', str(folder))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', float(min_compile_time_secs))
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  cc.reset_cache()  # re-read the settings if something was already compiled
+  _reset_if_initialized()  # re-read the settings if something was already compiled
   return folder
 
 

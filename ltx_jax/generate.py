@@ -55,6 +55,8 @@ def _parse(argv: list[str]) -> list[str]:
 def main(_):
   from ltx_jax.cli import config as config_lib
   from ltx_jax.cli import run
+  from ltx_jax.compilation_cache import configure_compilation_cache
+  configure_compilation_cache()  # a second run of the same shapes skips compilation
   logging.set_verbosity(logging.INFO)
   try:
     run.run(_CONFIG.value)

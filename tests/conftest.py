@@ -3,6 +3,8 @@
 import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Hermetic tests: no persistent compilation cache unless a test turns it on itself.
+os.environ.setdefault('LTX_JAX_COMPILATION_CACHE', '0')
 
 import numpy as np
 import pytest

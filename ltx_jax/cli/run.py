@@ -183,7 +183,7 @@ def run(c) -> list[Path]:
       before = stages.snapshot()
       with stages('denoise'):
         out = pipe(prompt=job.prompt, image=os.path.expanduser(c.image) if c.image else None,
-                   seed=job.seed, progress=c.progress, **kwargs)
+                   seed=job.seed, progress=c.progress and sys.stderr.isatty(), **kwargs)
       frames = out.frames[0]  # [F, H, W, 3] uint8
       paths = job.paths(c)
       if not main:

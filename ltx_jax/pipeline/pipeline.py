@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -88,7 +89,9 @@ class LTXPipeline:
     from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
     from ltx_jax.models.transformer import load_transformer
     from ltx_jax.models.vae import load_vae
+    from ltx_jax.compilation_cache import configure_compilation_cache
     from ltx_jax.sources import read_scheduler_config, resolve_source
+    configure_compilation_cache()  # on by default (LTX_JAX_COMPILATION_CACHE=0 disables)
     ms = resolve_source(source, file=file, release=release, allow_custom=allow_custom,
                         offline=offline)
     ms.require('transformer', 'vae', 'text_encoder', 'tokenizer')
@@ -176,7 +179,9 @@ class LTXPipeline:
       official pipeline). skip_block_list: the layers perturbed for spatio-temporal guidance,
       one list or one list per guidance_timesteps entry. stg_rescale (official
       `rescaling_scale`) applies with STG only; guidance_rescale is diffusers' (after CFG).
-    progress: a progress bar over denoising steps; None shows it on a terminal only.
+    progress: a progress bar over denoising steps; None shows it on a terminal only. The bar
+      is a host callback inside the loop, which keeps the loop out of the persistent
+      compilation cache.
     Returns `.latents` [B, F', H', W', C] and, unless output_type='latent', `.frames` uint8
     [B, F, H, W, 3].
     """
@@ -242,11 +247,13 @@ class LTXPipeline:
                              cfg_star=bool(cfg_star_rescale) and use_cfg,
                              conditioned=cond_mask is not None,
                              stochastic=bool(stochastic_sampling),
+                             progress=sys.stderr.isatty() if progress is None else bool(progress),
                              partitioning=self.partitioning)
     coords = token_coords(grid, tc, sc, frame_rate,
                           self.transformer.config.causal_temporal_positioning)
     graph, state = self._transformer_split
-    loop_lib.PROGRESS.start(len(sigmas) - 1, progress)
+    if spec.progress:
+      loop_lib.PROGRESS.start(len(sigmas) - 1)
     try:
       args = self._global(latents.reshape(batch, n_tokens, channels), jnp.asarray(sigmas),
                           embeds, mask, guidance, jnp.asarray(coords), cond_mask, key_loop)

@@ -8,7 +8,6 @@ is a traced argument, so it does not recompile.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
 from typing import Any, NamedTuple
 
@@ -33,6 +32,9 @@ class LoopSpec:
   cfg_star: bool = False          # CFG-star: project the uncond prediction onto the cond one
   conditioned: bool = False       # some tokens are given (image-to-video) and never stepped
   stochastic: bool = False        # re-noise x0 to the next sigma instead of an Euler step
+  # A host callback per step drives the progress bar; XLA's persistent cache does not store
+  # programs with host callbacks, so a loop without it is the one a warm start reuses.
+  progress: bool = False
   # Mesh, rules and context attention of the activations (None: one device); static, so a
   # change re-traces.
   partitioning: sharding_lib.Partitioning | None = None
@@ -58,12 +60,10 @@ class _Progress:
     self._lock = threading.Lock()
     self._bar = None
 
-  def start(self, total: int, enabled: bool | None):
+  def start(self, total: int):
     from tqdm.auto import tqdm
-    enabled = sys.stderr.isatty() if enabled is None else enabled
     with self._lock:
-      self._bar = tqdm(total=total, desc='denoising', unit='step', disable=not enabled,
-                       leave=False)
+      self._bar = tqdm(total=total, desc='denoising', unit='step', leave=False)
 
   def step(self, _):
     with self._lock:
@@ -156,7 +156,8 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
       x_next = x + (sigma_next - sigma) * v
     if spec.conditioned:
       x_next = jnp.where(cond_mask[..., None] > 0, x, x_next)
-    jax.debug.callback(PROGRESS.step, sigma)
+    if spec.progress:
+      jax.debug.callback(PROGRESS.step, sigma)
     return sharding_lib.constrain(x_next, ('batch', 'tokens', None)), None
 
   keys = jax.random.split(key, sigmas.shape[0] - 1)
