@@ -1,14 +1,14 @@
 """A tiny random-weight LTX-Video pipeline: a plumbing check, not a model.
 
-Every component is ltx_jax's own module at toy size with random weights (`nnx.Rngs`), and the
-tokenizer is a small sentencepiece model trained in memory from a fixed text. Its videos are
-noise.
+Every component is ltx_jax's own module at toy size with random weights, and the tokenizer is a
+small sentencepiece model trained in memory from a fixed text. Its videos are noise. It exists
+so the whole path -- tokenize, T5, denoising loop, VAE decode, video files -- runs on a laptop
+CPU in seconds, without any download. The VAE keeps the released models' compression (8x
+temporal, 32x spatial), so size checks behave as with real weights.
 
-Weights are drawn on the host with numpy into the models' abstract shapes (`nnx.eval_shape`, then
-fill, then merge): running the modules' own initializers compiles one XLA program per parameter
-shape, which costs more than a minute on a 2-core CPU. It exists so the whole path -- tokenize, T5, denoising loop, VAE decode, video files --
-runs on a laptop CPU in seconds, without any download. The VAE keeps the released models'
-compression (8x temporal, 32x spatial), so size checks behave as with real weights.
+Weights are drawn on the host with numpy into the models' abstract shapes (`nnx.eval_shape`,
+then fill, then merge): running the modules' own initializers compiles one XLA program per
+parameter shape, which costs more than a minute on a 2-core CPU.
 """
 
 from __future__ import annotations
