@@ -85,13 +85,30 @@ def memory_check():
           'jax_devices': jax.device_count()}
 
 
+def tiled_decode(vae):
+  """A tiled decode (noise injection on) with its tiles spread over all 8 devices against the
+  same decode one tile at a time."""
+  import jax
+  import numpy as np
+  from ltx_jax import sharding
+  from ltx_jax.models.vae.tiling import TilingConfig
+  z = np.random.default_rng(0).standard_normal((1, 3, 5, 6, vae.config.latent_channels))
+  z = jax.numpy.asarray(z, jax.numpy.float32)
+  tiling = TilingConfig(spatial_tile=3, spatial_overlap=1, temporal_tile=2, temporal_overlap=1)
+  kw = dict(timestep=jax.numpy.full((1,), 0.05), key=jax.random.key(1), tiling=tiling)
+  with jax.default_matmul_precision('highest'):
+    want = vae.decode(z, **kw)
+    got = vae.decode(z, mesh=sharding.make_mesh(data=-1), **kw)
+  return {'rel_l2': rel_l2(got, want), 'shape': list(got.shape)}
+
+
 def meshes(repo, out):
   import jax
   import numpy as np
   from flax import nnx
   from ltx_jax import sharding
-  _, ref = generate(repo, None, output_type='np')
-  result = {'meshes': {}}
+  single, ref = generate(repo, None, output_type='np')
+  result = {'meshes': {}, 'tiled_decode': tiled_decode(single.vae)}
   for name, (d, f, t, c, attn) in MESHES.items():
     mesh = sharding.make_mesh(d, f, t, c)
     pipe, got = generate(repo, mesh, attn, output_type='np' if name == 'data2_context4'

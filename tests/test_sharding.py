@@ -79,6 +79,13 @@ def test_sharded_decode_equals_single_device(results):
   assert results['meshes']['data2_context4']['frames_max_diff'] <= 1
 
 
+def test_tiles_spread_over_devices_equal_sequential(results):
+  # 2 x 2 x 3 = 12 tiles, 8 at a time (one per device; the last round padded).
+  err = results['tiled_decode']['rel_l2']
+  print(f"tile-parallel decode: relative L2 {err:.2e}")
+  assert err < TOLERANCE
+
+
 @pytest.mark.parametrize('part', ['transformer', 'text_encoder', 'vae'])
 def test_parameters_sharded_as_the_rules_say(results, part):
   entry = results['meshes']['data2_fsdp2_tensor2']

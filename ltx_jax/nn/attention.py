@@ -32,8 +32,8 @@ def _cudnn(q, k, v, bias, scale):
   if q.dtype not in (jnp.bfloat16, jnp.float16):
     raise ValueError(f"cuDNN attention needs bf16 or fp16 inputs, got {q.dtype}; use "
                      "attention='xla' or a half-precision compute dtype")
-  if bias is not None:
-    bias = bias.astype(q.dtype)
+  if bias is not None:  # cuDNN wants the query length spelled out: [B|1, N|1, T, S]
+    bias = jnp.broadcast_to(bias, (*bias.shape[:2], q.shape[1], k.shape[1])).astype(q.dtype)
   return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale, implementation='cudnn')
 
 

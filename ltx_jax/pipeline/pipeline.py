@@ -288,7 +288,7 @@ class LTXPipeline:
       # Rows over the batch axes. Not across processes: the tiled decode reads each tile back
       # on the host, which needs every row addressable.
       z = jax.device_put(z, self.partitioning.sharding(z.shape, ('batch',) + (None,) * 4))
-    video = sharding_lib.gather(self.vae.decode(z, timestep, key=k_inject))
+    video = sharding_lib.gather(self.vae.decode(z, timestep, key=k_inject, mesh=self.mesh))
     return inputs_lib.to_uint8(video)
 
   def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,

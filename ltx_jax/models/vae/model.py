@@ -160,14 +160,15 @@ class VideoAutoencoder(nnx.Module):
     return _tiling.encode(self, video, tiling)
 
   def decode(self, latents: jax.Array, timestep=None, *, key: jax.Array | None = None,
-             tiling=None) -> jax.Array:
+             tiling=None, mesh: jax.sharding.Mesh | None = None) -> jax.Array:
     """Un-normalised latents [B, F', H', W', C] -> video [B, F, H, W, 3] (jitted, tiled).
 
     timestep: decode timestep (required by timestep-conditioned VAEs), scalar or [B].
     key: randomness for the decoder's noise injection; None injects no noise.
+    mesh: decode the tiles in parallel, one per device of the mesh (single process).
     """
     from ltx_jax.models.vae import tiling as _tiling
-    return _tiling.decode(self, latents, timestep, key, tiling)
+    return _tiling.decode(self, latents, timestep, key, tiling, mesh=mesh)
 
   def normalize(self, latents: jax.Array) -> jax.Array:
     """(z - mean) * scaling_factor / std per channel."""

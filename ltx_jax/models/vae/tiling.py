@@ -92,6 +92,15 @@ def _decode_fn(graphdef, state, latents, timestep, key):
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
+def _decode_tiles_fn(graphdef, state, tiles, timestep, keys):
+  """tiles [R, B, f, h, w, C] (R tiles, one per device of a mesh), keys [R] or None."""
+  decoder = nnx.merge(graphdef, state).decoder
+  if keys is None:
+    return jax.vmap(lambda z: decoder(z, timestep, None))(tiles)
+  return jax.vmap(lambda z, k: decoder(z, timestep, k))(tiles, keys)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
 def _encode_fn(graphdef, state, video):
   return nnx.merge(graphdef, state).latent_mean(video)
 
@@ -135,8 +144,13 @@ def _blend(tiles, grid, sizes, scales, out_shape):
   return acc / denom[None, :, :, :, None]
 
 
-def decode(model, latents, timestep=None, key=None, tiling=None, *, force: bool = False):
-  """[B, F', H', W', C] -> [B, F, H, W, 3]; tiled when larger than `tiling` (or `force`)."""
+def decode(model, latents, timestep=None, key=None, tiling=None, *, force: bool = False,
+           mesh: jax.sharding.Mesh | None = None):
+  """[B, F', H', W', C] -> [B, F, H, W, 3]; tiled when larger than `tiling` (or `force`).
+
+  mesh: spread the tiles over its devices, one tile per device per round (single process);
+  the result equals the sequential tiled decode.
+  """
   t = _resolve(tiling)
   graphdef, state = nnx.split(model)
   b, f, h, w, _ = latents.shape
@@ -147,15 +161,43 @@ def decode(model, latents, timestep=None, key=None, tiling=None, *, force: bool 
   grid = _grid(t, f, h, w)
   sizes = (min(f, t.temporal_tile), min(h, t.spatial_tile), min(w, t.spatial_tile))
 
-  def tile(i, j, k):
+  def crop(i, j, k):
     f0, h0, w0 = grid[0][i], grid[1][j], grid[2][k]
     z = latents[:, f0:f0 + sizes[0], h0:h0 + sizes[1], w0:w0 + sizes[2]]
     sub = None if key is None else jax.random.fold_in(key, (i * 1000 + j) * 1000 + k)
+    return z, sub
+
+  def tile(i, j, k):
+    z, sub = crop(i, j, k)
     return np.asarray(jax.device_get(_decode_fn(graphdef, state, z, timestep, sub)), np.float32)
 
+  if mesh is not None and mesh.size > 1 and jax.process_count() == 1:
+    tile = _parallel_tiles(crop, [len(g) for g in grid], mesh, graphdef, state, timestep)
   out_shape = (b, (f - 1) * ft + 1, h * st, w * st, cfg.out_channels)
   out = _blend(tile, grid, sizes, (ft, st), out_shape)
   return jnp.asarray(out, latents.dtype if hasattr(latents, 'dtype') else jnp.float32)
+
+
+def _parallel_tiles(crop, counts, mesh, graphdef, state, timestep):
+  """Decodes every tile up front, `mesh.size` at a time (one per device), and returns a lookup
+  (i, j, k) -> tile in place of the sequential `tile` function."""
+  from jax.sharding import NamedSharding, PartitionSpec
+  index = [(i, j, k) for i in range(counts[0]) for j in range(counts[1]) for k in range(counts[2])]
+  n = mesh.size
+  done = {}
+  for lo in range(0, len(index), n):
+    chunk = index[lo:lo + n]
+    chunk = chunk + [chunk[-1]] * (n - len(chunk))  # one compiled shape: pad the last round
+    zs, keys = zip(*(crop(*ijk) for ijk in chunk))
+    tiles = jnp.stack(zs)  # [n, B, f, h, w, C]
+    tiles = jax.device_put(tiles, NamedSharding(
+        mesh, PartitionSpec(mesh.axis_names, *(None,) * (tiles.ndim - 1))))
+    keys = None if keys[0] is None else jnp.stack(keys)
+    out = np.asarray(jax.device_get(_decode_tiles_fn(graphdef, state, tiles, timestep, keys)),
+                     np.float32)
+    for r, ijk in enumerate(index[lo:lo + n]):
+      done[ijk] = out[r]
+  return lambda i, j, k: done[(i, j, k)]
 
 
 def encode(model, video, tiling=None, *, force: bool = False):
