@@ -18,11 +18,11 @@ from pathlib import Path
 import ml_collections
 
 from ltx_jax.cli import presets
+from ltx_jax.sources.resolve import HUB_ID
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 TASKS = ('t2v', 'i2v')
 SMOKE = 'smoke'  # model.source naming ltx_jax.smoke's random-weight plumbing model
-_HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')  # owner/name
 
 
 class UsageError(ValueError):
@@ -193,7 +193,7 @@ def check_model_source(c) -> None:
     if c.model.file and path.is_dir() and not (path / c.model.file).is_file():
       _fail(f"config.model.file={c.model.file!r} is not in {path}")
     return
-  if not _HUB_ID.match(src):
+  if not HUB_ID.match(src):
     _fail(f"config.model.source={src!r}: no such file or folder (nor a hub repo id owner/name)")
 
 

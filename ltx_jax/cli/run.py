@@ -9,7 +9,6 @@ stage timings.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -19,6 +18,7 @@ from pathlib import Path
 from absl import logging
 
 from ltx_jax.cli import config as config_lib
+from ltx_jax.sources.resolve import sha256
 
 # Pipeline keyword -> config key; guidance keys are mapped in `pipeline_kwargs`.
 _DIRECT = ('height', 'width', 'num_frames', 'frame_rate', 'decode_timestep',
@@ -114,11 +114,7 @@ def file_sha256(path: Path) -> str:
   except (OSError, ValueError):
     cache = {}
   if key not in cache:
-    h = hashlib.sha256()
-    with open(real, 'rb') as f:
-      while block := f.read(16 << 20):
-        h.update(block)
-    cache[key] = h.hexdigest()
+    cache[key] = sha256(real)
     try:
       cache_file.parent.mkdir(parents=True, exist_ok=True)
       cache_file.write_text(json.dumps(cache))

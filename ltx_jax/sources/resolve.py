@@ -29,7 +29,7 @@ from ltx_jax.weights.safetensors_io import CheckpointFormatError, official_confi
 
 COMPONENTS = ('transformer', 'vae', 'text_encoder', 'tokenizer', 'scheduler')
 OFFICIAL_TRANSFORMER = 'model.diffusion_model.'
-_HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
+HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')  # owner/name
 
 
 class SourceError(ValueError):
@@ -115,7 +115,7 @@ def resolve_source(spec: str | os.PathLike, *, file: str | None = None,
   path = Path(spec)
   if path.exists():
     return _local(path, file=file, release=release, allow_custom=allow_custom, hints=())
-  if _HUB_ID.match(str(spec)):
+  if HUB_ID.match(str(spec)):
     root = fetch_from_hub(str(spec), file, offline=offline, cache_dir=cache_dir)
     ms = _local(root, file=file, release=release, allow_custom=allow_custom,
                 hints=(str(spec),), force_single=file is not None)
