@@ -4,13 +4,13 @@ import json
 import shutil
 from pathlib import Path
 
-import gguf
 import ml_dtypes
 import numpy as np
 import torch
 
-from builders import SCHEDULER, tiny_repo
+from builders import SCHEDULER, gguf_name, tiny_repo, write_gguf
 from conftest import randomize_torch_module
+from ltx_jax.models.t5 import T5Config
 from ltx_jax.weights import write_safetensors
 
 OFFICIAL_TRANSFORMER = dict(
@@ -67,36 +67,10 @@ def official_vae_tensors(seed: int = 3) -> dict:
 
 def write_t5_gguf(path: Path, text_encoder) -> None:
   """A transformers T5EncoderModel as a llama.cpp `t5encoder` GGUF file (f32)."""
-  cfg = text_encoder.config
-  names = {'layer.0.SelfAttention.q': 'attn_q', 'layer.0.SelfAttention.k': 'attn_k',
-           'layer.0.SelfAttention.v': 'attn_v', 'layer.0.SelfAttention.o': 'attn_o',
-           'layer.0.SelfAttention.relative_attention_bias': 'attn_rel_b',
-           'layer.0.layer_norm': 'attn_norm', 'layer.1.DenseReluDense.wi_0': 'ffn_gate',
-           'layer.1.DenseReluDense.wi_1': 'ffn_up', 'layer.1.DenseReluDense.wo': 'ffn_down',
-           'layer.1.layer_norm': 'ffn_norm'}
-  w = gguf.GGUFWriter(str(path), 't5encoder')
-  w.add_context_length(512)
-  w.add_embedding_length(cfg.d_model)
-  w.add_feed_forward_length(cfg.d_ff)
-  w.add_block_count(cfg.num_layers)
-  w.add_head_count(cfg.num_heads)
-  w.add_key_length(cfg.d_kv)
-  w.add_value_length(cfg.d_kv)
-  w.add_layer_norm_rms_eps(cfg.layer_norm_epsilon)
-  w.add_relative_attn_buckets_count(cfg.relative_attention_num_buckets)
-  for k, v in text_encoder.state_dict().items():
-    a = v.float().numpy()
-    if k == 'shared.weight':
-      w.add_tensor('token_embd.weight', a)
-    elif k == 'encoder.final_layer_norm.weight':
-      w.add_tensor('enc.output_norm.weight', a)
-    elif k.startswith('encoder.block.'):
-      _, _, i, rest = k.split('.', 3)
-      w.add_tensor(f"enc.blk.{i}.{names[rest.rsplit('.', 1)[0]]}.weight", a)
-  w.write_header_to_file()
-  w.write_kv_data_to_file()
-  w.write_tensors_to_file()
-  w.close()
+  cfg = T5Config.from_hf_config(text_encoder.config.to_dict())
+  write_gguf(path, cfg, {gguf_name(k): (v.float().numpy(), None)
+                         for k, v in text_encoder.state_dict().items()
+                         if k != 'encoder.embed_tokens.weight'})  # tied to shared.weight
 
 
 def layouts(base: Path) -> dict[str, Path]:

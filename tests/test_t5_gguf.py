@@ -20,31 +20,13 @@ from gguf import GGMLQuantizationType as Q
 from transformers import T5Config as HFConfig
 from transformers import T5EncoderModel
 
+from builders import gguf_name, write_gguf
 from conftest import randomize_torch_module, rel_l2
 from ltx_jax.models.t5 import T5Config, load_text_encoder
 from ltx_jax.weights import LoadError
 from ltx_jax.weights.gguf_io import GGUFStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def gguf_name(hf: str) -> str:
-  """transformers T5 encoder key -> llama.cpp name."""
-  parts = hf.split('.')
-  if hf == 'shared.weight':
-    return 'token_embd.weight'
-  if hf == 'encoder.final_layer_norm.weight':
-    return 'enc.output_norm.weight'
-  i, sub, rest = parts[2], parts[4], '.'.join(parts[5:])
-  names = {
-      ('0', 'layer_norm.weight'): 'attn_norm', ('1', 'layer_norm.weight'): 'ffn_norm',
-      ('0', 'SelfAttention.q.weight'): 'attn_q', ('0', 'SelfAttention.k.weight'): 'attn_k',
-      ('0', 'SelfAttention.v.weight'): 'attn_v', ('0', 'SelfAttention.o.weight'): 'attn_o',
-      ('0', 'SelfAttention.relative_attention_bias.weight'): 'attn_rel_b',
-      ('1', 'DenseReluDense.wi_0.weight'): 'ffn_gate',
-      ('1', 'DenseReluDense.wi_1.weight'): 'ffn_up',
-      ('1', 'DenseReluDense.wo.weight'): 'ffn_down'}
-  return f'enc.blk.{i}.{names[sub, rest]}.weight'
 
 
 def random_kquant(shape, qtype, rng):
@@ -72,26 +54,6 @@ def encode(array, qtype, rng):
   if qtype in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
     return random_kquant(array.shape, qtype, rng), qtype
   return gguf.quants.quantize(array.astype(np.float32), qtype), qtype
-
-
-def write_gguf(path, cfg: T5Config, tensors, arch='t5encoder'):
-  """tensors: {gguf name: (data, raw_dtype)}; writes llama.cpp's T5 metadata for `cfg`."""
-  w = gguf.GGUFWriter(str(path), arch)
-  w.add_context_length(512)
-  w.add_embedding_length(cfg.d_model)
-  w.add_feed_forward_length(cfg.d_ff)
-  w.add_block_count(cfg.num_layers)
-  w.add_head_count(cfg.num_heads)
-  w.add_key_length(cfg.head_dim)
-  w.add_value_length(cfg.head_dim)
-  w.add_layer_norm_rms_eps(cfg.eps)
-  w.add_relative_attn_buckets_count(cfg.num_buckets)
-  for name, (data, raw_dtype) in tensors.items():
-    w.add_tensor(name, data, raw_dtype=raw_dtype)
-  w.write_header_to_file()
-  w.write_kv_data_to_file()
-  w.write_tensors_to_file()
-  w.close()
 
 
 SMALL = T5Config(vocab_size=64, d_model=256, num_heads=4, head_dim=64, d_ff=512, num_layers=2,
