@@ -1,7 +1,22 @@
 """ltx_jax: LTX-Video inference in JAX/XLA with Flax NNX."""
 
 from ltx_jax.compilation_cache import configure_compilation_cache, enable_compilation_cache
+from ltx_jax.errors import (CheckpointFormatError, DataError, LoadError, LTXError, ReleaseError,
+                            SourceError, UsageError)
 from ltx_jax.models.t5 import T5Config, T5Encoder, load_text_encoder, load_tokenizer
 from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig, load_transformer
 from ltx_jax.models.vae import VAEConfig, VideoAutoencoder, load_vae
 from ltx_jax.pipeline import LTXPipeline, LTXPipelineOutput
+
+from ltx_jax.version import __version__
+
+__all__ = [
+    '__version__',
+    'LTXError', 'UsageError', 'DataError', 'SourceError', 'ReleaseError',
+    'CheckpointFormatError', 'LoadError',
+    'LTXPipeline', 'LTXPipelineOutput',
+    'LTXVideoTransformer', 'TransformerConfig', 'load_transformer',
+    'VAEConfig', 'VideoAutoencoder', 'load_vae',
+    'T5Config', 'T5Encoder', 'load_text_encoder', 'load_tokenizer',
+    'configure_compilation_cache', 'enable_compilation_cache',
+]

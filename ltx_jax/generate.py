@@ -15,6 +15,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ltx_jax.errors import LTXError, UsageError
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (and :preset).',
                                           lock_config=True)
 
@@ -53,20 +55,16 @@ def _parse(argv: list[str]) -> list[str]:
 
 
 def main(_):
-  from ltx_jax.cli import config as config_lib
   from ltx_jax.cli import run
   from ltx_jax.compilation_cache import configure_compilation_cache
   configure_compilation_cache()  # a second run of the same shapes skips compilation
   logging.set_verbosity(logging.INFO)
   try:
     run.run(_CONFIG.value)
-  except (config_lib.UsageError, FileExistsError) as e:
-    _die(e)
-  except ValueError as e:  # loaders and sources explain bad weights / sources in one message
-    if type(e).__name__ not in ('SourceError', 'ReleaseError', 'LoadError'):
-      raise
-    _die(e, 1)
-
+  except UsageError as e:  # a flag or value to change
+    _die(e, 2)
+  except (LTXError, OSError) as e:  # the files or sources given
+    _die(e if isinstance(e, LTXError) else f"{type(e).__name__}: {e}", 1)
 
 if __name__ == '__main__':
   app.run(main, flags_parser=_parse)

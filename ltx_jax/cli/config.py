@@ -17,16 +17,13 @@ from pathlib import Path
 
 import ml_collections
 
+from ltx_jax.errors import UsageError
 from ltx_jax.cli import presets
 from ltx_jax.sources.resolve import HUB_ID
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 TASKS = ('t2v', 'i2v')
 SMOKE = 'smoke'  # model.source naming ltx_jax.smoke's random-weight plumbing model
-
-
-class UsageError(ValueError):
-  """A config the run refuses; the message is one line saying what to change."""
 
 
 def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:

@@ -148,7 +148,7 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
       'devices': devices(),
       'timings': {'this_video': _delta(before, stages.snapshot()), 'run': stages.snapshot()},
       'outputs': [str(p) for p in outputs],
-      'versions': {'ltx_jax': getattr(ltx_jax, '__version__', None), 'jax': jax.__version__,
+      'versions': {'ltx_jax': ltx_jax.__version__, 'jax': jax.__version__,
                    'python': platform.python_version()},
       'command': sys.argv,
       'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),

@@ -20,6 +20,8 @@ import dataclasses
 import re
 from typing import Iterable
 
+from ltx_jax.errors import ReleaseError
+
 # (version, size, variant) of every released transformer; fp8 files exist for FP8_RELEASES.
 RELEASES = (
     ('0.9.0', '2b', 'dev'), ('0.9.1', '2b', 'dev'), ('0.9.5', '2b', 'dev'),
@@ -31,10 +33,6 @@ FP8_RELEASES = frozenset(r for r in RELEASES if r[0] in ('0.9.7', '0.9.8'))
 SIZES = {(28, 2048): '2b', (48, 4096): '13b'}  # (layers, width)
 VAE_GENERATIONS = {'0.9.0': ('0.9.0',), '0.9.1': ('0.9.1',),
                    '0.9.5+': ('0.9.5', '0.9.6', '0.9.7', '0.9.8')}
-
-
-class ReleaseError(ValueError):
-  """Weights that are no known release, or could be several."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,7 @@ import os
 import re
 from pathlib import Path
 
+from ltx_jax.errors import SourceError
 from ltx_jax.sources.release import Evidence, Release, detect, size_of, vae_generation
 from ltx_jax.weights import orbax_io
 from ltx_jax.weights.safetensors_io import CheckpointFormatError, official_config, open_safetensors
@@ -30,10 +31,6 @@ from ltx_jax.weights.safetensors_io import CheckpointFormatError, official_confi
 COMPONENTS = ('transformer', 'vae', 'text_encoder', 'tokenizer', 'scheduler')
 OFFICIAL_TRANSFORMER = 'model.diffusion_model.'
 HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')  # owner/name
-
-
-class SourceError(ValueError):
-  """A source that is missing, incomplete or not recognised; the message says what to pass."""
 
 
 @dataclasses.dataclass(frozen=True)

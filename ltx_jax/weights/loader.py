@@ -19,6 +19,8 @@ import jax
 import numpy as np
 from flax import nnx
 
+from ltx_jax.errors import LoadError
+
 
 Path = tuple[Any, ...]
 
@@ -27,10 +29,6 @@ class TensorStore(Protocol):
   def keys(self) -> Iterable[str]: ...
   def shape(self, name: str) -> tuple[int, ...]: ...
   def read(self, name: str) -> np.ndarray: ...
-
-
-class LoadError(ValueError):
-  """A checkpoint that does not fit the model: lists every offending key."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,8 @@ from typing import Iterable, Mapping
 import ml_dtypes
 import numpy as np
 
+from ltx_jax.errors import CheckpointFormatError
+
 DTYPES = {
     'F64': np.dtype(np.float64), 'F32': np.dtype(np.float32), 'F16': np.dtype(np.float16),
     'BF16': np.dtype(ml_dtypes.bfloat16), 'F8_E4M3': np.dtype(ml_dtypes.float8_e4m3fn),
@@ -25,10 +27,6 @@ DTYPES = {
     'U8': np.dtype(np.uint8), 'BOOL': np.dtype(np.bool_),
 }
 _CODES = {v: k for k, v in DTYPES.items()}
-
-
-class CheckpointFormatError(ValueError):
-  """A checkpoint file that is not what it claims to be (truncated, corrupt header, ...)."""
 
 
 def _check_entry(path: Path, name: str, e) -> None:
