@@ -1,3 +1,6 @@
-"""Generation pipelines."""
+"""Generation pipelines: `LTXPipeline` and its stages' `GenerationPlan`."""
 
 from ltx_jax.pipeline.pipeline import LTXPipeline, LTXPipelineOutput
+from ltx_jax.pipeline.plan import GenerationPlan
+
+__all__ = ['LTXPipeline', 'LTXPipelineOutput', 'GenerationPlan']
