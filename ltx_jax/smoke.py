@@ -18,15 +18,20 @@ import io
 import math
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ltx_jax import sharding
 from ltx_jax.models.t5 import T5Config, T5Encoder, T5Tokenizer
 from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig
 from ltx_jax.models.vae import VideoAutoencoder, from_official
 from ltx_jax.pipeline import LTXPipeline
 from ltx_jax.sampling import SchedulerConfig
+
+__all__ = ['RELEASE', 'T5', 'TRANSFORMER', 'VAE', 'build_pipeline', 'random_module',
+           'tokenizer']
 
 RELEASE = 'smoke'
 TEXT_DIM = 32
@@ -117,15 +122,31 @@ def random_module(factory: Callable[[], nnx.Module], seed: int, dtype) -> nnx.Mo
   return nnx.merge(graph, state)
 
 
-def build_pipeline(seed: int = 0, dtype=jnp.float32) -> LTXPipeline:
-  """The smoke pipeline with random weights drawn from `seed`."""
+def build_pipeline(seed: int = 0, dtype=jnp.float32, *, text_encoder_dtype=None,
+                   attention: str = 'auto', mesh: jax.sharding.Mesh | None = None,
+                   rules: sharding.Rules | None = None,
+                   context_attention: str = 'allgather') -> LTXPipeline:
+  """The smoke pipeline with random weights drawn from `seed`.
+
+  The other arguments mean what they mean for `LTXPipeline.from_pretrained`: dtype (compute and
+  storage of the transformer and VAE; text_encoder_dtype defaults to it), attention, and mesh /
+  rules / context_attention (parameters placed on the mesh by the rules, activations
+  constrained by them, self-attention context parallel over the 'context' axis).
+  """
+  te_dtype = dtype if text_encoder_dtype is None else text_encoder_dtype
   transformer = random_module(
       lambda: LTXVideoTransformer(TRANSFORMER, dtype=dtype, param_dtype=dtype,
-                                  rngs=nnx.Rngs(0)), seed, dtype)
+                                  attention=attention, rngs=nnx.Rngs(0)), seed, dtype)
   vae = random_module(
       lambda: VideoAutoencoder(VAE, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0)),
       seed + 1, dtype)
-  text_encoder = random_module(lambda: T5Encoder(T5, dtype=dtype, rngs=nnx.Rngs(0)),
-                               seed + 2, dtype)
+  text_encoder = random_module(
+      lambda: T5Encoder(T5, dtype=te_dtype, attention=attention, rngs=nnx.Rngs(0)), seed + 2,
+      te_dtype)
+  partitioning = None
+  if mesh is not None:
+    for module in (transformer, vae, text_encoder):
+      sharding.shard_module(module, mesh, rules)
+    partitioning = sharding.Partitioning.create(mesh, rules, context_attention)
   return LTXPipeline(transformer, vae, text_encoder, tokenizer(), SchedulerConfig(),
-                     release=RELEASE)
+                     release=RELEASE, partitioning=partitioning)
