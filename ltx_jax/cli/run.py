@@ -20,6 +20,7 @@ from absl import logging
 
 from ltx_jax.cli import config as config_lib
 from ltx_jax.cli.config import pipeline_kwargs
+from ltx_jax.errors import UsageError
 from ltx_jax.sources.resolve import sha256
 
 # ---------------------------------------------------------------------------------- loading
@@ -56,13 +57,22 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
 
 def load_pipeline(c):
   """load_model with config.model's values, on config.mesh's mesh."""
-  from ltx_jax import sharding
   m = c.model
   return load_model(m.source, file=m.file, release=m.release, dtype=m.dtype,
                     text_encoder_dtype=m.text_encoder_dtype, attention=m.attention,
-                    offline=m.offline, hash_files=m.hash_files,
-                    mesh=sharding.mesh_from_config(c.mesh),
+                    offline=m.offline, hash_files=m.hash_files, mesh=config_mesh(c),
                     context_attention=c.mesh.context_attention)
+
+
+def config_mesh(c):
+  """config.mesh's mesh over the devices of this run (None: one device); sizes that do not fit
+  the devices are a UsageError naming config.mesh. Needs JAX's devices, so it runs after the
+  config checks and the distributed start."""
+  from ltx_jax import sharding
+  try:
+    return sharding.mesh_from_config(c.mesh)
+  except UsageError as e:
+    raise UsageError(f"config.{e}") from None
 
 
 def file_sha256(path: Path) -> str:
