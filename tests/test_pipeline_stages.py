@@ -41,6 +41,9 @@ def test_plan_shapes(pipe, plan):
   assert plan.context.shape == (2 * b, 16, smoke.TEXT_DIM)
   assert plan.context_mask.shape == (2 * b, 16) and plan.context_mask.dtype == jnp.float32
   assert plan.coords.shape == (1, 3, n) and plan.cond_mask is None
+  # A pytree of its arrays (cond_mask None has no leaf), with the spec static.
+  assert len(jax.tree.leaves(plan)) == 5 + len(plan.guidance) + 2
+  assert jax.tree.map(lambda x: x, plan).spec is plan.spec
   # The last token: latent frame 1 (8 pixel frames at 8 fps: 1 s), y = x = 1 latent = 32 px.
   assert not pipe.transformer.config.causal_temporal_positioning
   np.testing.assert_allclose(plan.coords[0, :, -1], [1.0, 32.0, 32.0])

@@ -14,6 +14,7 @@ dropped by `unpack`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -25,11 +26,17 @@ from ltx_jax.sampling.loop import Guidance, LoopSpec
 __all__ = ['GenerationPlan']
 
 
+@functools.partial(jax.tree_util.register_dataclass, meta_fields=['spec'],
+                   data_fields=['latents', 'sigmas', 'guidance', 'context', 'context_mask',
+                                'coords', 'cond_mask', 'key', 'decode_key'])
 @dataclasses.dataclass(frozen=True)
 class GenerationPlan:
   """The inputs of one scanned denoising run. B: videos; N: tokens (the F'*H'*W' grid tokens
   first, then any conditioning tokens); C: latent channels; S: steps; G = spec.groups (uncond,
   cond, perturbed rows); S_txt, D: text tokens and width; L: transformer layers.
+
+  A pytree whose leaves are the arrays (`spec` is static), so `jax.tree.map` or
+  `jax.device_put` apply to a whole plan.
   """
   spec: LoopSpec            # static: grid, guidance switches, conditioning, progress, mesh
   latents: jax.Array        # [B, N, C] f32 normalised starting latents (given tokens in place)
