@@ -237,11 +237,11 @@ def pipeline_kwargs(c) -> dict:
   """The LTXPipeline.__call__ arguments of a config (prompt, image and seed are per job)."""
   kw = {k: c[k] for k in _DIRECT}
   if c.timesteps:
-    kw['timesteps'] = [float(t) for t in c.timesteps]
+    kw['timesteps'] = list(c.timesteps)
   else:
     kw['num_inference_steps'] = c.num_inference_steps
   if c.guidance_timesteps:
-    kw['guidance_timesteps'] = [float(t) for t in c.guidance_timesteps]
+    kw['guidance_timesteps'] = list(c.guidance_timesteps)
     for key, schedule in SCHEDULE_KEYS.items():
       kw[key] = [list(v) if isinstance(v, (tuple, list)) else v for v in c[schedule]] or (
           list(c[key]) if isinstance(c[key], (tuple, list)) else c[key])
