@@ -284,7 +284,7 @@ def crf_compress(image: np.ndarray, crf: int = 29) -> np.ndarray:
   with tempfile.TemporaryDirectory(prefix='ltx_crf_') as tmp:
     path = os.path.join(tmp, 'frame.mp4')
     enc = [exe, '-v', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', f'{w}x{h}',
-           '-r', '1', '-i', '-', '-sws_flags', 'bilinear', '-c:v', 'libx264', '-preset', 'veryfast',
+           '-r', '1', '-i', '-', '-sws_flags', 'bilinear', '-c:v', 'libx264', '-thread_type', 'slice', '-preset', 'veryfast',
            '-crf', str(int(crf)), '-pix_fmt', 'yuv420p', '-f', 'mp4', path]
     dec = [exe, '-v', 'error', '-i', path, '-frames:v', '1', '-sws_flags', 'bilinear',
            '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-']
@@ -320,8 +320,8 @@ def prepare_media(frames: np.ndarray, height: int, width: int, *, rule: str = 'o
       q = np.floor(x * np.float32(255.0)).astype(np.uint8)  # torch's .byte() truncates
       x = np.stack([crf_compress(f, crf) for f in q]).astype(np.float32) / np.float32(255.0)
     x = x * np.float32(255.0) / np.float32(127.5) - 1
-  else:
-    x = x.astype(np.float32) / np.float32(127.5) - 1
+  else:  # diffusers' arithmetic
+    x = x.astype(np.float32) / np.float32(255.0) * np.float32(2.0) - np.float32(1.0)
   if rule == 'official':
     x = _bilinear_half_pixel(x, height, width)
   return x.astype(np.float32)
