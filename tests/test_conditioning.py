@@ -11,7 +11,8 @@ from conftest import randomize_torch_module
 from ltx_jax.errors import UsageError
 from ltx_jax.pipeline.conditioning import (Condition, EncodedCondition, check_conditions,
                                            combine_conditions, extra_noise_shape,
-                                           noise_hard_conditions)
+                                           noise_hard_conditions, token_timesteps,
+                                           tokens_to_step)
 
 torch = pytest.importorskip('torch')
 
@@ -192,3 +193,21 @@ def test_check_conditions_accepts():
   conds = [Condition(image='a.png'), Condition(image='b.png', frame_index=32, strength=0.5),
            Condition(video='c.mp4', frame_index=16), Condition(image=IMG, media_x=0, media_y=0)]
   check_conditions(conds, [(1, 64, 96), (1, 64, 96), (17, 64, 96), (1, 64, 64)], 33, 64, 96)
+
+
+def test_token_timesteps_and_stepped_tokens_match_official():
+  """The official loop: timestep min(t, 1 - mask) per token; denoising_step keeps the tokens
+  with t - 1e-6 >= 1 - mask."""
+  from ltx_video.pipelines.pipeline_ltx_video import LTXVideoPipeline
+  mask = torch.tensor([[0.0, 0.6, 1.0, 0.3, 0.0]])
+  latents, stepped = torch.zeros((1, 5, 2)), torch.ones((1, 5, 2))
+  scheduler = types.SimpleNamespace(step=lambda *a, **k: (stepped,))
+  fake = types.SimpleNamespace(scheduler=scheduler)
+  for t in (1.0, 0.7, 0.4, 0.39999998, 0.0):
+    tt = torch.tensor([t], dtype=torch.float32)
+    ref_t = torch.min(tt.expand(1).unsqueeze(-1), 1.0 - mask)
+    np.testing.assert_array_equal(np.asarray(token_timesteps(tt.numpy()[0], mask.numpy())),
+                                  ref_t.numpy())
+    ref = LTXVideoPipeline.denoising_step(fake, latents, None, ref_t, mask, tt[0], {})
+    np.testing.assert_array_equal(np.asarray(tokens_to_step(tt.numpy()[0], mask.numpy())),
+                                  ref[..., 0].numpy() == 1)

@@ -20,13 +20,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
 from ltx_jax.errors import DataError, UsageError
 
 __all__ = ['Condition', 'check_conditions', 'read_media', 'prepare_media', 'resize_media',
            'gaussian_blur', 'crf_compress', 'EncodedCondition', 'Combined',
-           'extra_noise_shape', 'combine_conditions', 'noise_hard_conditions']
+           'extra_noise_shape', 'combine_conditions', 'noise_hard_conditions',
+           'token_timesteps', 'tokens_to_step']
 
 RESIZE_RULES = ('official', 'official_input', 'diffusers', 'none')
 _VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.gif')
@@ -236,8 +238,8 @@ def resize_media(frames: np.ndarray, height: int, width: int, rule: str) -> np.n
   """uint8 [F, h, w, 3] -> uint8 frames before the blur / compression, by `rule`:
 
   'official': centre crop to the target aspect only (inference.py's `just_crop` for
-    conditioning media; `combine`-ready size comes from `prepare_media`'s final bilinear
-    resize, as LTXVideoPipeline resizes conditioning items);
+    conditioning media; `prepare_media` resizes to the frame after the blur and compression,
+    as LTXVideoPipeline resizes conditioning items);
   'official_input': centre crop, then PIL's default (bicubic) resize to the target
     (inference.py's video-to-video input);
   'diffusers': PIL Lanczos resize to the target, no crop (LTXConditionPipeline's processor);
@@ -468,7 +470,20 @@ def noise_hard_conditions(t, init_latents, latents, mask, noise, scale: float = 
   """Re-noises the hard-conditioned tokens (mask = 1) to init + scale * noise * t^2, t the
   current sigma in [0, 1] (the references' image_cond_noise_scale, applied before every step);
   other tokens pass unchanged. [B, N, C] latents and noise, [B, N] mask -> jax [B, N, C]."""
-  import jax.numpy as jnp
   t = jnp.asarray(t, jnp.float32)
   noised = init_latents + jnp.float32(scale) * jnp.asarray(noise) * (t * t)
   return jnp.where((jnp.asarray(mask) > 1.0 - eps)[..., None], noised, latents)
+
+
+def token_timesteps(t, mask):
+  """Per-token timesteps [B, N]: a token conditioned with strength s starts at 1 - s and
+  follows the schedule once it falls below (hard tokens: 0). t: the step's sigma, [] or [B]."""
+  t = jnp.asarray(t, jnp.float32)
+  return jnp.minimum(t.reshape(t.shape + (1,) * (2 - t.ndim)), 1.0 - jnp.asarray(mask))
+
+
+def tokens_to_step(t, mask, eps: float = 1e-6):
+  """[B, N] bool: the tokens a step updates (the others keep their values), as the official
+  denoising_step: t - eps < 1 - mask, so hard-conditioned tokens are never stepped."""
+  t = jnp.asarray(t, jnp.float32)
+  return (t.reshape(t.shape + (1,) * (2 - t.ndim)) - eps) < (1.0 - jnp.asarray(mask))
