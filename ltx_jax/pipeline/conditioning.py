@@ -448,6 +448,9 @@ def combine_conditions(latents: np.ndarray, items: Sequence[EncodedCondition],
         base[:, start:stop] = _lerp(base[:, start:stop], cond[:, num_prefix:], s)
         mask[:, start:stop] = s
       cond = cond[:, :num_prefix]
+    if eps is None:
+      raise UsageError(f"the item at frame {item.frame_index} needs noise of shape "
+                       f"{list(cond.shape)} (extra_noise_shape)")
     eps = np.asarray(eps, np.float32)
     if eps.shape[1:] != cond.shape[1:] or eps.shape[0] not in (1, b):
       raise UsageError(f"noise for the item at frame {item.frame_index} has shape "
