@@ -44,24 +44,26 @@ def _torch_blur(x):
   return torch.nn.functional.conv2d(p, k2, groups=3)[0]
 
 
-def _official_loader(compress=lambda x: x):
-  """inference.py's `load_image_to_tensor_with_resize_and_crop`, its source run as it is.
+def _official_loader(compress=lambda x: x, name='load_image_to_tensor_with_resize_and_crop'):
+  """inference.py's `load_image_to_tensor_with_resize_and_crop` (and `load_media_file`), their
+  source run as it is.
 
   inference.py itself needs torchvision (not a dependency here) for to_tensor and
   gaussian_blur, given by their definitions; `compress` stands for crf_compressor.compress.
   """
   path = Path(importlib.util.find_spec('ltx_video').submodule_search_locations[0])
   tree = ast.parse((path / 'inference.py').read_text())
-  fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef)
-            and n.name == 'load_image_to_tensor_with_resize_and_crop')
+  fns = [n for n in tree.body if isinstance(n, ast.FunctionDef)
+         and n.name in ('load_image_to_tensor_with_resize_and_crop', 'load_media_file')]
   tvf = types.SimpleNamespace(
       to_tensor=lambda im: torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255,
       gaussian_blur=lambda x, kernel_size, sigma: (
           _torch_blur(x) if (kernel_size, sigma) == (3, 1.0) else None))
-  scope = dict(Image=Image, torch=torch, Union=Union, TVF=tvf,
+  import imageio
+  scope = dict(Image=Image, torch=torch, Union=Union, TVF=tvf, imageio=imageio,
                crf_compressor=types.SimpleNamespace(compress=compress))
-  exec(compile(ast.Module([fn], []), str(path / 'inference.py'), 'exec'), scope)
-  return scope[fn.name]
+  exec(compile(ast.Module(fns, []), str(path / 'inference.py'), 'exec'), scope)
+  return scope[name]
 
 
 def test_blur_matches_torchvision_definition():
@@ -162,6 +164,21 @@ def test_read_media(tmp_path):
   np.testing.assert_array_equal(err.argmin(axis=1), np.arange(9))
   assert err.diagonal().max() < 10
   np.testing.assert_array_equal(read_media(Condition(video=video)), video)
+
+
+def test_official_video_chain(tmp_path):
+  """A conditioning video as inference.py's load_media_file reads it (imageio, every frame
+  cropped and blurred) and LTXVideoPipeline resizes it."""
+  from ltx_jax.cli.video_io import write_mp4
+  from ltx_video.pipelines.pipeline_ltx_video import LTXVideoPipeline
+  video = np.stack([_image(80, 100, i) for i in range(9)])
+  write_mp4(tmp_path / 'v.mp4', video, 25, crf=20)
+  load = _official_loader(name='load_media_file')
+  ref = load(str(tmp_path / 'v.mp4'), 64, 96, 9, (0, 0, 0, 0), just_crop=True)
+  ref = LTXVideoPipeline.resize_tensor(ref, 64, 96)[0].permute(1, 2, 3, 0).numpy()
+  ours = prepare_media(read_media(Condition(video=str(tmp_path / 'v.mp4'))), 64, 96, crf=None)
+  assert ours.shape == ref.shape == (9, 64, 96, 3)
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6)
 
 
 def test_read_media_refuses(tmp_path):
