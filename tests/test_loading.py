@@ -118,6 +118,8 @@ def test_out_of_range_refused_by_the_loaders(tmp_path):
     load_transformer(tmp_path / 'ck', param_dtype='fp8')
   restored = load_transformer(tmp_path / 'ck', dtype='f32', param_dtype='bf16')
   assert restored.blocks.attn1.to_q.kernel.dtype == jnp.bfloat16
+  with pytest.raises(UsageError, match=r"is the transformer of a converted checkpoint, not its vae"):
+    load_vae(tmp_path / 'ck' / 'transformer')
 
 
 def test_out_of_range_refused_by_convert(tmp_path):

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ltx_jax import sharding as sharding_lib
+from ltx_jax.errors import UsageError
 from ltx_jax.weights import orbax_io, precision
 from ltx_jax.weights.loader import Plan, TensorStore, load_params
 
@@ -69,6 +70,9 @@ def load_component(source: str | os.PathLike, component: Component, *,
   param_dtype = dtype if param_dtype is None else precision.parse(param_dtype)
   if orbax_io.is_orbax(source):
     root, _ = orbax_io.read_manifest(source)
+    if Path(source).resolve() != root.resolve() and Path(source).name != component.name:
+      raise UsageError(f"{source} is the {Path(source).name} of a converted checkpoint, not its "
+                       f"{component.name}; pass {root} or {root / component.name}")
     config = orbax_io.component_config(root, component.name, component.config_type)
     model = component.build(config, dtype=dtype, param_dtype=param_dtype, **options)
     return orbax_io.restore_model(model, root / component.name,

@@ -119,11 +119,21 @@ def cast(value: np.ndarray | jax.Array, dtype: Any, *, name: str) -> np.ndarray 
   limit = _RANGE.get(dtype)
   source_max = _RANGE.get(np.dtype(value.dtype), np.inf)
   if limit is not None and source_max > limit and value.size:
-    if isinstance(value, jax.Array):
-      peak = float(jnp.maximum(jnp.nanmax(value), -jnp.nanmin(value)))
-    else:
-      peak = float(max(np.fmax.reduce(value, axis=None), -np.fmin.reduce(value, axis=None)))
+    peak = _peak(value)
     if peak > limit:
       raise LoadError(f"{name}: weights up to {peak:g} in magnitude do not fit {dtype.name} "
                       f"(range +-{limit:g}); load or convert it in bf16 or f32")
   return value.astype(dtype)
+
+
+def _peak(value: np.ndarray | jax.Array, chunk: int = 1 << 22) -> float:
+  """max |value| over the non-NaN entries (-inf or NaN when all are NaN), in f32 chunks on the host:
+  numpy's reductions over bf16 / fp8 are ~30x slower than an upcast followed by f32 ones."""
+  if isinstance(value, jax.Array):
+    return float(jnp.maximum(jnp.nanmax(value), -jnp.nanmin(value)))
+  flat = np.ravel(value)  # a view for the contiguous arrays the stores hand out
+  hi, lo = -np.inf, np.inf
+  for i in range(0, flat.size, chunk):
+    part = flat[i:i + chunk].astype(np.float32)
+    hi, lo = np.fmax(hi, np.fmax.reduce(part)), np.fmin(lo, np.fmin.reduce(part))
+  return float(max(hi, -lo))
