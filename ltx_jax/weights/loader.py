@@ -3,9 +3,9 @@
 A model is built with `nnx.eval_shape` (no memory, no random init). A plan maps each of its
 parameters to the source tensors it comes from; `load_params` checks the whole plan against the
 file headers first (missing, unexpected and wrong-shape keys are reported together, in one
-error, before any tensor is read), then reads tensors one at a time, casts them to the target
-dtype of its abstract variable (through `precision.cast`, which refuses values the dtype cannot
-hold), and places them on device. Host memory peaks near one parameter in the target dtype.
+error, before any tensor is read), then reads tensors one at a time in the dtype of their
+abstract variable (the store casts through `precision.cast`, which refuses values the dtype
+cannot hold), and places them on device. Host memory peaks near one parameter in that dtype.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import numpy as np
 from flax import nnx
 
 from ltx_jax.errors import LoadError
-from ltx_jax.weights import precision
 
 
 Path = tuple[Any, ...]
