@@ -221,29 +221,30 @@ def restore_model(model: nnx.Module, ckpt: str | os.PathLike, *, what: str = 'mo
   stored = check_against(model, ckpt, what)
   where = sharding_lib.sharding_fn(mesh, rules)
   items = [(tuple(str(x) for x in p), v) for p, v in variables(model)]
-  as_stored = [(p, v) for p, v in items if stored[p] == np.dtype(v.get_value().dtype)]
-  recast = [(p, v) for p, v in items if stored[p] != np.dtype(v.get_value().dtype)]
   ctx = _ocp().Context()
   ctx.pytree.loading.partial_load = True  # completeness was checked above
 
-  def read(group, dtype_of):
-    target = _nest((p, jax.ShapeDtypeStruct(v.get_value().shape, dtype_of(p, v),
-                                            sharding=where(p, v))) for p, v in group)
+  def read(group, as_stored: bool) -> list:
+    """[(variable, restored array)] for a group, in the stored or the target dtype."""
+    target = _nest((p, jax.ShapeDtypeStruct(
+        v.get_value().shape, stored[p] if as_stored else v.get_value().dtype,
+        sharding=where(p, v))) for p, v in group)
     with ctx:
       flat = _flatten(_ocp().load_pytree(ckpt, target))
     return [(p, v, flat[p]) for p, v in group]
 
-  if as_stored:
-    for p, var, value in read(as_stored, lambda p, v: v.get_value().dtype):
-      var.set_value(value)
   def nbytes(item) -> int:
     p, v = item
     return int(np.prod(v.get_value().shape)) * stored[p].itemsize
 
-  for group in _groups(recast, nbytes, GROUP_BYTES):
-    for p, var, value in read(group, lambda p, v: stored[p]):
+  same = [(p, v) for p, v in items if stored[p] == np.dtype(v.get_value().dtype)]
+  recast = [(p, v) for p, v in items if stored[p] != np.dtype(v.get_value().dtype)]
+  if same:
+    for _, var, value in read(same, as_stored=False):
+      var.set_value(value)
+  for group in _groups(recast, nbytes, GROUP_BYTES):  # device memory: one group as stored
+    for p, var, value in read(group, as_stored=True):
       var.set_value(precision.cast(value, var.get_value().dtype, name='.'.join(p)))
-      del value
   return model
 
 
