@@ -26,9 +26,10 @@ from flax import nnx
 from ltx_jax import sharding
 from ltx_jax.models.t5 import T5Config, T5Encoder, T5Tokenizer
 from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig
-from ltx_jax.models.vae import VideoAutoencoder, from_official
+from ltx_jax.models.vae import VAEConfig, VideoAutoencoder
 from ltx_jax.pipeline import LTXPipeline
 from ltx_jax.sampling import SchedulerConfig
+from ltx_jax.weights import precision
 
 __all__ = ['RELEASE', 'T5', 'TRANSFORMER', 'VAE', 'build_pipeline', 'random_module',
            'tokenizer']
@@ -51,7 +52,7 @@ def _res(n: int, noise: bool = False) -> list:
 
 # The 0.9.5+ VAE layout at toy width: typed space-to-depth encoder, residual timestep-conditioned
 # decoder; patch 4 and three 2x2x2 stages give 8x temporal and 32x spatial compression.
-VAE = from_official({
+VAE = VAEConfig.from_official({
     'dims': 3, 'in_channels': 3, 'out_channels': 3, 'latent_channels': LATENT,
     'encoder_blocks': [_res(1), ['compress_all_res', {'multiplier': 2}],
                        ['compress_all_res', {'multiplier': 2}],
@@ -133,7 +134,9 @@ def build_pipeline(seed: int = 0, dtype=jnp.float32, *, text_encoder_dtype=None,
   rules / context_attention (parameters placed on the mesh by the rules, activations
   constrained by them, self-attention context parallel over the 'context' axis).
   """
-  te_dtype = dtype if text_encoder_dtype is None else text_encoder_dtype
+  dtype = precision.parse(dtype, what='compute')  # 'f32', 'bf16', jnp.bfloat16, ...
+  te_dtype = dtype if text_encoder_dtype is None else precision.parse(text_encoder_dtype,
+                                                                      what='compute')
   transformer = random_module(
       lambda: LTXVideoTransformer(TRANSFORMER, dtype=dtype, param_dtype=dtype,
                                   attention=attention, rngs=nnx.Rngs(0)), seed, dtype)
