@@ -2,6 +2,7 @@
 `__call__` is their composition, and plans changed by hand (fewer steps, new latents, a second
 pass at another size, appended conditioning tokens) run as the stages promise."""
 
+import contextlib
 import dataclasses
 
 import jax
@@ -74,6 +75,22 @@ def test_call_is_prepare_denoise_decode(pipe, plan):
   frames = pipe.decode(latents, 0.05, 0.025, plan.decode_key)
   assert frames.shape == (2, 9, 64, 64, 3) and frames.dtype == np.uint8
   np.testing.assert_array_equal(out.frames, frames)
+
+
+def test_host_checks_come_before_the_text_encoder(pipe):
+  seen = []
+  default, pipe.timer = pipe.timer, lambda stage: seen.append(stage) or contextlib.nullcontext()
+  try:
+    with pytest.raises(UsageError, match=r'latents have shape \(1, 2, 2, 2, 16\); expected '
+                                         r'\(2, 2, 2, 2, 16\)'):
+      pipe.prepare(**dict(CALL, latents=np.zeros((1, *GRID, smoke.LATENT), np.float32)))
+    with pytest.raises(UsageError, match='got 3 images for 2 prompts'):
+      pipe.prepare(**dict(CALL, image=[np.zeros((64, 64, 3), np.uint8)] * 3))
+    with pytest.raises(ValueError, match="cannot read image '/nonexistent.png'"):
+      pipe.prepare(**dict(CALL, image='/nonexistent.png'))
+  finally:
+    pipe.timer = default
+  assert seen == ['prepare'] * 3  # T5 never ran
 
 
 def test_skip_steps_is_the_shorter_schedule(pipe, plan):

@@ -257,17 +257,19 @@ class LTXPipeline:
           guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
           stg_scale=stg_scale, stg_rescale=stg_rescale, skip_block_list=skip_block_list,
           skip_layer_strategy=skip_layer_strategy)
+      # Host-side checks of the batch, the starting latents and the image before T5 runs.
+      n_prompts = _prompt_count(prompt, prompt_embeds)
+      shape = (n_prompts * num_videos_per_prompt, *grid, self.transformer.config.in_channels)
+      key_noise, key_loop, key_decode = jax.random.split(jax.random.key(int(seed)), 3)
+      start = self._starting_latents(latents, shape, key_noise)  # [B, F', H', W', C]
+      pixels = _condition_pixels(image, n_prompts, height, width)  # [1 or P] x [H, W, 3]
       groups = self._text_inputs(
           prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
           negative_prompt_attention_mask, use_cfg, max_sequence_length)
-      n_prompts = groups[-1][0].shape[0]
       if use_stg:
         groups.append(groups[-1])  # the perturbed rows see the positive prompt
       context, context_mask = _rows(groups, num_videos_per_prompt)
-      key_noise, key_loop, key_decode = jax.random.split(jax.random.key(int(seed)), 3)
-      shape = (n_prompts * num_videos_per_prompt, *grid, self.transformer.config.in_channels)
-      start = self._starting_latents(latents, shape, key_noise)  # [B, F', H', W', C]
-      start, cond_mask = self._image_condition(image, start, n_prompts, height, width)
+      start, cond_mask = self._image_condition(pixels, start, height, width)
       tc, sc = self.compression
       spec = loop_lib.LoopSpec(
           grid=grid, cfg=use_cfg, stg=use_stg,
@@ -353,17 +355,13 @@ class LTXPipeline:
                        "(batch, latent frames, height, width, channels)")
     return latents
 
-  def _image_condition(self, image, latents: jax.Array, n_prompts: int, height: int,
+  def _image_condition(self, pixels: list[np.ndarray] | None, latents: jax.Array, height: int,
                        width: int) -> tuple[jax.Array, jax.Array | None]:
-    """Latent frame 0 <- the image's latents; -> (latents, cond_mask [B, N] or None)."""
-    if image is None:
+    """Latent frame 0 <- the images' latents; -> (latents, cond_mask [B, N] or None)."""
+    if pixels is None:
       return latents, None
-    images = list(image) if isinstance(image, (list, tuple)) else [image]
-    if len(images) not in (1, n_prompts):
-      raise UsageError(f"got {len(images)} images for {n_prompts} prompts; pass one image or "
-                       "one per prompt")
     b = latents.shape[0]
-    init = self.encode_image(images, height, width)  # [1 or P, 1, H', W', C]
+    init = self.encode_image(pixels, height, width)  # [1 or P, 1, H', W', C]
     init = jnp.broadcast_to(jnp.repeat(init, b // init.shape[0], axis=0),
                             (b, 1, *latents.shape[2:]))
     cond_mask = jnp.zeros(latents.shape[:4], jnp.float32).at[:, 0].set(1.0).reshape(b, -1)
@@ -371,10 +369,9 @@ class LTXPipeline:
 
   def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
                    negative_mask, use_cfg: bool, max_len: int):
-    """-> [(embeddings, mask)] for the row groups: [uncond,] cond."""
+    """-> [(embeddings, mask)] for the row groups: [uncond,] cond (exactly one of prompt and
+    prompt_embeds: `_prompt_count`)."""
     prompts = inputs_lib.as_prompts(prompt)
-    if (prompts is None) == (prompt_embeds is None):
-      raise UsageError("pass exactly one of prompt and prompt_embeds")
     if prompts is not None:
       embeds, mask = self.encode_prompt(prompts, max_len)
     else:
@@ -409,6 +406,33 @@ class LTXPipeline:
         raise UsageError(f"{len(negs)} negative prompts for {n} prompts")
       neg, neg_mask = self.encode_prompt(negs, embeds.shape[1])
     return [(neg, neg_mask), (embeds, mask)]
+
+
+def _prompt_count(prompt, prompt_embeds) -> int:
+  """How many prompts (P) a call has; `_text_inputs` checks the rest."""
+  prompts = inputs_lib.as_prompts(prompt)
+  if (prompts is None) == (prompt_embeds is None):
+    raise UsageError("pass exactly one of prompt and prompt_embeds")
+  if prompts is not None:
+    return len(prompts)
+  shape = np.shape(prompt_embeds)
+  if len(shape) != 3:
+    raise UsageError(f"prompt_embeds {tuple(shape)} must be [B, S, D]")
+  return shape[0]
+
+
+def _condition_pixels(image, n_prompts: int, height: int, width: int
+                      ) -> list[np.ndarray] | None:
+  """`image` (one, or one per prompt) read, resized to cover height x width and centre-cropped:
+  [H, W, 3] f32 in [0, 1] each; None without an image."""
+  if image is None:
+    return None
+  images = list(image) if isinstance(image, (list, tuple)) else [image]
+  if len(images) not in (1, n_prompts):
+    raise UsageError(f"got {len(images)} images for {n_prompts} prompts; pass one image or "
+                     "one per prompt")
+  return [inputs_lib.resize_and_crop(inputs_lib.load_image(im), height, width)
+          for im in images]
 
 
 def _decode_noise(decode_timestep, decode_noise_scale) -> tuple[float, float]:
