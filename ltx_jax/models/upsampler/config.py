@@ -5,7 +5,9 @@ Both references describe the model with the same six fields. Their defaults diff
 `ltxv-*-upscaler-*.safetensors`) falls back to in_channels 4, mid_channels 128, dims 2, while
 diffusers' `LTXLatentUpsamplerModel` (and the official constructor) default to 128, 512, dims 3.
 Each parser applies its own reference's defaults to absent keys and ignores keys the reference
-ignores (`_class_name`, `_diffusers_version`, ...).
+ignores (`_class_name`, `_diffusers_version`, ...). LTX-2's `LTX2LatentUpsamplerModel` adds
+`use_rational_resampler` / `rational_spatial_scale`: false (the LTX-Video layer) is accepted,
+true (its rational resampler) is refused.
 """
 
 from __future__ import annotations
@@ -115,6 +117,10 @@ def _parse(cfg: Mapping[str, Any] | str, defaults: Mapping[str, Any], where: str
                                 f"({type(cfg).__name__})")
   values = {k: cfg.get(k, d) for k, d in defaults.items()}
   problem = validate(values)
+  if (problem is None and cfg.get('use_rational_resampler', False) is not False
+      and not values['temporal_upsample']):
+    problem = (f"use_rational_resampler={cfg['use_rational_resampler']!r} (LTX-2's rational "
+               "resampler; only the LTX-Video conv + pixel-shuffle upsampler, false, is supported)")
   if problem is not None:
     raise CheckpointFormatError(f"{where}: bad upsampler config value {problem}")
   return UpsamplerConfig(**values)
