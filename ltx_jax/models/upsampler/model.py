@@ -4,9 +4,9 @@ initial conv -> GroupNorm -> SiLU -> ResBlocks -> upsampling conv + pixel shuffl
 final conv. It works on un-normalised latents (the VAE's per-channel statistics undone).
 
 Upsampling conv by config (the reference's choices):
-  spatial only       a 2-D conv to 4C per frame, then (h, w) pixel shuffle
-  temporal only      a 3-D conv to 2C, then a time shuffle; the first output frame is dropped
-  spatial + temporal a 3-D conv to 8C, then (t, h, w) shuffle; the first output frame is dropped
+  spatial only       a 2-D conv to 4 x mid per frame, then (h, w) pixel shuffle
+  temporal only      a 3-D conv to 2 x mid, then a time shuffle; the first output frame is dropped
+  spatial + temporal a 3-D conv to 8 x mid, then (t, h, w) shuffle; the first output frame is dropped
 With dims=2 every other conv and every GroupNorm also works per frame (frames folded into the
 batch); with dims=3 they are 3-D (zero padded in time, statistics over all frames).
 
