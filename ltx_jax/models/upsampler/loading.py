@@ -1,4 +1,5 @@
-"""Loading a latent upsampler from an official file or a diffusers folder, strictly and lazily.
+"""Loading a latent upsampler from an official file or a diffusers folder, strictly and lazily,
+through the weights front door (`ltx_jax.weights.load_component`).
 
 Both formats name the tensors alike (`initial_conv.weight`, `res_blocks.0.norm1.bias`,
 `upsampler.0.weight`, ...; no prefix), so one table serves both; only the config differs
@@ -19,7 +20,9 @@ from ltx_jax import sharding as sharding_lib
 from ltx_jax.errors import CheckpointFormatError, SourceError
 from ltx_jax.models.upsampler.config import UpsamplerConfig
 from ltx_jax.models.upsampler.model import LatentUpsampler
-from ltx_jax.weights.loader import load_params, plan_from_table
+from ltx_jax.weights import precision
+from ltx_jax.weights.component import Checkpoint, Component, load_component
+from ltx_jax.weights.loader import plan_from_table
 from ltx_jax.weights.safetensors_io import official_config, open_safetensors
 
 DIFFUSERS_CLASS = 'LTXLatentUpsamplerModel'
@@ -28,9 +31,16 @@ DIFFUSERS_FOLDER = 'latent_upsampler'
 TABLE = (('', ''), ('upsampler', 'upsampler.0'))
 
 
-def abstract_upsampler(config: UpsamplerConfig, *, dtype=jnp.float32, param_dtype=jnp.float32
-                       ) -> LatentUpsampler:
-  """The model with shapes only (no memory, no random init)."""
+def abstract_upsampler(config: UpsamplerConfig, *, dtype: precision.DTypeLike = jnp.float32,
+                       param_dtype: precision.DTypeLike | None = None) -> LatentUpsampler:
+  """The model with shapes only (no memory, no random init), as the loader fills it.
+
+  param_dtype: storage dtype (defaults to dtype); 'fp8' stores the upsampler in bf16 (no
+  released fp8 upsampler exists).
+  """
+  dtype = precision.parse(dtype, what='compute')
+  param_dtype = dtype if param_dtype is None else precision.parse(param_dtype)
+  param_dtype = precision.base_dtype(param_dtype)
   return nnx.eval_shape(lambda: LatentUpsampler(config, dtype=dtype, param_dtype=param_dtype,
                                                 rngs=nnx.Rngs(0)))
 
@@ -66,22 +76,29 @@ def read_config(path: Path) -> tuple[UpsamplerConfig, Path]:
   return UpsamplerConfig.from_official(cfg, where=str(path)), path
 
 
-def load_latent_upsampler(source: str | os.PathLike, *, dtype=jnp.float32, param_dtype=None,
+def open_checkpoint(path: Path) -> Checkpoint:
+  """An official upsampler file or a diffusers folder: config, tensors and name map."""
+  config, tensors = read_config(path)
+  return Checkpoint(config, open_safetensors(tensors), lambda model: plan_from_table(model, TABLE),
+                    what=f'latent upsampler from {path}')
+
+
+COMPONENT = Component('latent_upsampler', UpsamplerConfig, abstract_upsampler, open_checkpoint)
+
+
+def load_latent_upsampler(source: str | os.PathLike, *,
+                          dtype: precision.DTypeLike = jnp.float32,
+                          param_dtype: precision.DTypeLike | None = None,
                           mesh: jax.sharding.Mesh | None = None,
                           rules: sharding_lib.Rules | None = None) -> LatentUpsampler:
-  """Loads a latent upsampler: an official `ltxv-spatial-upscaler-*.safetensors` /
-  `ltxv-temporal-upscaler-*.safetensors` file, a diffusers `latent_upsampler/` folder, or the
-  repo folder above it. Every tensor must be present with its shape, and nothing else.
+  """Loads a latent upsampler strictly: every parameter from the file, every file tensor used.
 
-  dtype: compute dtype; param_dtype: storage dtype (defaults to dtype).
+  source: an official `ltxv-spatial-upscaler-*.safetensors` / `ltxv-temporal-upscaler-*.safetensors`
+    file, a diffusers `latent_upsampler/` folder, or the repo folder above it.
+  dtype: compute dtype; param_dtype: storage dtype (defaults to dtype; 'fp8' means bf16 here),
+    each 'f32', 'bf16', 'fp16', 'fp8' or a dtype (`ltx_jax.weights.precision`).
   mesh, rules: place each parameter by its logical axis names (ltx_jax/sharding.py; replicated
     by the default rules); default one device.
   """
-  path = Path(source)
-  config, tensors = read_config(path)
-  param_dtype = dtype if param_dtype is None else param_dtype
-  model = abstract_upsampler(config, dtype=dtype, param_dtype=param_dtype)
-  plan = plan_from_table(model, TABLE)
-  where = sharding_lib.sharding_fn(mesh, rules) if mesh is not None else None
-  return load_params(model, open_safetensors(tensors), plan, param_dtype,
-                     what=f'latent upsampler from {path}', sharding=where)
+  return load_component(source, COMPONENT, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
+                        rules=rules)
