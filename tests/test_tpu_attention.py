@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from conftest import rel_l2
 from ltx_jax import sharding
@@ -139,6 +138,28 @@ def test_context_parallel_and_tensor_axis_on_8_devices(tmp_path):
   assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
   results = json.loads(out.read_text())
   assert results.pop('kernel_in_shard_map') is True
+  # every size 1 on 8 devices: the TPU-slice default for a 27,588-token video
+  assert results.pop('config_mesh') == {'data': 1, 'fsdp': 2, 'tensor': 1, 'context': 4}
   assert len(results) == 9, results  # 3 meshes x self / cross, 3 transformers
   bad = {case: err for case, err in results.items() if not err <= 1e-5}
   assert not bad, bad
+
+
+@pytest.mark.parametrize('devices, tokens, rows, want', [
+    (8, None, 2, (1, 8, 1, 1)),        # no video length: fsdp over every chip
+    (8, 6080, 2, (1, 8, 1, 1)),        # 768x512x121: short, fsdp only
+    (8, 27588, 2, (1, 2, 1, 4)),       # 1216x704x257: rows on fsdp, the rest on context
+    (8, 27588, 3, (1, 2, 1, 4)),       # 3 rows (STG): context takes the 4 that divide the tokens
+    (4, 27588, 2, (1, 2, 1, 2)),
+    (16, 8192 * 3, 2, (1, 2, 1, 8)),
+    (1, 27588, 2, (1, 1, 1, 1)),
+])
+def test_default_mesh_sizes(devices, tokens, rows, want):
+  sizes = sharding.default_mesh_sizes(devices, tokens, rows)
+  assert tuple(sizes[a] for a in sharding.MESH_AXES) == want
+
+
+def test_default_mesh_and_config():
+  mesh = sharding.default_mesh(27588)  # this process: one CPU device
+  assert dict(mesh.shape) == {'data': 1, 'fsdp': 1, 'tensor': 1, 'context': 1}
+  assert sharding.mesh_from_config({'data': 1, 'fsdp': 1, 'tensor': 1, 'context': 1}) is None
