@@ -52,8 +52,8 @@ def attend(name, q, k, v, bias=None, scale=None):
 @pytest.mark.parametrize('h', [64, 128])
 @pytest.mark.parametrize('cross', [False, True])
 def test_parity_f32(h, cross):
-  """T = 200 and S = 77 / 200: neither a multiple of the 128 block (nor of each other)."""
-  t, s = 200, (77 if cross else 200)
+  """T = 300 and S = 77 / 300: 3 query blocks of 128 (the default for 300), the last padded."""
+  t, s = 300, (77 if cross else 300)
   q, k, v = qkv(h + cross, 2, t, s, 2, h)
   bias = text_bias([50, 77], s) if cross else None
   got, want = attend('splash', q, k, v, bias), attend('xla', q, k, v, bias)
@@ -79,8 +79,9 @@ def test_logsumexp_and_fully_masked_row():
   bias = text_bias([0, 13], 30)
   with jax.default_matmul_precision('highest'):
     out, lse = jax.jit(tpu_attention.splash_attention, static_argnums=4)(q, k, v, bias, 0.125)
-    want_out, want_lse = attention_lib.xla_with_lse(q, k, v, bias, 0.125)
-    free_out, free_lse = attention_lib.xla_with_lse(q[:1], k[:1], v[:1], None, 0.125)
+    xla = jax.jit(attention_lib.xla_with_lse, static_argnums=4)
+    want_out, want_lse = xla(q, k, v, bias, 0.125)
+    free_out, free_lse = xla(q, k, v, jnp.zeros_like(bias), 0.125)
   assert rel_l2(out[1], want_out[1]) <= 1e-5 and rel_l2(lse[1], want_lse[1]) <= 1e-6
   assert rel_l2(out[0], free_out[0]) <= 1e-5 and rel_l2(lse[0], free_lse[0]) <= 1e-6
   assert rel_l2(out[0], want_out[0]) <= 1e-3
@@ -163,3 +164,9 @@ def test_default_mesh_and_config():
   mesh = sharding.default_mesh(27588)  # this process: one CPU device
   assert dict(mesh.shape) == {'data': 1, 'fsdp': 1, 'tensor': 1, 'context': 1}
   assert sharding.mesh_from_config({'data': 1, 'fsdp': 1, 'tensor': 1, 'context': 1}) is None
+
+
+def test_default_block_sizes():
+  """Block sizes from the lengths: large tiles unless they would pad much more than 128 does."""
+  assert [tpu_attention.default_block(n) for n in (1, 77, 128, 200, 1000, 1100, 6897, 27588)] == [
+      128, 128, 128, 256, 512, 128, 512, 512]

@@ -15,7 +15,7 @@ What it accepts, and how the inputs are made to fit the kernel:
 - head dims: 64 and multiples of 128 as they are; others are zero-padded to 64 (below 64) or
   the next multiple of 128, which leaves q.k and the output unchanged.
 - block sizes (multiples of 128): `block_q`, `block_kv` given to `make_splash`, else
-  `default_block` of the padded length (at most 512).
+  `default_block` of each length (512, 256 or 128, whichever wastes little padding).
 
 Pallas TPU kernels only compile for TPU. `interpret=True`, or the environment variable
 LTX_JAX_PALLAS_INTERPRET=1, runs the same kernel through Pallas' interpreter on any backend
@@ -35,7 +35,7 @@ from ltx_jax.errors import UsageError
 INTERPRET_ENV = 'LTX_JAX_PALLAS_INTERPRET'
 KEEP_ABOVE = -1000.0  # key-padding bias: above keeps the key, at or below drops it
 LANES = 128           # block sizes are multiples of the TPU's 128 lanes
-MAX_BLOCK = 512
+BLOCKS = (512, 256, LANES)  # default_block's candidates, largest first
 
 
 def _round_up(n: int, m: int) -> int:
@@ -43,8 +43,11 @@ def _round_up(n: int, m: int) -> int:
 
 
 def default_block(length: int) -> int:
-  """The block size for a sequence of `length` tokens: the padded length, at most 512."""
-  return min(MAX_BLOCK, _round_up(length, LANES))
+  """The block size for a sequence of `length` tokens: the largest of 512, 256, 128 that pads
+  it by at most 1/16 more than 128 would (bigger tiles keep the TPU's matrix units busier;
+  padded tokens are wasted work)."""
+  base = _round_up(length, LANES)
+  return next(b for b in BLOCKS if _round_up(length, b) <= base + base // 16)
 
 
 def _padded_head_dim(h: int) -> int:
