@@ -61,12 +61,16 @@ def test_parity_f32(h, cross):
   assert rel_l2(got, want) <= 1e-5
 
 
-def test_parity_bf16_padded_head_dim_blocks_and_scale():
-  """bf16; head dim 24 (zero-padded to 64); explicit 128 blocks over 3 x 2 tiles; a scale."""
+def test_parity_bf16_padded_head_dim_blocks_and_scale(monkeypatch):
+  """bf16; head dim 24 (zero-padded to 64); 128 blocks registered as another kernel (3 x 2
+  tiles; by default the 150 keys would take one 256 block); a scale."""
   q, k, v = qkv(3, 1, 300, 150, 3, 24, jnp.bfloat16)
   bias = text_bias([120], 150)
-  fn, _ = tpu_attention.make_splash(block_q=128, block_kv=128)
-  got = jax.jit(fn, static_argnums=4)(q, k, v, bias, 0.3)
+  monkeypatch.setitem(attention_lib._IMPLEMENTATIONS, 'splash_128', None)  # removed afterwards
+  attention_lib.register_attention(
+      'splash_128', *tpu_attention.make_splash(block_q=128, block_kv=128), per_device=True,
+      key_bias_only=True)
+  got = attend('splash_128', q, k, v, bias, scale=0.3)
   want = attend('xla', *(x.astype(jnp.float32) for x in (q, k, v)), bias, scale=0.3)
   assert got.dtype == jnp.bfloat16 and rel_l2(got, want) <= 2e-2
 
@@ -89,8 +93,8 @@ def test_logsumexp_and_fully_masked_row():
 
 def test_refusals(monkeypatch):
   q, k, v = qkv(5, 1, 8, 8, 1, 64)
-  with pytest.raises(UsageError, match=r"key-padding bias \[B\|1, 1, 1, S\], got bias \(1, 1, 8, 8\)"):
-    attention_lib.attention(q, k, v, jnp.zeros((1, 1, 8, 8)), implementation='splash')
+  with pytest.raises(UsageError, match=r"bias \[B\|1, 1, 1, S\], got bias \(1, 1, 8, 8\)"):
+    tpu_attention.splash_attention(q, k, v, jnp.zeros((1, 1, 8, 8)), 0.1)
   with pytest.raises(UsageError, match='block_q=100: must be a positive multiple of 128'):
     tpu_attention.make_splash(block_q=100)
   with pytest.raises(UsageError, match="unknown attention implementation 'flash'"):
@@ -98,6 +102,16 @@ def test_refusals(monkeypatch):
   monkeypatch.setenv(tpu_attention.INTERPRET_ENV, '0')
   with pytest.raises(UsageError, match=f"TPU only .*{tpu_attention.INTERPRET_ENV}=1"):
     attention_lib.attention(q, k, v, implementation='splash')
+
+
+def test_other_biases_run_on_xla():
+  """attention='splash' with a bias the kernel does not take (T5's [1, N, T, S] relative
+  positions) is XLA's attention, so one choice serves the whole pipeline."""
+  q, k, v = qkv(6, 1, 8, 8, 2, 64)
+  bias = jax.random.normal(jax.random.key(7), (1, 2, 8, 8))
+  assert rel_l2(attend('splash', q, k, v, bias), attend('xla', q, k, v, bias)) == 0.0
+  fn = lambda q: attention_lib.attention(q, q, q, bias, implementation='splash')
+  assert 'pallas_call' not in str(jax.make_jaxpr(fn)(q))
 
 
 def test_auto_picks_splash_on_tpu_only(monkeypatch):

@@ -6,9 +6,10 @@ Every attention in the package calls `attention(q, k, v, bias)`; the kernel is p
   'cudnn'   cuDNN's fused flash attention (NVIDIA GPUs, bf16/fp16 inputs).
   'splash'  JAX's Pallas splash (flash) attention kernel for TPU (ltx_jax/nn/tpu_attention.py):
             no bias or a key-padding bias [B|1, 1, 1, S]; the logits are never materialised.
+            Attentions with other biases (T5's relative positions) run on 'xla' instead, so
+            one choice serves the whole pipeline.
             LTX_JAX_PALLAS_INTERPRET=1 runs it in Pallas interpret mode on any backend (tests).
-  'auto'    'splash' on TPU (XLA for biases it does not take, such as T5's relative positions),
-            'cudnn' on GPU for bf16/fp16 inputs, 'xla' elsewhere.
+  'auto'    'splash' on TPU, 'cudnn' on GPU for bf16/fp16 inputs, 'xla' elsewhere.
 
 Other kernels plug in with `register_attention`. A kernel marked `per_device` (a custom call
 that XLA cannot partition, such as a Pallas kernel) runs under `jax.shard_map` over the active
@@ -137,8 +138,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None =
   name = resolve_implementation(implementation, q.dtype, bias)
   kernel = _IMPLEMENTATIONS[name]
   if kernel.key_bias_only and not tpu_attention.is_key_bias(bias):
-    raise UsageError(f"attention={name!r} takes no bias or a key-padding bias [B|1, 1, 1, S], "
-                     f"got bias {tuple(bias.shape)}; use attention='xla' (or 'auto')")
+    kernel = _IMPLEMENTATIONS['xla']  # e.g. T5's relative positions under attention='splash'
   partitioning = sharding_lib.active()
   if sequence_sharded and bias is None and partitioning is not None:
     with_lse = kernel.with_lse or xla_with_lse

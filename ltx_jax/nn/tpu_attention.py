@@ -63,9 +63,15 @@ def interpret_default() -> bool:
   return os.environ.get(INTERPRET_ENV, '') not in ('', '0')
 
 
+def _splash():
+  """JAX's splash module, imported on first use (Pallas adds ~0.3 s to `import ltx_jax`)."""
+  from jax.experimental.pallas.ops.tpu import splash_attention
+  return splash_attention
+
+
 @functools.lru_cache(maxsize=64)
 def _kernel(heads: int, q_len: int, kv_len: int, block_q: int, block_kv: int, interpret: bool):
-  from jax.experimental.pallas.ops.tpu import splash_attention as splash
+  splash = _splash()
   mask = splash.MultiHeadMask([splash.FullMask((q_len, kv_len))] * heads)
   blocks = splash.BlockSizes(block_q=block_q, block_kv=block_kv, block_kv_compute=block_kv)
   with jax.ensure_compile_time_eval():  # concrete mask tables, safe to cache across traces
@@ -111,8 +117,8 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array |
 
   qs = (q.astype(jnp.float32) * scale).astype(q.dtype)  # the kernel does not scale
   kernel = _kernel(n, tp, sp, bq, bkv, bool(interpret))
-  from jax.experimental.pallas.ops.tpu.splash_attention import SegmentIds
-  out, (lse,) = jax.vmap(lambda q, k, v, qi, ki: kernel(q, k, v, SegmentIds(qi, ki)))(
+  segments = _splash().SegmentIds
+  out, (lse,) = jax.vmap(lambda q, k, v, qi, ki: kernel(q, k, v, segments(qi, ki)))(
       heads_first(qs, tp), heads_first(k, sp), heads_first(v.astype(q.dtype), sp), q_ids, kv_ids)
   # out [B, N, Tp, Hp], lse [B, N, Tp]
   return jnp.transpose(out[:, :, :t, :h], (0, 2, 1, 3)), lse[:, :, :t]
