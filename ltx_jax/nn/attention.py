@@ -44,6 +44,7 @@ AttentionLseFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array | None, fl
 
 @dataclasses.dataclass(frozen=True)
 class Kernel:
+  """One registered attention implementation and what the entry point must know about it."""
   fn: AttentionFn
   with_lse: AttentionLseFn | None = None  # None: ring attention uses XLA's blocks
   per_device: bool = False      # runs under shard_map over the active mesh
