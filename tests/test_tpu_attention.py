@@ -4,6 +4,7 @@ Parity with XLA's reference attention (f32 relative L2 <= 1e-5, bf16 <= 2e-2) fo
 cross-attention with text padding masks, head dims 64 and 128 (and padded small ones), lengths
 that are not multiples of the block size; the whole transformer; context parallelism and the
 tensor axis on 8 simulated devices (tests/tpu_attention_worker.py); the logits never in memory.
+On a TPU (JAX_PLATFORMS=tpu) one more test compiles the kernel for real; never run so far.
 """
 
 import json
@@ -184,3 +185,22 @@ def test_default_block_sizes():
   """Block sizes from the lengths: large tiles unless they would pad much more than 128 does."""
   assert [tpu_attention.default_block(n) for n in (1, 77, 128, 200, 1000, 1100, 6897, 27588)] == [
       128, 128, 128, 256, 512, 128, 512, 512]
+
+
+@pytest.mark.skipif(jax.default_backend() != 'tpu',
+                    reason='needs a TPU: JAX_PLATFORMS=tpu pytest tests/test_tpu_attention.py')
+@pytest.mark.parametrize('h', [64, 128])
+def test_compiled_kernel_on_tpu(monkeypatch, h):
+  """The kernel compiled by Mosaic (not interpreted) on a real TPU: 2B-like (h 64) and 13B-like
+  (h 128) heads, self- and cross-attention, bf16 and f32. Not run so far: no TPU here (the
+  f32 bound assumes Mosaic's f32 dots are full precision)."""
+  monkeypatch.setenv(tpu_attention.INTERPRET_ENV, '0')
+  q, k, v = qkv(8, 2, 4000, 4000, 4, h)
+  _, kt, vt = qkv(9, 2, 4000, 128, 4, h)
+  bias = text_bias([40, 128], 128)
+  for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)):
+    cast = lambda *xs: [x.astype(dtype) for x in xs]
+    want = attend('xla', q, k, v)
+    assert rel_l2(attend('splash', *cast(q, k, v)), want) <= tol
+    want = attend('xla', q, kt, vt, bias)
+    assert rel_l2(attend('splash', *cast(q, kt, vt), bias), want) <= tol
