@@ -101,6 +101,7 @@ def test_refusals(monkeypatch):
   with pytest.raises(UsageError, match="unknown attention implementation 'flash'"):
     attention_lib.attention(q, k, v, implementation='flash')
   monkeypatch.setenv(tpu_attention.INTERPRET_ENV, '0')
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
   with pytest.raises(UsageError, match=f"TPU only .*{tpu_attention.INTERPRET_ENV}=1"):
     attention_lib.attention(q, k, v, implementation='splash')
 
@@ -118,7 +119,8 @@ def test_other_biases_run_on_xla():
 def test_auto_picks_splash_on_tpu_only(monkeypatch):
   resolve = attention_lib.resolve_implementation
   key_bias, full_bias = jnp.zeros((2, 1, 1, 7)), jnp.zeros((1, 4, 7, 7))
-  assert resolve('auto', jnp.float32, key_bias) == 'xla'  # this CPU
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
+  assert resolve('auto', jnp.float32, key_bias) == 'xla'
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert resolve('auto', jnp.bfloat16, None) == 'cudnn'
   assert resolve('auto', jnp.float32, None) == 'xla'
