@@ -37,7 +37,8 @@ from ltx_jax.nn.context_attention import context_attention
 # [B, N, T, S] or None, scale) -> [B, T, N, H].
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array | None, float], jax.Array]
 # The same with the log-sum-exp of each query row's (scaled, biased) logits:
-# -> (out [B, T, N, H], logsumexp [B, N, T] f32). Ring attention merges blocks with it.
+# -> (out [B, T, N, H] in q's dtype or f32, logsumexp [B, N, T] f32). Ring attention merges
+# blocks with it.
 AttentionLseFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array | None, float],
                           tuple[jax.Array, jax.Array]]
 
@@ -56,13 +57,14 @@ def _xla(q, k, v, bias, scale):
 
 
 def xla_with_lse(q, k, v, bias, scale):
-  """XLA attention in f32 that also returns the log-sum-exp: -> ([B, T, N, H], [B, N, T])."""
+  """XLA attention in f32 that also returns the log-sum-exp: -> (out [B, T, N, H] f32,
+  logsumexp [B, N, T] f32); the f32 output keeps ring attention's merge in f32."""
   s = jnp.einsum('btnh,bsnh->bnts', q.astype(jnp.float32) * scale, k.astype(jnp.float32))
   if bias is not None:
     s = s + bias.astype(jnp.float32)  # [B, N, T, S] f32
   lse = jax.nn.logsumexp(s, axis=-1)  # [B, N, T]
   out = jnp.einsum('bnts,bsnh->btnh', jnp.exp(s - lse[..., None]), v.astype(jnp.float32))
-  return out.astype(q.dtype), lse
+  return out, lse
 
 
 def _cudnn(q, k, v, bias, scale):
