@@ -24,7 +24,7 @@ from flax import nnx
 
 from ltx_jax.models.t5 import T5Config, T5Encoder, T5Tokenizer
 from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig
-from ltx_jax.models.vae import VideoAutoencoder, from_official
+from ltx_jax.models.vae import VAEConfig, VideoAutoencoder
 from ltx_jax.pipeline import LTXPipeline
 from ltx_jax.sampling import SchedulerConfig
 
@@ -46,7 +46,7 @@ def _res(n: int, noise: bool = False) -> list:
 
 # The 0.9.5+ VAE layout at toy width: typed space-to-depth encoder, residual timestep-conditioned
 # decoder; patch 4 and three 2x2x2 stages give 8x temporal and 32x spatial compression.
-VAE = from_official({
+VAE = VAEConfig.from_official({
     'dims': 3, 'in_channels': 3, 'out_channels': 3, 'latent_channels': LATENT,
     'encoder_blocks': [_res(1), ['compress_all_res', {'multiplier': 2}],
                        ['compress_all_res', {'multiplier': 2}],

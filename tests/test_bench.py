@@ -45,9 +45,9 @@ def test_traced_flops_counts_convolutions_and_scans():
 
 
 def test_vae_case_builds_the_098_decoder_layout():
-  from ltx_jax.models.vae import from_diffusers
+  from ltx_jax.models.vae import VAEConfig
   from ltx_jax.models.vae.config import LTXV_VAE_098
-  ours = from_diffusers(cases_lib.VAE_098_DECODER)
+  ours = VAEConfig.from_diffusers(cases_lib.VAE_098_DECODER)
   assert ours.decoder_blocks == LTXV_VAE_098.decoder_blocks
   assert ours.decoder_channels() == LTXV_VAE_098.decoder_channels()
   assert ours.latent_shape(9, 256, 384) == (2, 8, 12, 128)

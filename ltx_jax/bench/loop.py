@@ -40,10 +40,10 @@ def _text(seed: int = 0) -> dict[str, np.ndarray]:
 
 def jax_pipeline():
   from ltx_jax.models.transformer import LTXVideoTransformer
-  from ltx_jax.models.vae import VideoAutoencoder, from_diffusers
+  from ltx_jax.models.vae import VAEConfig, VideoAutoencoder
   from ltx_jax.pipeline import LTXPipeline
   from ltx_jax.sampling import SchedulerConfig
-  vae_cfg = from_diffusers({**VAE_TINY_ENCODER, **VAE_TINY_DECODER})
+  vae_cfg = VAEConfig.from_diffusers({**VAE_TINY_ENCODER, **VAE_TINY_DECODER})
   transformer = host_random(lambda: LTXVideoTransformer(TRANSFORMER_TINY, rngs=nnx.Rngs(0)),
                             jnp.float32, seed=0)
   vae = host_random(lambda: VideoAutoencoder(vae_cfg, rngs=nnx.Rngs(0)), jnp.float32, seed=1)

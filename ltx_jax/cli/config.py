@@ -172,8 +172,8 @@ def model_compression(c) -> tuple[int, int]:
     return smoke.VAE.temporal_compression, smoke.VAE.spatial_compression
   vae_cfg = Path(c.model.source).expanduser() / 'vae' / 'config.json'
   if vae_cfg.is_file():
-    from ltx_jax.models.vae.diffusers_config import diffusers_layout
-    cfg = diffusers_layout(json.loads(vae_cfg.read_text()))[0]
+    from ltx_jax.models.vae import VAEConfig
+    cfg = VAEConfig.from_diffusers(json.loads(vae_cfg.read_text()))
     return cfg.temporal_compression, cfg.spatial_compression
   return 8, 32
 
