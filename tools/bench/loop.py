@@ -1,13 +1,13 @@
 """Case 5, the whole tiny pipeline: what the scanned loop costs over its steps, against diffusers;
 and a cold against a warm start in fresh processes (the persistent compilation cache).
 
-`python -m ltx_jax.bench.loop` runs the tiny pipeline once (the default cold/warm child).
+The loop is timed through the library's public `ltx_jax.sampling.loop.denoise_jit`, called with
+the inputs the pipeline would build for the same call (`loop_inputs`; a test checks that the
+scanned loop gives the pipeline's latents).
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 import os
 import subprocess
 import sys
@@ -20,14 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ltx_jax.bench import measure
-from ltx_jax.bench.cases import (TRANSFORMER_TINY, VAE_TINY_DECODER, VAE_TINY_ENCODER,
-                                 host_random)
+from ltx_jax.models.random import random_weights
+from tools.bench import measure
+from tools.bench.cases import TRANSFORMER_TINY, VAE_TINY_DECODER, VAE_TINY_ENCODER
 
 VIDEO = (9, 64, 96)  # frames, height, width: a 3 x 8 x 12 latent grid
 TEXT_TOKENS = 16
 GUIDANCE = 3.0
 DECODE_T = 0.05
+SEED = 0
 
 
 def _text(seed: int = 0) -> dict[str, np.ndarray]:
@@ -44,16 +45,18 @@ def jax_pipeline():
   from ltx_jax.pipeline import LTXPipeline
   from ltx_jax.sampling import SchedulerConfig
   vae_cfg = from_diffusers({**VAE_TINY_ENCODER, **VAE_TINY_DECODER})
-  transformer = host_random(lambda: LTXVideoTransformer(TRANSFORMER_TINY, rngs=nnx.Rngs(0)),
-                            jnp.float32, seed=0)
-  vae = host_random(lambda: VideoAutoencoder(vae_cfg, rngs=nnx.Rngs(0)), jnp.float32, seed=1)
+  transformer = random_weights(lambda: LTXVideoTransformer(TRANSFORMER_TINY, rngs=nnx.Rngs(0)),
+                               seed=0)
+  vae = random_weights(lambda: VideoAutoencoder(vae_cfg, rngs=nnx.Rngs(0)), seed=1)
   return LTXPipeline(transformer, vae, None, None, SchedulerConfig())
 
 
-def run_jax_pipeline(pipe, steps: int):
+def run_jax_pipeline(pipe, steps: int, output_type: str = 'np'):
   f, h, w = VIDEO
-  return pipe(**_text(), height=h, width=w, num_frames=f, num_inference_steps=steps,
-              guidance_scale=GUIDANCE, decode_timestep=DECODE_T, progress=False).frames
+  out = pipe(**_text(), height=h, width=w, num_frames=f, num_inference_steps=steps,
+             guidance_scale=GUIDANCE, decode_timestep=DECODE_T, progress=False,
+             output_type=output_type, seed=SEED)
+  return out.frames if output_type == 'np' else out.latents
 
 
 def torch_pipeline(device: str = 'cpu'):
@@ -88,33 +91,48 @@ def torch_pipeline(device: str = 'cpu'):
   return run
 
 
-def _record_loop_call(pipe, steps: int) -> inspect.BoundArguments:
-  """The arguments the pipeline passes to `denoise_jit`, caught during one call."""
+def loop_inputs(pipe, steps: int) -> dict:
+  """The keyword arguments of `denoise` for `run_jax_pipeline(pipe, steps)`, built from the
+  library's public pieces as the pipeline builds them: text-to-video, CFG on (two row groups),
+  starting noise and loop key from `SEED`."""
+  from ltx_jax.pipeline.pipeline import token_coords
+  from ltx_jax.sampling import guidance as guidance_lib
   from ltx_jax.sampling import loop as loop_lib
-  calls = []
-  real = loop_lib.denoise_jit
-
-  def spy(*args, **kwargs):
-    calls.append(inspect.signature(loop_lib.denoise).bind(*args, **kwargs))
-    return real(*args, **kwargs)
-
-  loop_lib.denoise_jit = spy
-  try:
-    run_jax_pipeline(pipe, steps)
-  finally:
-    loop_lib.denoise_jit = real
-  return calls[-1]
+  from ltx_jax.sampling.schedules import sigmas_for
+  f, h, w = VIDEO
+  tc, sc = pipe.compression
+  grid = ((f - 1) // tc + 1, h // sc, w // sc)
+  n = grid[0] * grid[1] * grid[2]
+  config = pipe.transformer.config
+  sigmas = sigmas_for(pipe.scheduler, steps, n)
+  guidance, (use_cfg, use_stg) = guidance_lib.per_step(
+      sigmas[:-1] * 1000, config.num_layers, guidance_scale=GUIDANCE, guidance_rescale=0.0,
+      stg_scale=0.0, stg_rescale=0.7, skip_block_list=None,
+      skip_layer_strategy='attention_values')
+  assert use_cfg and not use_stg
+  text = _text()
+  context = np.concatenate([text['negative_prompt_embeds'], text['prompt_embeds']])
+  mask = np.concatenate([text['negative_prompt_attention_mask'],
+                         text['prompt_attention_mask']])
+  key_noise, key_loop, _ = jax.random.split(jax.random.key(SEED), 3)
+  latents = jax.random.normal(key_noise, (1, *grid, config.in_channels), jnp.float32)
+  graph, state = nnx.split(pipe.transformer)
+  return dict(
+      spec=loop_lib.LoopSpec(grid=grid, cfg=True), graph=graph, state=state,
+      latents=latents.reshape(1, n, -1), sigmas=jnp.asarray(sigmas),
+      context=jnp.asarray(context), context_mask=jnp.asarray(mask), guidance=guidance,
+      coords=jnp.asarray(token_coords(grid, tc, sc, 25.0, config.causal_temporal_positioning)),
+      cond_mask=None, key=key_loop)
 
 
 def loop_functions(pipe, steps: int) -> dict:
   """The scanned loop over `steps`, a Python loop of `steps` one-step jitted calls, and one step,
-  all with the arguments the pipeline itself passes (guidance on: batch 2 per transformer call).
+  all with the inputs of the pipeline's own call (guidance on: batch 2 per transformer call).
 
   Per-step guidance values ([S] or [S, L]) are sliced along with the sigmas.
   """
   from ltx_jax.sampling import loop as loop_lib
-  bound = _record_loop_call(pipe, steps)
-  full = dict(bound.arguments)
+  full = loop_inputs(pipe, steps)
 
   def step_args(i: int, latents) -> dict:
     a = dict(full, latents=latents, sigmas=full['sigmas'][i:i + 2],
@@ -170,17 +188,14 @@ def pipeline_bench(steps: int = 8, runs: int = 5, with_torch: bool = True) -> di
 
 
 def _default_child() -> list[str]:
-  """The smoke config through the CLI when it is there, else this module's tiny pipeline."""
-  root = Path(__file__).resolve().parents[2]
-  smoke = root / 'configs' / 'smoke.py'
-  if smoke.exists():
-    out = tempfile.mkdtemp(prefix='ltx_bench_smoke_')
-    code = ("from ltx_jax.compilation_cache import configure_compilation_cache as c; c(); "
-            "import runpy, sys; sys.argv = ['generate', '--config', %r, "
-            "'--config.output_dir=%s']; runpy.run_module('ltx_jax.generate', "
-            "run_name='__main__')" % (str(smoke), out))
-    return [sys.executable, '-c', code]
-  return [sys.executable, '-m', 'ltx_jax.bench.loop']
+  """The smoke config through the CLI (configs/ sits beside tools/ in the repository)."""
+  smoke = Path(__file__).resolve().parents[2] / 'configs' / 'smoke.py'
+  out = tempfile.mkdtemp(prefix='ltx_bench_smoke_')
+  code = ("from ltx_jax.compilation_cache import configure_compilation_cache as c; c(); "
+          "import runpy, sys; sys.argv = ['generate', '--config', %r, "
+          "'--config.output_dir=%s']; runpy.run_module('ltx_jax.generate', "
+          "run_name='__main__')" % (str(smoke), out))
+  return [sys.executable, '-c', code]
 
 
 def cold_warm(command: list[str] | None = None, cache_dir: str | None = None) -> dict:
@@ -199,15 +214,3 @@ def cold_warm(command: list[str] | None = None, cache_dir: str | None = None) ->
     entries = cache_entries(cache_dir or tmp)
   return {'command': ' '.join(command), 'cold_s': times[0], 'warm_s': times[1],
           'cache_entries': entries}
-
-
-def _child():
-  from ltx_jax.compilation_cache import configure_compilation_cache
-  configure_compilation_cache()
-  t0 = time.perf_counter()
-  frames = run_jax_pipeline(jax_pipeline(), 8)
-  print(json.dumps({'shape': list(frames.shape), 'seconds': time.perf_counter() - t0}))
-
-
-if __name__ == '__main__':
-  _child()

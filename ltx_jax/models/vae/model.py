@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from ltx_jax.models.random import random_weights
 from ltx_jax.models.vae.config import LOG_VAR_CHANNELS, VAEConfig
 from ltx_jax.models.vae.layers import (CausalConv3d, DepthToSpaceUpsample, MidBlock, ResnetBlock,
                                        SpaceToDepthDownsample, TimestepEmbedder, patchify,
@@ -185,29 +185,7 @@ class VideoAutoencoder(nnx.Module):
 
 def init_vae(config: VAEConfig, *, seed: int = 0, dtype=jnp.float32,
              param_dtype=jnp.float32) -> VideoAutoencoder:
-  """A randomly initialised VAE for tests and experiments, drawn on the host.
-
-  Kernels ~ N(0, 1/fan_in), other parameters ~ N(0, 0.1^2), norm scales 1, noise scales 0,
-  timestep multiplier 1000, statistics (0, 1). No per-shape compilation, unlike eager init.
-  """
-  model = nnx.eval_shape(lambda: VideoAutoencoder(config, dtype=dtype, param_dtype=param_dtype,
-                                                  rngs=nnx.Rngs(seed)))
-  rng = np.random.default_rng(seed)
-  for path, var in nnx.iter_graph(model):
-    if not isinstance(var, nnx.Variable):
-      continue
-    shape, leaf = var.get_value().shape, str(path[-1])
-    if isinstance(var, Statistic):
-      value = np.full(shape, 1.0 if leaf == 'latents_std' else 0.0)
-    elif leaf == 'timestep_scale_multiplier':
-      value = np.full(shape, 1000.0)
-    elif leaf.startswith('per_channel_scale'):
-      value = np.zeros(shape)
-    elif leaf == 'scale':
-      value = np.ones(shape)
-    elif leaf == 'kernel':
-      value = rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1]))
-    else:
-      value = 0.1 * rng.normal(size=shape)
-    var.set_value(jnp.asarray(value, jnp.float32 if isinstance(var, Statistic) else param_dtype))
-  return model
+  """A VAE with random weights drawn on the host (`ltx_jax.models.random.random_weights`), for
+  tests and experiments."""
+  return random_weights(lambda: VideoAutoencoder(config, dtype=dtype, param_dtype=param_dtype,
+                                                 rngs=nnx.Rngs(seed)), seed, std=0.1)
