@@ -64,7 +64,7 @@ def _write_loaded(component: str, source: Path, out: Path, param_dtype, progress
   else:
     from ltx_jax.models.t5 import load_text_encoder
     model = load_text_encoder(source, dtype=jnp.float32, param_dtype=param_dtype)
-    cfg = model.cfg
+    cfg = model.config
   with _bar(_nbytes(model), component, progress) as bar:
     writer = orbax_io.write_model(out, model, bar)
   return cfg, writer

@@ -241,7 +241,7 @@ def _builders():
 
   return {'transformer': (TransformerConfig, 'config', transformer),
           'vae': (VAEConfig, 'config', vae),
-          'text_encoder': (T5Config, 'cfg', text_encoder)}
+          'text_encoder': (T5Config, 'config', text_encoder)}
 
 
 def component_config(source: str | os.PathLike, component: str) -> Any:
