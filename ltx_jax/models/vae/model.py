@@ -145,10 +145,6 @@ class VideoAutoencoder(nnx.Module):
     self.latents_std = Statistic(jnp.ones((c,), jnp.float32), out_sharding=('latent',),
                                   eager_sharding=False)
 
-  def encode_moments(self, video: jax.Array) -> jax.Array:
-    """[B, F, H, W, 3] -> the encoder's raw output (mean channels first, then log-variance)."""
-    return self.encoder(video)
-
   def latent_mean(self, video: jax.Array) -> jax.Array:
     """Untiled, unjitted encode: [B, F, H, W, 3] -> latent mean [B, F', H', W', C]."""
     return self.encoder(video)[..., :self.config.latent_channels]
