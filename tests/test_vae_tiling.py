@@ -72,16 +72,21 @@ def test_overlapping_tiles_close_on_smooth_input(vae, highest_precision):
 
 
 def test_tiles_compile_once(vae):
+  # All tiles of a video run in one program: it compiles once and is reused by a second call.
   z = smooth_latents(9, 12, 16)
   small = TilingConfig(spatial_tile=6, spatial_overlap=2, temporal_tile=4, temporal_overlap=1)
+  tiling_lib._tiled_fn.clear_cache()
   tiling_lib._decode_fn.clear_cache()
   vae.decode(z, 0.05, tiling=small)
-  assert tiling_lib._decode_fn._cache_size() == 1
+  vae.decode(z + 1, 0.05, tiling=small)
+  assert tiling_lib._tiled_fn._cache_size() == 1
+  assert tiling_lib._decode_fn._cache_size() == 0
 
 
 def test_tile_memory_bounded_by_tile(vae):
-  """Compiled temp + output memory of the per-tile decode vs the full decode (XLA's own
-  accounting); the tile program does not grow with the video."""
+  """Compiled temp + output memory of a one-tile decode vs the full decode (XLA's own
+  accounting); the tiled program's temporaries beyond its output and accumulator do not grow
+  with the video."""
   graphdef, state = nnx.split(vae)
 
   def program_bytes(shape):
@@ -96,3 +101,43 @@ def test_tile_memory_bounded_by_tile(vae):
   print(f"decode program memory: tile {tile / 2**20:.1f} MiB, full {full / 2**20:.1f} MiB, "
         f"4x full {bigger / 2**20:.1f} MiB")
   assert tile * 8 < full < bigger
+
+
+def test_tiled_program_memory_bounded(vae):
+  """The one-program tiled decode holds the f32 output accumulator and one tile's work."""
+  graphdef, state = nnx.split(vae)
+  small = TilingConfig(spatial_tile=6, spatial_overlap=2, temporal_tile=4, temporal_overlap=1)
+
+  def tiled_bytes(shape):
+    b, f, h, w, _ = shape
+    grid = tiling_lib._grid(small, f, h, w)
+    sizes = (4, 6, 6)
+    out_shape = (b, (f - 1) * 2 + 1, h * 4, w * 4, 3)
+    plan = tiling_lib._tile_plan(grid, sizes, (1, 1), (2, 4), out_shape, 1)
+    z = jax.ShapeDtypeStruct(shape, jnp.float32)
+    compiled = tiling_lib._tiled_fn.lower(
+        graphdef, state, z, 0.05, None, plan.in_starts, plan.out_starts, plan.wf, plan.wh,
+        plan.ww, plan.norms, kind='decode', in_sizes=plan.in_sizes, out_shape=out_shape,
+        per_round=1, mesh=None, as_uint8=False).compile()
+    m = compiled.memory_analysis()
+    return m.temp_size_in_bytes, 4 * np.prod(out_shape)
+
+  tile_temp, _ = tiled_bytes((1, 4, 6, 6, 8))
+  big_temp, big_out = tiled_bytes((1, 17, 48, 64, 8))
+  print(f"tiled program temp: one tile {tile_temp / 2**20:.1f} MiB, "
+        f"17x48x64 latents {big_temp / 2**20:.1f} MiB (output {big_out / 2**20:.1f} MiB)")
+  assert big_temp < 2 * big_out + 2 * tile_temp
+
+
+def test_auto_tiles_only_beyond_budget(vae, highest_precision):
+  z = smooth_latents(11, 16, 20)
+  full = vae.decode(z, 0.05, tiling=False)
+  auto = vae.decode(z, 0.05)  # fits the host's budget: the untiled program
+  assert np.array_equal(np.asarray(auto), np.asarray(full))
+  tiny_budget = vae.decode(z, 0.05, memory_budget_bytes=1)  # TilingConfig()'s tiles
+  forced = tiling_lib.decode(vae, z, 0.05, None, TilingConfig(), force=True)
+  assert rel_l2(tiny_budget, forced) < 1e-6
+  frames = vae.decode(z, 0.05, as_uint8=True)
+  assert frames.dtype == jnp.uint8
+  want = np.round(np.clip(np.asarray(full) / 2 + 0.5, 0, 1) * 255)
+  assert np.abs(np.asarray(frames, np.int32) - want).max() <= 1

@@ -149,22 +149,29 @@ class VideoAutoencoder(nnx.Module):
     """Untiled, unjitted encode: [B, F, H, W, 3] -> latent mean [B, F', H', W', C]."""
     return self.encoder(video)[..., :self.config.latent_channels]
 
-  def encode(self, video: jax.Array, *, tiling=None) -> jax.Array:
-    """[B, F, H, W, 3] in [-1, 1] -> un-normalised latent mean [B, F', H', W', C] (jitted,
-    tiled above `tiling`'s thresholds; default `TilingConfig()`, `False` disables)."""
+  def encode(self, video: jax.Array, *, tiling=None,
+             memory_budget_bytes: int | None = None) -> jax.Array:
+    """[B, F, H, W, 3] in [-1, 1] -> un-normalised latent mean [B, F', H', W', C] (jitted;
+    `tiling` as in `decode`)."""
     from ltx_jax.models.vae import tiling as _tiling
-    return _tiling.encode(self, video, tiling)
+    return _tiling.encode(self, video, tiling, memory_budget_bytes=memory_budget_bytes)
 
   def decode(self, latents: jax.Array, timestep=None, *, key: jax.Array | None = None,
-             tiling=None, mesh: jax.sharding.Mesh | None = None) -> jax.Array:
-    """Un-normalised latents [B, F', H', W', C] -> video [B, F, H, W, 3] (jitted, tiled).
+             tiling=None, mesh: jax.sharding.Mesh | None = None,
+             memory_budget_bytes: int | None = None, as_uint8: bool = False) -> jax.Array:
+    """Un-normalised latents [B, F', H', W', C] -> video [B, F, H, W, 3] in one jitted program.
 
     timestep: decode timestep (required by timestep-conditioned VAEs), scalar or [B].
     key: randomness for the decoder's noise injection; None injects no noise.
+    tiling: None / 'auto' tiles only when the untiled program does not fit the memory budget
+      (`memory_budget_bytes`, default `tiling.memory_budget()`: the device's free memory); a
+      `TilingConfig` (or True) tiles above its sizes; False never tiles.
     mesh: decode the tiles in parallel, one per device of the mesh (single process).
+    as_uint8: uint8 frames converted on device instead of floats in [-1, 1].
     """
     from ltx_jax.models.vae import tiling as _tiling
-    return _tiling.decode(self, latents, timestep, key, tiling, mesh=mesh)
+    return _tiling.decode(self, latents, timestep, key, tiling, mesh=mesh,
+                          memory_budget_bytes=memory_budget_bytes, as_uint8=as_uint8)
 
   def normalize(self, latents: jax.Array) -> jax.Array:
     """(z - mean) * scaling_factor / std per channel."""
