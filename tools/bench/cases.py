@@ -142,7 +142,12 @@ def _vae_decode(decoder_cfg: dict, encoder_cfg: dict, video: tuple[int, int, int
     frames, height, width = video
     latent = config.latent_shape(frames, height, width)  # [F', H', W', C]
     z = np.random.default_rng(0).standard_normal((1, *latent), np.float32)
-    decoder = _weights(lambda: Decoder(config, dtype=jdt, param_dtype=jdt, rngs=nnx.Rngs(0)))
+    decoder = _weights(lambda: Decoder(
+        config.latent_channels, config.out_channels, config.decoder_blocks,
+        base_channels=config.decoder_channels(), patch_size=config.patch_size,
+        causal=config.causal_decoder, timestep_conditioning=config.timestep_conditioning,
+        spatial_padding_mode=config.spatial_padding_mode, dtype=jdt, param_dtype=jdt,
+        rngs=nnx.Rngs(0)))
     fn, state = _split_jit(decoder, lambda m, z, t: m(z, t))
     args = (state, jnp.asarray(z, jdt), jnp.full((1,), 0.05, jnp.float32))
     flops = flops_lib.traced_flops(fn, *args)
