@@ -1,0 +1,492 @@
+"""Conditioning items: images or 8N+1-frame segments placed at any frame with a strength.
+
+The pieces the pipeline calls, each pure and checked before anything compiles:
+
+- `Condition` (what the user passes) and `check_conditions` (against the video's size);
+- media loading and the references' image handling: `read_media`, `prepare_media` (resize /
+  crop by the official or diffusers rules, 3x3 Gaussian blur, H.264 CRF compression);
+- the latent side: `combine_conditions` (items at frame 0 replace leading latents, later items
+  become extra tokens) and `noise_hard_conditions` (`image_cond_noise_scale`).
+
+docs/conditioning.md describes the references' semantics these follow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from ltx_jax.errors import DataError, UsageError
+
+__all__ = ['Condition', 'check_conditions', 'read_media', 'prepare_media', 'resize_media',
+           'gaussian_blur', 'crf_compress', 'EncodedCondition', 'Combined',
+           'extra_noise_shape', 'combine_conditions', 'noise_hard_conditions',
+           'token_timesteps', 'tokens_to_step']
+
+RESIZE_RULES = ('official', 'official_input', 'diffusers', 'none')
+_VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.gif')
+
+
+def _is_int(v: Any) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+  """One conditioning item.
+
+  image: a path, PIL image or uint8 array [H, W, 3]; video: a path or uint8 array
+    [F, H, W, 3] with F = 8N+1 (exactly one of the two).
+  frame_index: the video frame the item's first frame lands on (segments after frame 0 start
+    on a multiple of the VAE's temporal compression).
+  strength: 1 gives the item's tokens as they are (never stepped); below 1 they start noised
+    to 1 - strength and are stepped once the schedule passes that level.
+  media_x, media_y: top-left pixel of an item smaller than the frame (frame 0 only); with
+    either set the media keeps its own size (a multiple of the spatial compression), the
+    other coordinate defaulting to centred. Both None: the media is resized to the frame.
+  """
+  image: Any = None
+  video: Any = None
+  frame_index: int = 0
+  strength: float = 1.0
+  media_x: int | None = None
+  media_y: int | None = None
+
+  def __post_init__(self):
+    if (self.image is None) == (self.video is None):
+      raise UsageError("Condition needs exactly one of image= and video=, got "
+                       f"{'both' if self.image is not None else 'neither'}")
+    if not _is_int(self.frame_index) or self.frame_index < 0:
+      raise UsageError(f"Condition frame_index={self.frame_index!r} must be an int >= 0")
+    try:
+      s = float(self.strength)
+    except (TypeError, ValueError):
+      s = float('nan')
+    if isinstance(self.strength, bool) or not 0.0 <= s <= 1.0:
+      raise UsageError(f"Condition strength={self.strength!r} must be a number in [0, 1]")
+    for name in ('media_x', 'media_y'):
+      v = getattr(self, name)
+      if v is not None and (not _is_int(v) or v < 0):
+        raise UsageError(f"Condition {name}={v!r} must be an int >= 0 or None")
+    for name in ('image', 'video'):
+      v = getattr(self, name)
+      if isinstance(v, np.ndarray):
+        want = 3 if name == 'image' else 4
+        if v.dtype != np.uint8 or v.ndim != want or v.shape[-1] != 3:
+          shape = '[H, W, 3]' if name == 'image' else '[F, H, W, 3]'
+          raise UsageError(f"Condition {name} array must be uint8 {shape}, got {v.dtype} "
+                           f"{list(v.shape)}")
+
+  @property
+  def placed(self) -> bool:
+    return self.media_x is not None or self.media_y is not None
+
+  @property
+  def source(self) -> str:
+    """The media as a short name for messages."""
+    v = self.image if self.image is not None else self.video
+    if isinstance(v, (str, os.PathLike)):
+      return str(v)
+    return f"{'image' if self.image is not None else 'video'} {type(v).__name__}"
+
+
+def check_conditions(conditions: Sequence[Condition], sizes: Sequence[tuple[int, int, int]],
+                     num_frames: int, height: int, width: int, *, temporal: int = 8,
+                     spatial: int = 32) -> None:
+  """Refuses, one line each, items that do not fit a video of num_frames x height x width.
+
+  sizes: per item, (frames, height, width) of its media as it will be encoded (after
+  `prepare_media`; only placed items keep a size other than the frame's).
+  """
+  if len(sizes) != len(conditions):
+    raise UsageError(f"{len(sizes)} media sizes for {len(conditions)} conditions")
+  for i, (c, (f, h, w)) in enumerate(zip(conditions, sizes)):
+    name = f"condition {i} ({c.source})"
+    if c.frame_index >= num_frames:
+      raise UsageError(f"{name}: frame_index={c.frame_index} is outside the video "
+                       f"(frames 0..{num_frames - 1})")
+    if f % temporal != 1:
+      below = max(1, (f - 1) // temporal * temporal + 1)
+      raise UsageError(f"{name}: a segment of {f} frames is not {temporal}N+1 "
+                       f"(trim it to {below} frames)")
+    if c.frame_index + f > num_frames:
+      raise UsageError(f"{name}: {f} frames from frame {c.frame_index} run past the end of the "
+                       f"{num_frames}-frame video (last start: {num_frames - f})")
+    if f > 1 and c.frame_index > 0 and c.frame_index % temporal:
+      raise UsageError(f"{name}: a segment after frame 0 must start on a multiple of "
+                       f"{temporal}, got frame_index={c.frame_index}")
+    if c.placed and c.frame_index != 0:
+      raise UsageError(f"{name}: media_x/media_y place items at frame 0 only, got "
+                       f"frame_index={c.frame_index}")
+    if not c.placed:
+      if (h, w) != (height, width):
+        raise UsageError(f"{name}: media is {w}x{h}, the video {width}x{height}; resize it "
+                         "or place it with media_x/media_y")
+      continue
+    if h % spatial or w % spatial:
+      raise UsageError(f"{name}: a placed item must be a multiple of {spatial} pixels on each "
+                       f"side, got {w}x{h}")
+    x = (width - w) // 2 if c.media_x is None else c.media_x
+    y = (height - h) // 2 if c.media_y is None else c.media_y
+    if x + w > width or y + h > height:
+      raise UsageError(f"{name}: {w}x{h} at x={x}, y={y} is outside the {width}x{height} frame")
+    lh, lw = _stripped_size(h // spatial, w // spatial, x, y, w, h, width, height)
+    if lh <= 0 or lw <= 0:
+      raise UsageError(f"{name}: {w}x{h} at x={x}, y={y} keeps no latent once the borders "
+                       f"inside the frame are dropped; use a larger item")
+
+
+# -- media -------------------------------------------------------------------------------------
+
+def _read_image(image: Any) -> np.ndarray:
+  from PIL import Image, UnidentifiedImageError
+  if isinstance(image, (str, os.PathLike)):
+    try:
+      with Image.open(image) as im:
+        return np.asarray(im.convert('RGB'), np.uint8)
+    except UnidentifiedImageError:
+      raise DataError(f"cannot read image {str(image)!r}: not an image file") from None
+    except OSError as e:
+      raise DataError(f"cannot read image {str(image)!r}: {e.strerror or e}") from None
+  if isinstance(image, Image.Image):
+    return np.asarray(image.convert('RGB'), np.uint8)
+  a = np.asarray(image)
+  if a.dtype != np.uint8 or a.ndim != 3 or a.shape[-1] != 3:
+    raise UsageError(f"an image must be a path, PIL image or uint8 [H, W, 3]; got "
+                     f"{a.dtype} {list(a.shape)}")
+  return a
+
+
+def _read_video(video: Any) -> np.ndarray:
+  if not isinstance(video, (str, os.PathLike)):
+    a = np.asarray(video)
+    if a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] != 3:
+      raise UsageError(f"a video must be a path or uint8 [F, H, W, 3]; got {a.dtype} "
+                       f"{list(a.shape)}")
+    return a
+  import imageio_ffmpeg
+  path = str(video)
+  if not os.path.isfile(path):
+    raise DataError(f"cannot read video {path!r}: no such file")
+  try:
+    gen = imageio_ffmpeg.read_frames(path, pix_fmt='rgb24')
+    meta = next(gen)
+    w, h = meta['size']
+    frames = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in gen]
+  except (OSError, RuntimeError, StopIteration) as e:
+    raise DataError(f"cannot read video {path!r}: {str(e).splitlines()[0] if str(e) else e}"
+                    ) from None
+  if not frames:
+    raise DataError(f"cannot read video {path!r}: no frames")
+  return np.stack(frames)
+
+
+def read_media(condition: Condition) -> np.ndarray:
+  """The item's frames as uint8 [F, H, W, 3] (F = 1 for an image; a video path by ffmpeg)."""
+  if condition.image is not None:
+    return _read_image(condition.image)[None]
+  return _read_video(condition.video)
+
+
+def _bilinear_half_pixel(x: np.ndarray, height: int, width: int) -> np.ndarray:
+  """[F, h, w, 3] float -> [F, height, width, 3]: bilinear with half-pixel centres and source
+  positions clamped at 0, no antialiasing (PyTorch's interpolate(align_corners=False))."""
+  def axis(n_in, n_out):
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + 0.5) * np.float32(n_in / n_out) - 0.5,
+                     0).astype(np.float32)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = (src - i0).astype(np.float32)
+    return i0, i1, lam
+  f, h, w, _ = x.shape
+  if (h, w) == (height, width):
+    return x
+  y0, y1, ly = axis(h, height)
+  x0, x1, lx = axis(w, width)
+  rows = x[:, y0] * (1 - ly)[None, :, None, None] + x[:, y1] * ly[None, :, None, None]
+  return (rows[:, :, x0] * (1 - lx)[None, None, :, None]
+          + rows[:, :, x1] * lx[None, None, :, None]).astype(np.float32)
+
+
+def _official_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Centre crop to the target aspect ratio, with the official pipeline's int() rounding."""
+  h, w = frames.shape[1:3]
+  target = width / height
+  if w / h > target:
+    nw, nh = int(h * target), h
+    x, y = (w - nw) // 2, 0
+  else:
+    nw, nh = w, int(w / target)
+    x, y = 0, (h - nh) // 2
+  return frames[:, y:y + nh, x:x + nw]
+
+
+def _pil_resize(frames: np.ndarray, height: int, width: int, resample) -> np.ndarray:
+  from PIL import Image
+  return np.stack([np.asarray(Image.fromarray(f).resize((width, height), resample))
+                   for f in frames])
+
+
+def resize_media(frames: np.ndarray, height: int, width: int, rule: str) -> np.ndarray:
+  """uint8 [F, h, w, 3] -> uint8 frames before the blur / compression, by `rule`:
+
+  'official': centre crop to the target aspect only (inference.py's `just_crop` for
+    conditioning media; `prepare_media` resizes to the frame after the blur and compression,
+    as LTXVideoPipeline resizes conditioning items);
+  'official_input': centre crop, then PIL's default (bicubic) resize to the target
+    (inference.py's video-to-video input);
+  'diffusers': PIL Lanczos resize to the target, no crop (LTXConditionPipeline's processor);
+  'none': unchanged (placed items).
+  """
+  from PIL import Image
+  if rule == 'official':
+    return _official_crop(frames, height, width)
+  if rule == 'official_input':
+    return _pil_resize(_official_crop(frames, height, width), height, width,
+                       Image.Resampling.BICUBIC)
+  if rule == 'diffusers':
+    return _pil_resize(frames, height, width, Image.Resampling.LANCZOS)
+  if rule == 'none':
+    return frames
+  raise UsageError(f"resize rule {rule!r} is unknown; choose one of {', '.join(RESIZE_RULES)}")
+
+
+def gaussian_blur(x: np.ndarray) -> np.ndarray:
+  """[..., H, W, 3] float32 in [0, 1]: 3x3 Gaussian, sigma 1, mirrored borders (reflect,
+  edge not repeated), as torchvision's gaussian_blur(kernel_size=3, sigma=1.0)."""
+  k = np.exp(-0.5 * np.array([-1.0, 0.0, 1.0], np.float32) ** 2)
+  k = (k / k.sum()).astype(np.float32)
+  k2 = (k[:, None] * k[None, :]).astype(np.float32)  # [3, 3]
+  x = np.asarray(x, np.float32)
+  pad = [(0, 0)] * (x.ndim - 3) + [(1, 1), (1, 1), (0, 0)]
+  p = np.pad(x, pad, mode='reflect')
+  h, w = x.shape[-3:-1]
+  out = np.zeros_like(x)
+  for dy in range(3):
+    for dx in range(3):
+      out += k2[dy, dx] * p[..., dy:dy + h, dx:dx + w, :]
+  return out
+
+
+def crf_compress(image: np.ndarray, crf: int = 29) -> np.ndarray:
+  """uint8 [H, W, 3] -> uint8 [H', W', 3] (sizes cropped down to even): one frame through
+  H.264 (libx264, yuv420p, preset veryfast, `crf`) and back, by the ffmpeg the project writes
+  mp4 with (imageio-ffmpeg), as the official `crf_compressor.compress` does through PyAV."""
+  import imageio_ffmpeg
+  h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+  image = np.ascontiguousarray(image[:h, :w])
+  exe = imageio_ffmpeg.get_ffmpeg_exe()
+  with tempfile.TemporaryDirectory(prefix='ltx_crf_') as tmp:
+    path = os.path.join(tmp, 'frame.mp4')
+    enc = [exe, '-v', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', f'{w}x{h}',
+           '-r', '1', '-i', '-', '-sws_flags', 'bilinear', '-c:v', 'libx264', '-thread_type', 'slice', '-preset', 'veryfast',
+           '-crf', str(int(crf)), '-pix_fmt', 'yuv420p', '-f', 'mp4', path]
+    dec = [exe, '-v', 'error', '-i', path, '-frames:v', '1', '-sws_flags', 'bilinear',
+           '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-']
+    try:
+      subprocess.run(enc, input=image.tobytes(), check=True, capture_output=True)
+      out = subprocess.run(dec, check=True, capture_output=True).stdout
+    except subprocess.CalledProcessError as e:
+      msg = e.stderr.decode(errors='replace').strip().splitlines()
+      raise DataError(f"ffmpeg ({exe}) could not compress a {w}x{h} frame: "
+                      f"{msg[-1] if msg else e}") from None
+  return np.frombuffer(out, np.uint8)[:h * w * 3].reshape(h, w, 3)
+
+
+def prepare_media(frames: np.ndarray, height: int, width: int, *, rule: str = 'official',
+                  blur: bool = True, crf: int | None = 29) -> np.ndarray:
+  """uint8 [F, h, w, 3] -> float32 pixels [F, H, W, 3] in [-1, 1] for the VAE.
+
+  The official chain per frame: `resize_media(rule)`, Gaussian blur on [0, 1] floats,
+  truncation to uint8 and CRF compression (crf None or 0: none), then [-1, 1]; with rule
+  'official' the result is finally resized bilinearly to height x width (as LTXVideoPipeline
+  resizes conditioning items). Diffusers does neither blur nor compression (blur=False,
+  crf=None). Rule 'none' keeps the media's own size (placed items).
+  """
+  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+    raise UsageError(f"media frames must be uint8 [F, H, W, 3], got {frames.dtype} "
+                     f"{list(frames.shape)}")
+  x = resize_media(frames, height, width, rule)
+  if blur or crf:
+    x = x.astype(np.float32) / np.float32(255.0)
+    if blur:
+      x = gaussian_blur(x)
+    if crf:
+      q = np.floor(x * np.float32(255.0)).astype(np.uint8)  # torch's .byte() truncates
+      x = np.stack([crf_compress(f, crf) for f in q]).astype(np.float32) / np.float32(255.0)
+    x = x * np.float32(255.0) / np.float32(127.5) - 1
+  else:  # diffusers' arithmetic
+    x = x.astype(np.float32) / np.float32(255.0) * np.float32(2.0) - np.float32(1.0)
+  if rule == 'official':
+    x = _bilinear_half_pixel(x, height, width)
+  return x.astype(np.float32)
+
+
+# -- latents -----------------------------------------------------------------------------------
+
+class EncodedCondition(NamedTuple):
+  """A conditioning item after the VAE: normalised latents [B, f, h, w, C] and its placement."""
+  latents: Any
+  frame_index: int
+  strength: float
+  media_x: int | None = None
+  media_y: int | None = None
+
+
+class Combined(NamedTuple):
+  latents: np.ndarray    # [B, E + N, C]: E extra tokens first, then the video's N tokens
+  coords: np.ndarray     # [B, 3, E + N] pixel (frame, y, x) of each token's corner, f32
+  mask: np.ndarray       # [B, E + N] conditioning strength per token (0: free), f32
+  num_extra: int         # E: drop latents[:, :E] before decoding
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
+  """a + w (b - a), evaluated as torch.lerp does (from b for w >= 0.5: exact at w = 1)."""
+  w = np.float32(w)
+  d = b - a
+  return (a + w * d) if w < 0.5 else (b - d * (np.float32(1) - w))
+
+
+def _pixel_coords(frames: int, h: int, w: int, batch: int, temporal: int, spatial: int,
+                  causal: bool, frame_offset: int = 0) -> np.ndarray:
+  """[B, 3, f*h*w] pixel corners in (f, h, w) token order; with `causal` latent frame f starts
+  at pixel frame max(f t + 1 - t, 0)."""
+  f, y, x = np.meshgrid(np.arange(frames), np.arange(h), np.arange(w), indexing='ij')
+  t = f * temporal
+  if causal:
+    t = np.maximum(t + 1 - temporal, 0)
+  c = np.stack([t + frame_offset, y * spatial, x * spatial]).reshape(1, 3, -1)
+  return np.repeat(c, batch, axis=0).astype(np.float32)
+
+
+def _place(cond: np.ndarray, item: EncodedCondition, nh: int, nw: int, spatial: int):
+  """A placed frame-0 item -> (its latents less the borders inside the frame, latent x, y).
+
+  Latents on an item's border inside the frame saw the encoder's padding, not the picture
+  around it: the official pipeline drops one latent on each such side.
+  """
+  ph, pw = cond.shape[2] * spatial, cond.shape[3] * spatial
+  width, height = nw * spatial, nh * spatial
+  x = (width - pw) // 2 if item.media_x is None else item.media_x
+  y = (height - ph) // 2 if item.media_y is None else item.media_y
+  right, bottom = x + pw < width, y + ph < height
+  if x > 0:
+    x, cond = x + spatial, cond[:, :, :, 1:]
+  if y > 0:
+    y, cond = y + spatial, cond[:, :, 1:]
+  if right:
+    cond = cond[:, :, :, :-1]
+  if bottom:
+    cond = cond[:, :, :-1]
+  return cond, x // spatial, y // spatial
+
+
+def _stripped_size(lh, lw, x, y, w, h, width, height):
+  """Latent size of a placed item once the borders inside the frame are dropped."""
+  return (lh - (y > 0) - (y + h < height), lw - (x > 0) - (x + w < width))
+
+
+def extra_noise_shape(item: EncodedCondition, num_prefix: int = 2) -> tuple[int, ...] | None:
+  """Shape of the noise `combine_conditions` needs for an item (None for frame-0 items):
+  a later single image needs its own latent shape, a later segment its prefix's."""
+  if item.frame_index == 0:
+    return None
+  b, f, h, w, c = np.shape(item.latents)
+  return (b, min(f, num_prefix), h, w, c)
+
+
+def combine_conditions(latents: np.ndarray, items: Sequence[EncodedCondition],
+                       noise: Sequence[np.ndarray | None], *, temporal: int = 8,
+                       spatial: int = 32, causal: bool = True, num_prefix: int = 2) -> Combined:
+  """Puts conditioning items into the starting latents, as LTXVideoPipeline.prepare_conditioning.
+
+  latents: [B, F', H', W', C] starting latents (noise, or noised video for video-to-video).
+  items: in order; later items overwrite earlier ones where they meet.
+  noise: per item, an array of `extra_noise_shape(item)` (None for frame-0 items): the extra
+    tokens start at lerp(noise, item, strength).
+  Items at frame 0 replace the leading latent frames (a placed item: its rectangle, minus one
+    latent on each side that lies inside the frame) by lerp(latents, item, strength) and mark
+    them with the strength. Later single images are appended as extra tokens at their pixel
+    position. Later segments write their latents after the first `num_prefix` into the video
+    (lerp, strength) and append those first `num_prefix` latents as extra tokens.
+  causal: the transformer's causal_temporal_positioning (coords of latent frame f).
+  """
+  base = np.array(latents, np.float32, copy=True)
+  b, nf, nh, nw, c = base.shape
+  mask = np.zeros((b, nf, nh, nw), np.float32)
+  if len(noise) != len(items):
+    raise UsageError(f"{len(noise)} noise arrays for {len(items)} conditioning items")
+  extra_latents, extra_coords, extra_mask = [], [], []
+  for item, eps in zip(items, noise):
+    cond = np.asarray(item.latents, np.float32)
+    cond = np.broadcast_to(cond, (b,) + cond.shape[1:])  # [B, f, h, w, C]
+    s = float(item.strength)
+    fl, lh, lw = cond.shape[1:4]
+    if item.frame_index == 0:
+      x0, y0 = 0, 0
+      if item.media_x is not None or item.media_y is not None:
+        cond, x0, y0 = _place(cond, item, nh, nw, spatial)
+      fl, lh, lw = cond.shape[1:4]
+      region = (slice(None), slice(0, fl), slice(y0, y0 + lh), slice(x0, x0 + lw))
+      base[region] = _lerp(base[region], cond, s)
+      mask[region] = s
+      continue
+    if fl > 1:
+      if fl < num_prefix:
+        raise UsageError(f"a segment at frame {item.frame_index} encodes to {fl} latent frames; "
+                         f"at least {num_prefix} are needed")
+      if fl > num_prefix:
+        start = item.frame_index // temporal + num_prefix
+        stop = start + fl - num_prefix
+        base[:, start:stop] = _lerp(base[:, start:stop], cond[:, num_prefix:], s)
+        mask[:, start:stop] = s
+      cond = cond[:, :num_prefix]
+    if eps is None:
+      raise UsageError(f"the item at frame {item.frame_index} needs noise of shape "
+                       f"{list(cond.shape)} (extra_noise_shape)")
+    eps = np.asarray(eps, np.float32)
+    if eps.shape[1:] != cond.shape[1:] or eps.shape[0] not in (1, b):
+      raise UsageError(f"noise for the item at frame {item.frame_index} has shape "
+                       f"{list(eps.shape)}; expected {list(cond.shape)}")
+    cond = _lerp(eps, cond, s)
+    f, h, w = cond.shape[1:4]
+    extra_latents.append(cond.reshape(b, f * h * w, c))
+    extra_coords.append(_pixel_coords(f, h, w, b, temporal, spatial, causal, item.frame_index))
+    extra_mask.append(np.full((b, f * h * w), s, np.float32))
+  n = nf * nh * nw
+  out_latents = np.concatenate([*extra_latents, base.reshape(b, n, c)], axis=1)
+  out_coords = np.concatenate(
+      [*extra_coords, _pixel_coords(nf, nh, nw, b, temporal, spatial, causal)], axis=2)
+  out_mask = np.concatenate([*extra_mask, mask.reshape(b, n)], axis=1)
+  return Combined(out_latents, out_coords, out_mask, sum(e.shape[1] for e in extra_latents))
+
+
+def noise_hard_conditions(t, init_latents, latents, mask, noise, scale: float = 0.15,
+                          eps: float = 1e-6):
+  """Re-noises the hard-conditioned tokens (mask = 1) to init + scale * noise * t^2, t the
+  current sigma in [0, 1] (the references' image_cond_noise_scale, applied before every step);
+  other tokens pass unchanged. [B, N, C] latents and noise, [B, N] mask -> jax [B, N, C]."""
+  t = jnp.asarray(t, jnp.float32)
+  noised = init_latents + jnp.float32(scale) * jnp.asarray(noise) * (t * t)
+  return jnp.where((jnp.asarray(mask) > 1.0 - eps)[..., None], noised, latents)
+
+
+def token_timesteps(t, mask):
+  """Per-token timesteps [B, N]: a token conditioned with strength s starts at 1 - s and
+  follows the schedule once it falls below (hard tokens: 0). t: the step's sigma, [] or [B]."""
+  t = jnp.asarray(t, jnp.float32)
+  return jnp.minimum(t.reshape(t.shape + (1,) * (2 - t.ndim)), 1.0 - jnp.asarray(mask))
+
+
+def tokens_to_step(t, mask, eps: float = 1e-6):
+  """[B, N] bool: the tokens a step updates (the others keep their values), as the official
+  denoising_step: t - eps < 1 - mask, so hard-conditioned tokens are never stepped."""
+  t = jnp.asarray(t, jnp.float32)
+  return (t.reshape(t.shape + (1,) * (2 - t.ndim)) - eps) < (1.0 - jnp.asarray(mask))
