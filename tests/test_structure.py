@@ -96,10 +96,16 @@ def test_cycle_finder_on_a_known_graph():
   assert import_cycles({'a': {'b'}, 'b': set()}) == []
 
 
-def test_graph_sees_imports_inside_functions():
-  graph = import_graph()
-  # ltx_jax.pipeline.pipeline imports the loaders inside `from_pretrained` only.
-  assert 'ltx_jax.models.vae' in graph['ltx_jax.pipeline.pipeline']
+def test_imports_inside_functions_and_relative_imports_count(tmp_path):
+  path = tmp_path / 'm.py'
+  path.write_text('import a.b\n'
+                  'def f():\n'
+                  '  from ltx_jax.models import vae\n'
+                  '  from . import sibling\n'
+                  '  from ..nn.layers import Dense\n')
+  assert _imports(path, 'ltx_jax.pipeline.m') == {
+      'a.b', 'ltx_jax.models', 'ltx_jax.models.vae', 'ltx_jax.pipeline',
+      'ltx_jax.pipeline.sibling', 'ltx_jax.nn.layers', 'ltx_jax.nn.layers.Dense'}
 
 
 # Until issue 12's loading front door lands, this fails listing one cycle,
