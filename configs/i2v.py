@@ -9,7 +9,7 @@ Presets as in configs/t2v.py. The image is scaled to cover height x width and ce
 """
 
 from ltx_jax.cli import config as config_lib
-from ltx_jax.cli import presets
+from ltx_jax import presets
 
 
 def get_config(preset: str = presets.DEFAULT):

@@ -11,7 +11,7 @@ ltxv-2b-0.9.8-distilled (the default; fetched from the hub when not on disk).
 """
 
 from ltx_jax.cli import config as config_lib
-from ltx_jax.cli import presets
+from ltx_jax import presets
 
 
 def get_config(preset: str = presets.DEFAULT):

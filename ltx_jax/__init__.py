@@ -6,7 +6,8 @@ from ltx_jax.errors import (CheckpointFormatError, DataError, LoadError, LTXErro
 from ltx_jax.models.t5 import T5Config, T5Encoder, load_text_encoder, load_tokenizer
 from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig, load_transformer
 from ltx_jax.models.vae import VAEConfig, VideoAutoencoder, load_vae
-from ltx_jax.pipeline import Condition, LTXPipeline, LTXPipelineOutput
+from ltx_jax.pipeline import Condition, GenerationPlan, LTXPipeline, LTXPipelineOutput
+from ltx_jax import presets, video_io
 
 from ltx_jax.version import __version__
 
@@ -14,7 +15,7 @@ __all__ = [
     '__version__',
     'LTXError', 'UsageError', 'DataError', 'SourceError', 'ReleaseError',
     'CheckpointFormatError', 'LoadError',
-    'LTXPipeline', 'LTXPipelineOutput', 'Condition',
+    'LTXPipeline', 'LTXPipelineOutput', 'GenerationPlan', 'Condition', 'presets', 'video_io',
     'LTXVideoTransformer', 'TransformerConfig', 'load_transformer',
     'VAEConfig', 'VideoAutoencoder', 'load_vae',
     'T5Config', 'T5Encoder', 'load_text_encoder', 'load_tokenizer',

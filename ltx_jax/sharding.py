@@ -33,6 +33,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ltx_jax.errors import UsageError
+
 Rules = Mapping[str, str | tuple[str, ...] | None]
 MESH_AXES = ('data', 'fsdp', 'tensor', 'context')
 
@@ -71,16 +73,16 @@ def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, context: int = 1, *
   devices = list(jax.devices() if devices is None else devices)
   sizes = [data, fsdp, tensor, context]
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, sizes))}: each must be >= 1, and at "
+    raise UsageError(f"mesh sizes {dict(zip(MESH_AXES, sizes))}: each must be >= 1, and at "
                      "most one may be -1 (the rest of the devices)")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, sizes))}: {len(devices)} devices are "
+      raise UsageError(f"mesh sizes {dict(zip(MESH_AXES, sizes))}: {len(devices)} devices are "
                        f"not a multiple of {known}")
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) != len(devices):
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+    raise UsageError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
                      f"there are {len(devices)}; set one size to -1 to take the rest")
   return jax.make_mesh(tuple(sizes), MESH_AXES, devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))

@@ -16,15 +16,20 @@ from __future__ import annotations
 import functools
 import io
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ltx_jax import sharding
 from ltx_jax.models.random import random_weights
 from ltx_jax.models.t5 import T5Config, T5Encoder, T5Tokenizer
 from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig
-from ltx_jax.models.vae import VideoAutoencoder, from_official
+from ltx_jax.models.vae import VAEConfig, VideoAutoencoder
 from ltx_jax.pipeline import LTXPipeline
 from ltx_jax.sampling import SchedulerConfig
+from ltx_jax.weights import precision
+
+__all__ = ['RELEASE', 'T5', 'TRANSFORMER', 'VAE', 'build_pipeline', 'tokenizer']
 
 RELEASE = 'smoke'
 TEXT_DIM = 32
@@ -44,7 +49,7 @@ def _res(n: int, noise: bool = False) -> list:
 
 # The 0.9.5+ VAE layout at toy width: typed space-to-depth encoder, residual timestep-conditioned
 # decoder; patch 4 and three 2x2x2 stages give 8x temporal and 32x spatial compression.
-VAE = from_official({
+VAE = VAEConfig.from_official({
     'dims': 3, 'in_channels': 3, 'out_channels': 3, 'latent_channels': LATENT,
     'encoder_blocks': [_res(1), ['compress_all_res', {'multiplier': 2}],
                        ['compress_all_res', {'multiplier': 2}],
@@ -86,13 +91,31 @@ def tokenizer() -> T5Tokenizer:
   return T5Tokenizer(spm.SentencePieceProcessor(model_proto=tokenizer_model()))
 
 
-def build_pipeline(seed: int = 0, dtype=jnp.float32) -> LTXPipeline:
-  """The smoke pipeline with random weights drawn from `seed`."""
+def build_pipeline(seed: int = 0, dtype=jnp.float32, *, text_encoder_dtype=None,
+                   attention: str = 'auto', mesh: jax.sharding.Mesh | None = None,
+                   rules: sharding.Rules | None = None,
+                   context_attention: str = 'allgather') -> LTXPipeline:
+  """The smoke pipeline with random weights drawn from `seed`.
+
+  The other arguments mean what they mean for `LTXPipeline.from_pretrained`: dtype (compute and
+  storage of the transformer and VAE; text_encoder_dtype defaults to it), attention, and mesh /
+  rules / context_attention (parameters placed on the mesh by the rules, activations
+  constrained by them, self-attention context parallel over the 'context' axis).
+  """
+  dtype = precision.parse(dtype, what='compute')  # 'f32', 'bf16', jnp.bfloat16, ...
+  te_dtype = dtype if text_encoder_dtype is None else precision.parse(text_encoder_dtype,
+                                                                      what='compute')
   transformer = random_weights(
       lambda: LTXVideoTransformer(TRANSFORMER, dtype=dtype, param_dtype=dtype,
-                                  rngs=nnx.Rngs(0)), seed)
+                                  attention=attention, rngs=nnx.Rngs(0)), seed)
   vae = random_weights(
       lambda: VideoAutoencoder(VAE, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0)), seed + 1)
-  text_encoder = random_weights(lambda: T5Encoder(T5, dtype=dtype, rngs=nnx.Rngs(0)), seed + 2)
+  text_encoder = random_weights(
+      lambda: T5Encoder(T5, dtype=te_dtype, attention=attention, rngs=nnx.Rngs(0)), seed + 2)
+  partitioning = None
+  if mesh is not None:
+    for module in (transformer, vae, text_encoder):
+      sharding.shard_module(module, mesh, rules)
+    partitioning = sharding.Partitioning.create(mesh, rules, context_attention)
   return LTXPipeline(transformer, vae, text_encoder, tokenizer(), SchedulerConfig(),
-                     release=RELEASE)
+                     release=RELEASE, partitioning=partitioning)

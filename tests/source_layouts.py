@@ -67,7 +67,7 @@ def official_vae_tensors(seed: int = 3) -> dict:
 
 def write_t5_gguf(path: Path, text_encoder) -> None:
   """A transformers T5EncoderModel as a llama.cpp `t5encoder` GGUF file (f32)."""
-  cfg = T5Config.from_hf_config(text_encoder.config.to_dict())
+  cfg = T5Config.from_hf(text_encoder.config.to_dict())
   write_gguf(path, cfg, {gguf_name(k): (v.float().numpy(), None)
                          for k, v in text_encoder.state_dict().items()
                          if k != 'encoder.embed_tokens.weight'})  # tied to shared.weight

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltx_jax.cli import video_io
+from ltx_jax import video_io
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / 'configs' / 'smoke.py')
@@ -112,7 +112,7 @@ def test_refusals_are_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith('error: '), (name, err)
     assert cases[name][1] in lines[0], (name, lines[0])
     assert 'Traceback' not in err + out, name
-  assert not out_dir.exists() or not any(out_dir.iterdir())
+  assert not out_dir.exists()  # refused runs create no output folder
 
 
 def test_failed_write_leaves_nothing(tmp_path):
@@ -130,3 +130,33 @@ def test_failed_write_leaves_nothing(tmp_path):
     video_io.write_mp4(target, frames, 8.0)
   video_io.write_mp4(target, frames + 1, 8.0, overwrite=True)
   assert video_io.read_mp4_info(target)['frames'] == 9
+
+
+def test_damaged_checkpoint_is_one_line_exit_1(tmp_path):
+  """A truncated and a header-corrupted official file: the error is one line naming the file,
+  exit status 1, no traceback, no output folder. (The other stderr lines are the INFO log.)"""
+  from builders import official_single_file
+  good = tmp_path / 'good.safetensors'
+  official_single_file(good, {'_class_name': 'RectifiedFlowScheduler'})
+  data = good.read_bytes()
+  n = int.from_bytes(data[:8], 'little')
+  damaged = {'truncated': (data[:len(data) // 2], 'truncated'),
+             'header': (data[:8] + b'{"oops' + data[14:8 + n] + data[8 + n:],
+                        'corrupt safetensors header')}
+  procs = {}
+  for name, (content, _) in damaged.items():
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'ltxv-2b-0.9.8-distilled.safetensors').write_bytes(content)
+    procs[name] = generate(f'--config.model.source={tmp_path / name}',
+                           f'--config.output_dir={tmp_path / name / "out"}', wait=False)
+  for name, proc in procs.items():
+    out, err = proc.communicate(timeout=120)
+    errors = [ln for ln in err.splitlines() if ln.startswith('error: ')]
+    log = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith('error: ')]
+    assert proc.returncode == 1, (name, err)
+    assert len(errors) == 1 and damaged[name][1] in errors[0], (name, err)
+    assert 'ltxv-2b-0.9.8-distilled.safetensors' in errors[0], errors
+    assert err.rstrip().splitlines()[-1] == errors[0]
+    assert all(ln[:1] == 'I' and ln[1:5].isdigit() for ln in log), (name, log)
+    assert 'Traceback' not in out + err, name
+    assert not (tmp_path / name / 'out').exists(), name

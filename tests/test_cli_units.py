@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ltx_jax.cli import config as config_lib
-from ltx_jax.cli import presets, run, video_io
+from ltx_jax import presets, video_io
+from ltx_jax.cli import run
 from ltx_jax.sampling import DISTILLED_0_9_8_FIRST_PASS, guidance
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from flax import nnx
 
 from source_layouts import fake_hub_cache, layouts
 from ltx_jax import load_transformer
-from ltx_jax.convert import convert
+from ltx_jax.weights.convert import convert
 from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
 from ltx_jax.models.vae import load_vae
 from ltx_jax.sources import SourceError, resolve_source
@@ -107,8 +107,8 @@ def test_dtypes_components_and_mesh(folders, tmp_path):
   manifest = convert(ms, out, dtype='bf16', components=['transformer'], progress=False,
                      log=lambda s: None)
   assert manifest['components']['transformer']['param_dtype'] == 'bf16'
-  want = load_transformer(ms.transformer, jnp.bfloat16)
-  got = load_transformer(out, jnp.bfloat16)
+  want = load_transformer(ms.transformer, dtype=jnp.bfloat16)
+  got = load_transformer(out, dtype=jnp.bfloat16)
   assert got.proj_in.kernel.dtype == jnp.bfloat16
   assert_bitwise(run_transformer(want), run_transformer(got))
   with pytest.raises(SourceError, match='no vae'):
@@ -116,7 +116,7 @@ def test_dtypes_components_and_mesh(folders, tmp_path):
   # A mesh places each parameter by its logical names (one CPU device here: the rules run,
   # every axis has size 1).
   mesh = jax.make_mesh((1,), ('model',), axis_types=(jax.sharding.AxisType.Auto,))
-  sharded = load_transformer(out, jnp.bfloat16, mesh=mesh, rules={'heads': 'model'})
+  sharded = load_transformer(out, dtype=jnp.bfloat16, mesh=mesh, rules={'heads': 'model'})
   spec = sharded.blocks.attn1.to_q.kernel.get_value().sharding.spec
   assert tuple(spec) == (None, None, 'model')
   for a, b in zip(jax.tree.leaves(nnx.state(want)), jax.tree.leaves(nnx.state(sharded))):

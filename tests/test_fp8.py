@@ -14,7 +14,7 @@ from flax import nnx
 from conftest import randomize_torch_module, rel_l2
 from source_layouts import OFFICIAL_TRANSFORMER, layouts, official_transformer_tensors
 from ltx_jax import load_transformer
-from ltx_jax.convert import convert
+from ltx_jax.weights.convert import convert
 from ltx_jax.sharding import placed_bytes
 from ltx_jax.sources import resolve_source
 from ltx_jax.weights import precision, write_safetensors
@@ -51,8 +51,8 @@ def run(model):
 
 def test_fp8_file(fp8_file, highest_precision, capsys):
   path, tensors = fp8_file
-  fp8 = load_transformer(path, jnp.float32, param_dtype='fp8')
-  full = load_transformer(path, jnp.float32)  # everything upcast to f32 on load
+  fp8 = load_transformer(path, dtype=jnp.float32, param_dtype='fp8')
+  full = load_transformer(path, dtype=jnp.float32)  # everything upcast to f32 on load
   assert fp8.blocks.attn1.to_q.kernel.dtype == FP8 and fp8.blocks.ff.proj_out.kernel.dtype == FP8
   assert fp8.blocks.attn1.to_q.bias.dtype == jnp.bfloat16 and fp8.proj_in.kernel.dtype == jnp.bfloat16
   want = tensors['model.diffusion_model.transformer_blocks.1.attn2.to_v.weight']
@@ -78,8 +78,8 @@ def test_fp8_file_to_orbax(fp8_file, tmp_path):
   ms = resolve_source(path, allow_custom=True)
   convert(ms, tmp_path / 'ck', dtype='fp8', components=['transformer'], progress=False,
           log=lambda s: None)
-  direct = load_transformer(path, jnp.float32, param_dtype='fp8')
-  restored = load_transformer(tmp_path / 'ck', jnp.float32, param_dtype='fp8')
+  direct = load_transformer(path, dtype=jnp.float32, param_dtype='fp8')
+  restored = load_transformer(tmp_path / 'ck', dtype=jnp.float32, param_dtype='fp8')
   for a, b in zip(jax.tree.leaves(nnx.state(direct)), jax.tree.leaves(nnx.state(restored))):
     assert a.dtype == b.dtype and np.array_equal(np.asarray(a, np.float32),
                                                  np.asarray(b, np.float32))
@@ -91,18 +91,18 @@ def test_convert_to_fp8(tmp_path_factory, tmp_path, highest_precision):
   ms = resolve_source(repo, allow_custom=True)
   convert(ms, tmp_path / 'ck', dtype='fp8', components=['transformer'], progress=False,
           log=lambda s: None)
-  direct = load_transformer(repo, jnp.float32, param_dtype='fp8')  # cast on load
-  restored = load_transformer(tmp_path / 'ck', jnp.float32, param_dtype='fp8')
+  direct = load_transformer(repo, dtype=jnp.float32, param_dtype='fp8')  # cast on load
+  restored = load_transformer(tmp_path / 'ck', dtype=jnp.float32, param_dtype='fp8')
   assert restored.blocks.attn1.to_k.kernel.dtype == FP8
   assert np.array_equal(run(direct), run(restored))
-  upcast = load_transformer(tmp_path / 'ck', jnp.float32)
+  upcast = load_transformer(tmp_path / 'ck', dtype=jnp.float32)
   assert upcast.blocks.attn1.to_k.kernel.dtype == jnp.float32
   assert rel_l2(run(upcast), run(direct)) < 1e-5  # same values, different XLA programs
 
 
 def test_fp8_range():
-  assert precision.to_fp8(np.array([448.0, -1.5], np.float32)).dtype == FP8
+  assert precision.cast(np.array([448.0, -1.5], np.float32), FP8, name='w').dtype == FP8
   with pytest.raises(ValueError, match='do not fit float8_e4m3fn'):
-    precision.to_fp8(np.array([500.0], np.float32))
+    precision.cast(np.array([500.0], np.float32), FP8, name='w')
   with pytest.raises(ValueError, match='unknown weights dtype'):
     precision.parse('int4')

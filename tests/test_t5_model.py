@@ -121,9 +121,9 @@ def test_config_from_hf():
         'num_layers': 24, 'relative_attention_num_buckets': 32,
         'relative_attention_max_distance': 128, 'layer_norm_epsilon': 1e-6,
         'feed_forward_proj': 'gated-gelu'}
-  assert T5Config.from_hf_config(hf) == T5Config.xxl()
+  assert T5Config.from_hf(hf) == T5Config.xxl()
   with pytest.raises(ValueError, match='gated-GELU'):
-    T5Config.from_hf_config({**hf, 'feed_forward_proj': 'relu'})
+    T5Config.from_hf({**hf, 'feed_forward_proj': 'relu'})
 
 
 def test_sharded_repo_layout(tmp_path, highest_precision):

@@ -10,7 +10,7 @@ import torch
 from flax import nnx
 
 from ltx_jax.models.vae import (LTXV_VAE_090, LTXV_VAE_098, abstract_vae, init_vae,
-                                from_diffusers, from_official, load_vae)
+                                VAEConfig, load_vae)
 from ltx_jax.models.vae.config import LTXV_090_OFFICIAL, LTXV_098_OFFICIAL
 from ltx_jax.models.vae.layers import patchify, unpatchify
 from ltx_jax.weights import LoadError, write_safetensors
@@ -61,11 +61,11 @@ def test_diffusers_configs_map_to_official_presets():
   with torch.device('meta'):
     d095 = AutoencoderKLLTXVideo(**DIFFUSERS_095)
     d090 = AutoencoderKLLTXVideo()
-  assert from_diffusers(dict(d095.config)) == LTXV_VAE_098
+  assert VAEConfig.from_diffusers(dict(d095.config)) == LTXV_VAE_098
   assert sum(p.numel() for p in d095.parameters()) == LTXV_098_PARAMS
-  assert from_diffusers(dict(d090.config)).encoder_blocks == LTXV_VAE_090.encoder_blocks
-  assert from_diffusers(dict(d090.config)).decoder_blocks == LTXV_VAE_090.decoder_blocks
-  assert from_official(LTXV_VAE_098.to_official()) == LTXV_VAE_098
+  assert VAEConfig.from_diffusers(dict(d090.config)).encoder_blocks == LTXV_VAE_090.encoder_blocks
+  assert VAEConfig.from_diffusers(dict(d090.config)).decoder_blocks == LTXV_VAE_090.decoder_blocks
+  assert VAEConfig.from_official(LTXV_VAE_098.to_official()) == LTXV_VAE_098
 
 
 def test_patchify_orders_width_before_height():
@@ -90,7 +90,7 @@ TINY = dict(_class_name='CausalVideoAutoencoder', dims=3, latent_channels=4, nor
 @pytest.fixture
 def tiny_file(tmp_path):
   """An official single file of TINY written from our own randomly initialised model."""
-  model = init_vae(from_official(TINY))
+  model = init_vae(VAEConfig.from_official(TINY))
   tensors = {}
   from ltx_jax.models.vae.loading import OFFICIAL_RENAMES, make_plan, official_table
   plan = make_plan(model, official_table(model.config), OFFICIAL_RENAMES)
@@ -113,7 +113,7 @@ def tiny_file(tmp_path):
 
 def test_load_roundtrip(tiny_file):
   vae = load_vae(tiny_file('ok.safetensors'))
-  assert vae.config == from_official(TINY)
+  assert vae.config == VAEConfig.from_official(TINY)
 
 
 @pytest.mark.parametrize('edit,needle', [
@@ -133,7 +133,7 @@ def test_load_errors_name_the_tensor(tiny_file, edit, needle):
 
 def test_noise_injection_statistics():
   """With a key, each noisy ResNet adds one N(0, 1) [H, W] field times the per-channel scale."""
-  vae = init_vae(from_official(TINY))
+  vae = init_vae(VAEConfig.from_official(TINY))
   block = vae.decoder.up_blocks[1].res_blocks[0]  # the res_x block with noise injection
   scale = np.array([0.5, 1.0, 2.0, 0.0], np.float32)
   block.per_channel_scale1.set_value(jnp.asarray(scale))

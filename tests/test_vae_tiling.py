@@ -8,11 +8,11 @@ import pytest
 from flax import nnx
 
 from conftest import rel_l2
-from ltx_jax.models.vae import from_official, init_vae
+from ltx_jax.models.vae import VAEConfig, init_vae
 from ltx_jax.models.vae import tiling as tiling_lib
 from ltx_jax.models.vae.tiling import TilingConfig, axis_weights, tile_starts
 
-CONFIG = from_official(dict(
+CONFIG = VAEConfig.from_official(dict(
     _class_name='CausalVideoAutoencoder', dims=3, latent_channels=8, norm_layer='pixel_norm',
     latent_log_var='uniform', use_quant_conv=False, patch_size=2, encoder_base_channels=8,
     decoder_base_channels=8, timestep_conditioning=True, spatial_padding_mode='replicate',

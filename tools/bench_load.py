@@ -23,7 +23,7 @@ def build(work: Path, layers: int, heads: int) -> None:
     return
   import torch
   from diffusers import LTXVideoTransformer3DModel
-  from ltx_jax.convert import convert
+  from ltx_jax.weights.convert import convert
   from ltx_jax.sources import resolve_source
   torch.manual_seed(0)
   model = LTXVideoTransformer3DModel(in_channels=128, out_channels=128, num_attention_heads=heads,
@@ -43,7 +43,7 @@ def time_one(source: str, dtype: str) -> dict:
   from flax import nnx
   from ltx_jax import load_transformer
   imported = time.perf_counter()
-  model = load_transformer(source, {'f32': jnp.float32, 'bf16': jnp.bfloat16}[dtype])
+  model = load_transformer(source, dtype=dtype)
   jax.block_until_ready(nnx.state(model))
   loaded = time.perf_counter()
   x = np.zeros((1, 2 * 8 * 8, 128), np.float32)

@@ -4,8 +4,9 @@
   python tools/convert.py --source Lightricks/LTX-Video --file ltxv-2b-0.9.8-distilled.safetensors \
       --out /ckpt/ltxv-2b-0.9.8-distilled-fp8 --dtype fp8 --components transformer,vae
 
-Errors (bad or truncated files, missing components, unknown releases, hub unreachable) print one
-`error:` line and exit 1, leaving no output folder.
+Errors print one `error:` line and leave no output folder: exit status 2 for usage errors (bad
+--dtype or --components, an existing --out), 1 for data errors (bad or truncated files, missing
+components, unknown releases, weights out of the dtype's range, hub unreachable).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-COMPONENTS = ('transformer', 'vae', 'text_encoder')
+from ltx_jax.errors import LTXError, UsageError
+from ltx_jax.sources import resolve_source
+from ltx_jax.weights.convert import COMPONENTS, convert
 
 
 def main(argv=None) -> int:
@@ -22,7 +25,7 @@ def main(argv=None) -> int:
                  help='diffusers folder, single-file folder or .safetensors, converted '
                       'checkpoint, or hub repo id')
   p.add_argument('--out', required=True, help='output folder (must not exist)')
-  p.add_argument('--dtype', default='bf16', choices=('f32', 'bf16', 'fp8'))
+  p.add_argument('--dtype', default='bf16', help="storage dtype: 'f32', 'bf16', 'fp16' or 'fp8'")
   p.add_argument('--components', default=','.join(COMPONENTS),
                  help='comma-separated subset of ' + ','.join(COMPONENTS))
   p.add_argument('--file', default=None, help='which official .safetensors, when several')
@@ -33,17 +36,15 @@ def main(argv=None) -> int:
   p.add_argument('--no-progress', action='store_true')
   args = p.parse_args(argv)
 
-  from ltx_jax.convert import convert
-  from ltx_jax.sources import resolve_source
   try:
     source = resolve_source(args.source, file=args.file, release=args.release,
                             allow_custom=args.allow_custom, offline=args.offline or None)
     print(f"source: {source.kind} at {source.root}, release {source.release.name}")
     convert(source, args.out, dtype=args.dtype, progress=not args.no_progress,
             components=[c.strip() for c in args.components.split(',') if c.strip()])
-  except (ValueError, OSError) as e:  # our errors subclass ValueError; files raise OSError
+  except (LTXError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
-    return 1
+    return 2 if isinstance(e, UsageError) else 1
   return 0
 
 

@@ -1,4 +1,4 @@
-"""The command line: config presets, validation, the generation run and video files.
+"""The command line: the config and its checks, the generation run, stage timings.
 
-`python -m ltx_jax.generate --config configs/t2v.py` is a thin absl entry point over `run.main`.
+`python -m ltx_jax.generate --config configs/t2v.py` is a thin absl entry point over `run.run`.
 """

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import tempfile
@@ -17,8 +16,8 @@ from pathlib import Path
 
 import ml_collections
 
-from ltx_jax.errors import UsageError
-from ltx_jax.cli import presets
+from ltx_jax import checks, presets
+from ltx_jax.errors import LTXError, UsageError
 from ltx_jax.sources.resolve import HUB_ID
 
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -97,8 +96,30 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.max_sequence_length = 256
   c.stochastic_sampling = False
   if preset:
-    override(c, presets.get(preset))
+    override(c, preset_values(preset))
   return c
+
+
+# Per-interval guidance: the LTXPipeline argument -> the config key holding its list.
+SCHEDULE_KEYS = {'guidance_scale': 'guidance_scale_schedule', 'stg_scale': 'stg_scale_schedule',
+                 'stg_rescale': 'stg_rescale_schedule', 'skip_block_list': 'skip_block_schedule'}
+
+
+def preset_values(name: str) -> dict:
+  """A release preset (ltx_jax.presets) as config values: its checkpoint file in the hub repo,
+  and its sampling arguments under their config keys (an explicit schedule sets `timesteps`;
+  per-interval guidance lists go to the *_schedule keys)."""
+  p = presets.get(name)
+  values = {'model': {'source': presets.HUB_REPO, 'file': p.file}}
+  per_interval = 'guidance_timesteps' in p.sampling
+  for k, v in p.sampling.items():
+    if k == 'timesteps':
+      values['num_inference_steps'] = len(v)
+    if per_interval and k in SCHEDULE_KEYS:
+      values[SCHEDULE_KEYS[k]] = v
+    else:
+      values[k] = v
+  return values
 
 
 def override(c: ml_collections.ConfigDict, values: dict) -> None:
@@ -136,14 +157,6 @@ def _fail(msg: str):
   raise UsageError(msg)
 
 
-def _number(c, key: str, lo: float | None = 0.0, hi: float | None = None) -> None:
-  v = c[key]
-  if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
-      lo is not None and v < lo) or (hi is not None and v > hi):
-    bounds = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-    _fail(f"config.{key}={v!r} must be a finite number {bounds}")
-
-
 def slug(text: str, n: int = 40) -> str:
   s = re.sub(r'[^a-z0-9]+', '-', text.lower()).strip('-')[:n].strip('-')
   return s or 'video'
@@ -172,8 +185,8 @@ def model_compression(c) -> tuple[int, int]:
     return smoke.VAE.temporal_compression, smoke.VAE.spatial_compression
   vae_cfg = Path(c.model.source).expanduser() / 'vae' / 'config.json'
   if vae_cfg.is_file():
-    from ltx_jax.models.vae.diffusers_config import diffusers_layout
-    cfg = diffusers_layout(json.loads(vae_cfg.read_text()))[0]
+    from ltx_jax.models.vae import VAEConfig
+    cfg = VAEConfig.from_diffusers(json.loads(vae_cfg.read_text()))
     return cfg.temporal_compression, cfg.spatial_compression
   return 8, 32
 
@@ -195,14 +208,18 @@ def check_model_source(c) -> None:
 
 
 def check_output_dir(c) -> Path:
-  out = Path(c.output_dir).expanduser()
+  """The output folder, if it can be written (or created); nothing is left behind: the run
+  creates the folder when it writes its first file."""
+  out = Path(c.output_dir).expanduser().absolute()
+  existing = next(p for p in (out, *out.parents) if p.exists())
   try:
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out, prefix='.write-check-'):
+    if not existing.is_dir():
+      raise NotADirectoryError(20, 'Not a directory')
+    with tempfile.NamedTemporaryFile(dir=existing, prefix='.write-check-'):
       pass
   except OSError as e:
     _fail(f"cannot write to config.output_dir={c.output_dir!r}: {e.strerror or e}")
-  return out
+  return Path(c.output_dir).expanduser()
 
 
 def check_image(c) -> None:
@@ -212,22 +229,53 @@ def check_image(c) -> None:
     from ltx_jax.pipeline.inputs import load_image
     try:
       load_image(os.path.expanduser(c.image))
-    except ValueError as e:
+    except LTXError as e:
       _fail(f"config.image: {e}")
 
 
-def check_guidance(c) -> None:
-  _number(c, 'guidance_scale', 0.0)
-  _number(c, 'guidance_rescale', 0.0, 1.0)
-  _number(c, 'stg_scale', 0.0)
-  _number(c, 'stg_rescale', 0.0, 1.0)
+def pipeline_kwargs(c) -> dict:
+  """The LTXPipeline.__call__ arguments of a config (prompt, image and seed are per job)."""
+  kw = {k: c[k] for k in _DIRECT}
+  if c.timesteps:
+    kw['timesteps'] = list(c.timesteps)
+  else:
+    kw['num_inference_steps'] = c.num_inference_steps
+  if c.guidance_timesteps:
+    kw['guidance_timesteps'] = list(c.guidance_timesteps)
+    for key, schedule in SCHEDULE_KEYS.items():
+      kw[key] = [list(v) if isinstance(v, (tuple, list)) else v for v in c[schedule]] or (
+          list(c[key]) if isinstance(c[key], (tuple, list)) else c[key])
+  else:
+    kw.update({key: c[key] for key in SCHEDULE_KEYS})
+    kw['skip_block_list'] = list(c.skip_block_list)
+  return kw
+
+
+# Config keys passed to LTXPipeline.__call__ under the same name.
+_DIRECT = ('height', 'width', 'num_frames', 'frame_rate', 'negative_prompt', 'decode_timestep',
+           'decode_noise_scale', 'max_sequence_length', 'stochastic_sampling',
+           'guidance_rescale', 'skip_layer_strategy', 'cfg_star_rescale')
+
+
+def check_sampling(c, compression: tuple[int, int]) -> None:
+  """The pipeline's own checks (ltx_jax.checks) on the config's pipeline arguments."""
   n = len(c.guidance_timesteps)
-  for key in ('guidance_scale_schedule', 'stg_scale_schedule', 'stg_rescale_schedule',
-              'skip_block_schedule'):
+  for key in SCHEDULE_KEYS.values():
     if n and len(c[key]) not in (0, n):
       _fail(f"config.{key} has {len(c[key])} entries; config.guidance_timesteps has {n}")
-  if any(not 0 < t <= 1000 for t in c.guidance_timesteps):
-    _fail(f"config.guidance_timesteps={tuple(c.guidance_timesteps)} must lie in (0, 1000]")
+  kw = pipeline_kwargs(c)
+  tc, sc = compression
+  try:
+    checks.check_video_size(c.height, c.width, c.num_frames, sc, tc)
+    checks.check_frame_rate(c.frame_rate)
+    checks.check_finite('decode_timestep', c.decode_timestep, 0.0, 1.0)
+    checks.check_finite('decode_noise_scale', c.decode_noise_scale, 0.0, 1.0)
+    checks.check_schedule(kw.get('num_inference_steps'), kw.get('timesteps'))
+    checks.check_guidance(kw.get('guidance_timesteps'), **{
+        k: kw[k] for k in ('guidance_scale', 'guidance_rescale', 'stg_scale', 'stg_rescale',
+                           'skip_block_list')})
+  except UsageError as e:
+    _fail(f"config.{e}")
 
 
 def check_mesh(c) -> None:
@@ -252,20 +300,7 @@ def check(c) -> Plan:
           f"{c.model.text_encoder_dtype!r}; choose from {', '.join(DTYPES)}")
   check_model_source(c)
   tc, sc = model_compression(c)
-  from ltx_jax.pipeline.inputs import check_video_size
-  try:
-    check_video_size(c.height, c.width, c.num_frames, sc, tc)
-  except ValueError as e:
-    _fail(f"config.{e}")
-  _number(c, 'frame_rate', 1e-3)
-  _number(c, 'decode_timestep', 0.0, 1.0)
-  _number(c, 'decode_noise_scale', 0.0, 1.0)
-  check_guidance(c)
-  if not c.timesteps and c.num_inference_steps < 1:
-    _fail(f"config.num_inference_steps={c.num_inference_steps} must be >= 1")
-  t = list(c.timesteps)
-  if t and (any(not 0 < x <= 1000 for x in t) or any(b >= a for a, b in zip(t, t[1:]))):
-    _fail(f"config.timesteps={tuple(t)} must be strictly decreasing in (0, 1000]")
+  check_sampling(c, (tc, sc))
   if c.max_sequence_length < 1:
     _fail(f"config.max_sequence_length={c.max_sequence_length} must be >= 1")
   if not 0 <= c.crf <= 51:

@@ -14,42 +14,14 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from absl import logging
 
 from ltx_jax.cli import config as config_lib
+from ltx_jax.cli.config import pipeline_kwargs
+from ltx_jax.errors import UsageError
 from ltx_jax.sources.resolve import sha256
-
-# Pipeline keyword -> config key; guidance keys are mapped in `pipeline_kwargs`.
-_DIRECT = ('height', 'width', 'num_frames', 'frame_rate', 'decode_timestep',
-           'decode_noise_scale', 'max_sequence_length', 'stochastic_sampling',
-           'guidance_rescale')
-
-
-def pipeline_kwargs(c) -> dict:
-  """The LTXPipeline.__call__ arguments of a config."""
-  kw = {k: c[k] for k in _DIRECT}
-  kw['negative_prompt'] = c.negative_prompt
-  if c.timesteps:
-    kw['timesteps'] = [float(t) for t in c.timesteps]
-  else:
-    kw['num_inference_steps'] = int(c.num_inference_steps)
-  if c.guidance_timesteps:
-    kw['guidance_timesteps'] = [float(t) for t in c.guidance_timesteps]
-    kw['guidance_scale'] = list(c.guidance_scale_schedule) or c.guidance_scale
-    kw['stg_scale'] = list(c.stg_scale_schedule) or c.stg_scale
-    kw['stg_rescale'] = list(c.stg_rescale_schedule) or c.stg_rescale
-    kw['skip_block_list'] = ([list(b) for b in c.skip_block_schedule]
-                             or list(c.skip_block_list))
-  else:
-    kw['guidance_scale'] = c.guidance_scale
-    kw['stg_scale'] = c.stg_scale
-    kw['stg_rescale'] = c.stg_rescale
-    kw['skip_block_list'] = list(c.skip_block_list)
-  kw['skip_layer_strategy'] = c.skip_layer_strategy
-  kw['cfg_star_rescale'] = c.cfg_star_rescale
-  return kw
-
 
 # ---------------------------------------------------------------------------------- loading
 
@@ -64,15 +36,10 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
   dt = getattr(jnp, dtype)
   te_dtype = getattr(jnp, text_encoder_dtype or dtype)
   if source == config_lib.SMOKE:
-    from ltx_jax import sharding, smoke
-    from ltx_jax.pipeline import LTXPipeline
-    p = smoke.build_pipeline(dtype=dt)
-    if mesh is not None:
-      p = LTXPipeline(*(sharding.shard_module(m, mesh) for m in
-                        (p.transformer, p.vae, p.text_encoder)), p.tokenizer, p.scheduler,
-                      release=p.release, partitioning=sharding.Partitioning.create(
-                          mesh, context_attention=context_attention))
-    return p, {
+    from ltx_jax import smoke
+    pipe = smoke.build_pipeline(dtype=dt, text_encoder_dtype=te_dtype, attention=attention,
+                                mesh=mesh, context_attention=context_attention)
+    return pipe, {
         'kind': 'smoke', 'note': 'random-weight plumbing check (ltx_jax.smoke), not a model',
         'files': []}
   from ltx_jax.pipeline import LTXPipeline
@@ -90,13 +57,22 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
 
 def load_pipeline(c):
   """load_model with config.model's values, on config.mesh's mesh."""
-  from ltx_jax import sharding
   m = c.model
   return load_model(m.source, file=m.file, release=m.release, dtype=m.dtype,
                     text_encoder_dtype=m.text_encoder_dtype, attention=m.attention,
-                    offline=m.offline, hash_files=m.hash_files,
-                    mesh=sharding.mesh_from_config(c.mesh),
+                    offline=m.offline, hash_files=m.hash_files, mesh=config_mesh(c),
                     context_attention=c.mesh.context_attention)
+
+
+def config_mesh(c):
+  """config.mesh's mesh over the devices of this run (None: one device); sizes that do not fit
+  the devices are a UsageError naming config.mesh. Needs JAX's devices, so it runs after the
+  config checks and the distributed start."""
+  from ltx_jax import sharding
+  try:
+    return sharding.mesh_from_config(c.mesh)
+  except UsageError as e:
+    raise UsageError(f"config.{e}") from None
 
 
 def file_sha256(path: Path) -> str:
@@ -136,6 +112,15 @@ def _delta(before: dict, after: dict) -> dict:
                  if k != 'load'} for part in after}
 
 
+def mesh_facts(pipe) -> dict | None:
+  """The pipeline's mesh as the sidecar records it; None on one device."""
+  p = pipe.partitioning
+  if p is None:
+    return None
+  return {'shape': {k: int(v) for k, v in p.mesh.shape.items()},
+          'devices': int(p.mesh.devices.size), 'context_attention': p.context_attention}
+
+
 def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path],
             kwargs: dict) -> dict:
   import jax
@@ -145,7 +130,7 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
       'image': c.image or None,
       'release': {'detected': pipe.release, 'preset': c.preset or None},
       'source': source, 'pipeline_kwargs': kwargs, 'config': c.to_dict(),
-      'devices': devices(),
+      'devices': devices(), 'mesh': mesh_facts(pipe),
       'timings': {'this_video': _delta(before, stages.snapshot()), 'run': stages.snapshot()},
       'outputs': [str(p) for p in outputs],
       'versions': {'ltx_jax': ltx_jax.__version__, 'jax': jax.__version__,
@@ -155,37 +140,45 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
   }
 
 
-def run(c) -> list[Path]:
-  """Generates every (prompt, seed) video of config `c`; returns the mp4 paths."""
+def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
+  """Generates every (prompt, seed) video of config `c`; returns the mp4 paths.
+
+  loaded: called with (the LTXPipeline, its source facts) once the model is loaded, before any
+  generation (for tests and notebooks that inspect what the CLI built).
+  """
   plan = config_lib.check(c)  # before anything loads or compiles
   from ltx_jax import distributed
   d = c.distributed
   distributed.initialize(d.coordinator or None, d.num_processes or None,
                          None if d.process_id < 0 else d.process_id, auto=d.auto)
   main = distributed.is_main_process()  # every process computes, process 0 writes
-  from ltx_jax.cli import timing, video_io
+  from ltx_jax import video_io
+  from ltx_jax.cli import timing
   stages = timing.Stages()
   try:
     logging.info("devices: %s", ', '.join(devices()))
     with stages('load'):
       pipe, source = load_pipeline(c)
-    pipe = timing.TimedPipeline(pipe, stages)
+    pipe.timer = stages  # text / image encoding, denoise and decode are its stages
+    if loaded is not None:
+      loaded(pipe, source)
     kwargs = pipeline_kwargs(c)
-    logging.info("model: %s; %d prompt(s) x %d seed(s) at %dx%d, %d frames",
+    logging.info("model: %s; %d prompt(s) x %d seed(s) at %dx%d, %d frames%s",
                  pipe.release, len({j.prompt for j in plan.jobs}), len(c.seeds), c.width,
-                 c.height, c.num_frames)
+                 c.height, c.num_frames,
+                 '' if pipe.mesh is None else f"; mesh {dict(pipe.mesh.shape)}")
     written = []
     for job in plan.jobs:
       before = stages.snapshot()
-      with stages('denoise'):
-        out = pipe(prompt=job.prompt, image=os.path.expanduser(c.image) if c.image else None,
-                   seed=job.seed, progress=c.progress and sys.stderr.isatty(), **kwargs)
+      out = pipe(prompt=job.prompt, image=os.path.expanduser(c.image) if c.image else None,
+                 seed=job.seed, progress=c.progress and sys.stderr.isatty(), **kwargs)
       frames = out.frames[0]  # [F, H, W, 3] uint8
       paths = job.paths(c)
       if not main:
         written.append(paths[0])
         continue
       with stages('write'):
+        paths[0].parent.mkdir(parents=True, exist_ok=True)  # made only when there is output
         video_io.write_mp4(paths[0], frames, c.frame_rate, crf=c.crf, overwrite=c.overwrite)
         extra = paths[2:]
         for p in extra:

@@ -2,7 +2,8 @@
 
 `Stages` times named blocks; a jax.monitoring listener adds up tracing, lowering and backend
 compile events while a block runs, so "denoise 14.2 s (compile 13.9 s)" says where time went.
-`TimedPipeline` makes the pipeline's own text / image encoding and decoding separate stages.
+The CLI passes a `Stages` as the pipeline's `timer`, so the pipeline's own stages (prepare, text
+and image encoding, denoise, decode) are timed where they run.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import threading
 import time
 
 import jax
-
-from ltx_jax.pipeline import LTXPipeline
 
 _COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
                    '/jax/core/compile/jaxpr_to_mlir_module_duration',
@@ -66,25 +65,3 @@ class Stages:
       c = self.compile.get(k, 0.0)
       parts.append(f"{k} {v:.2f} s" + (f" (compile {c:.2f} s)" if c >= 0.01 else ''))
     return ', '.join(parts)
-
-
-class TimedPipeline(LTXPipeline):
-  """An LTXPipeline whose text encoding, image encoding and decoding are timed stages (the
-  rest of a call is the denoising loop)."""
-
-  def __init__(self, pipe: LTXPipeline, stages: Stages):
-    super().__init__(pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer,
-                     pipe.scheduler, release=pipe.release)
-    self.stages = stages
-
-  def encode_prompt(self, *args, **kwargs):
-    with self.stages('text_encoding'):
-      return jax.block_until_ready(super().encode_prompt(*args, **kwargs))
-
-  def encode_image(self, *args, **kwargs):
-    with self.stages('image_encoding'):
-      return jax.block_until_ready(super().encode_image(*args, **kwargs))
-
-  def decode(self, *args, **kwargs):
-    with self.stages('decode'):
-      return super().decode(*args, **kwargs)

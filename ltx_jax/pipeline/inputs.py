@@ -1,40 +1,16 @@
-"""Checks and preprocessing of user inputs, all before anything compiles."""
+"""Preprocessing of user inputs (prompts, images, frames); the argument checks are in
+ltx_jax.checks."""
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
+from ltx_jax.errors import DataError, UsageError
 
-def check_video_size(height: int, width: int, num_frames: int, spatial: int,
-                     temporal: int) -> None:
-  """Frames must be temporal*N + 1, height and width multiples of the spatial compression."""
-  for name, v, step, off in (('num_frames', num_frames, temporal, 1),
-                             ('height', height, spatial, 0), ('width', width, spatial, 0)):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
-      raise ValueError(f"{name}={v!r} must be an integer")
-    if v < step + off or (v - off) % step:
-      below = max(off + step * ((v - off) // step), step + off)
-      above = max(off + step * -(-(v - off) // step), step + off)
-      rule = f"{step}N+1" if off else f"a multiple of {step}"
-      near = f"{below}" if below == above else f"{below} or {above}"
-      raise ValueError(f"{name}={v} is not valid: it must be {rule} (nearest valid: {near})")
-
-
-def check_finite(name: str, value: Any, minimum: float | None = 0.0,
-                 maximum: float | None = None) -> float:
-  try:
-    v = float(value)
-  except (TypeError, ValueError):
-    raise ValueError(f"{name}={value!r} must be a number") from None
-  if not math.isfinite(v) or (minimum is not None and v < minimum) or (
-      maximum is not None and v > maximum):
-    bounds = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-    raise ValueError(f"{name}={value!r} must be a finite number {bounds}")
-  return v
+__all__ = ['as_prompts', 'load_image', 'resize_and_crop']
 
 
 def as_prompts(prompt: str | Sequence[str] | None, name: str = 'prompt') -> list[str] | None:
@@ -44,7 +20,7 @@ def as_prompts(prompt: str | Sequence[str] | None, name: str = 'prompt') -> list
     return [prompt]
   prompts = list(prompt)
   if not prompts or not all(isinstance(p, str) for p in prompts):
-    raise ValueError(f"{name} must be a string or a non-empty list of strings, got {prompt!r}")
+    raise UsageError(f"{name} must be a string or a non-empty list of strings, got {prompt!r}")
   return prompts
 
 
@@ -57,17 +33,17 @@ def load_image(image: Any) -> np.ndarray:
         image = im.convert('RGB')
         image.load()
     except (FileNotFoundError, IsADirectoryError, UnidentifiedImageError, OSError) as e:
-      raise ValueError(f"cannot read image {str(image)!r}: {e.__class__.__name__}: {e}") from None
+      raise DataError(f"cannot read image {str(image)!r}: {e.__class__.__name__}: {e}") from None
   if isinstance(image, Image.Image):
     return np.asarray(image.convert('RGB'), np.float32) / 255.0
   a = np.asarray(image)
   if a.ndim != 3 or a.shape[-1] != 3:
-    raise ValueError(f"image array must be [H, W, 3], got shape {a.shape}")
+    raise UsageError(f"image array must be [H, W, 3], got shape {a.shape}")
   if a.dtype == np.uint8:
     return a.astype(np.float32) / 255.0
   a = a.astype(np.float32)
   if a.min() < 0 or a.max() > 1:
-    raise ValueError("a float image array must hold values in [0, 1]")
+    raise UsageError("a float image array must hold values in [0, 1]")
   return a
 
 
@@ -84,8 +60,3 @@ def resize_and_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
   pil = pil.resize((nw, nh), Image.Resampling.BILINEAR)
   top, left = (nh - height) // 2, (nw - width) // 2
   return np.asarray(pil, np.float32)[top:top + height, left:left + width] / 255.0
-
-
-def to_uint8(video: np.ndarray) -> np.ndarray:
-  """[-1, 1] floats -> uint8, rounding like diffusers' postprocessing."""
-  return np.round(np.clip(np.asarray(video, np.float32) / 2 + 0.5, 0, 1) * 255).astype(np.uint8)

@@ -1,19 +1,31 @@
-"""`LTXPipeline`: prompt -> T5 -> scanned rectified-flow loop -> VAE decode -> frames."""
+"""`LTXPipeline`: prompt -> T5 -> scanned rectified-flow loop -> VAE decode -> frames.
+
+A call is three public stages: `prepare` (arguments checked, schedule, guidance, text and image
+conditioning -> a `GenerationPlan`), `denoise` (plan -> final latents) and `decode` (latents ->
+frames). `__call__` composes them; other recipes (a second pass on upsampled latents,
+conditioning tokens, windows of a long video) are other compositions of the same stages.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ltx_jax import checks
 from ltx_jax import sharding as sharding_lib
+from ltx_jax.errors import UsageError
+from ltx_jax.models.transformer.rope import token_coords
 from ltx_jax.pipeline import inputs as inputs_lib
+from ltx_jax.pipeline.plan import GenerationPlan
 from ltx_jax.sampling import guidance as guidance_lib
 from ltx_jax.sampling import loop as loop_lib
 from ltx_jax.sampling.schedules import SchedulerConfig, sigmas_for
@@ -29,35 +41,29 @@ _encode_text = jax.jit(lambda graph, state, ids, mask: nnx.merge(graph, state)(i
                        static_argnums=0)
 
 
-def token_coords(grid: tuple[int, int, int], temporal: int, spatial: int, frame_rate: float,
-                 causal: bool) -> np.ndarray:
-  """Per-token (time in seconds, y, x in pixels) [1, 3, N] in (f, h, w) order, f32.
-
-  With `causal` (official checkpoints' causal_temporal_positioning) latent frame f covers pixel
-  frame max(f * t + 1 - t, 0), as the first latent holds a single frame; the arithmetic follows
-  each reference (diffusers: f * (t / fps); official: f * t * (1 / fps)).
-  """
-  f, h, w = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in grid), indexing='ij')
-  if causal:
-    t = np.maximum(f * temporal + 1 - temporal, 0) * np.float32(1.0 / frame_rate)
-  else:
-    t = f * np.float32(temporal / frame_rate)
-  coords = np.stack([t, h * np.float32(spatial), w * np.float32(spatial)])
-  return coords.reshape(1, 3, -1).astype(np.float32)
+def no_timer(stage: str) -> contextlib.AbstractContextManager:
+  """The default stage timer: times nothing."""
+  del stage
+  return contextlib.nullcontext()
 
 
 class LTXPipeline:
   """Text- and image-to-video with LTX-Video.
 
   Build with `from_pretrained(source)` or from components. Calls take diffusers' argument
-  names; see `__call__`.
+  names; see `__call__`, which is `prepare` -> `denoise` -> `decode`.
   """
 
   def __init__(self, transformer, vae, text_encoder=None, tokenizer=None,
                scheduler: SchedulerConfig | None = None, *, release: str | None = None,
-               partitioning: sharding_lib.Partitioning | None = None):
+               partitioning: sharding_lib.Partitioning | None = None,
+               timer: Callable[[str], contextlib.AbstractContextManager] | None = None):
     """partitioning: the mesh the components' parameters live on, with the rules and context
-    attention for the activations (ltx_jax/sharding.py); None: one device."""
+    attention for the activations (ltx_jax/sharding.py); None: one device.
+    timer: `timer(stage)` returns a context manager entered around each stage's work, with
+    the stage's results ready (block_until_ready) before it exits: 'prepare' (its host work),
+    'text_encoding', 'image_encoding' (inside 'prepare'), 'denoise', 'decode'. Default: none.
+    """
     self.transformer = transformer
     self.vae = vae
     self.text_encoder = text_encoder
@@ -65,6 +71,7 @@ class LTXPipeline:
     self.scheduler = scheduler or SchedulerConfig()
     self.release = release
     self.partitioning = partitioning
+    self.timer = timer or no_timer
     self.source = None  # the resolved ltx_jax.sources.ModelSource, when loaded from one
     self._transformer_split = nnx.split(transformer)
     self._text_split = nnx.split(text_encoder) if text_encoder is not None else None
@@ -131,24 +138,28 @@ class LTXPipeline:
 
   def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 128
                     ) -> tuple[jax.Array, jax.Array]:
-    """Prompts -> (T5 embeddings [B, S, D], mask [B, S]). The mask is passed to T5 as in the
-    official pipeline (diffusers leaves T5 unmasked)."""
+    """Prompts -> (T5 embeddings [B, S, D], mask [B, S]) with S = max_sequence_length. The
+    mask is passed to T5 as in the official pipeline (diffusers leaves T5 unmasked)."""
     if self.text_encoder is None or self.tokenizer is None:
-      raise ValueError("this pipeline has no text encoder/tokenizer; pass prompt_embeds and "
+      raise UsageError("this pipeline has no text encoder/tokenizer; pass prompt_embeds and "
                        "prompt_attention_mask instead of a prompt")
-    ids, mask = self.tokenizer(list(prompts), max_length=max_sequence_length)
-    graph, state = self._text_split
-    ids, mask = self._global(np.asarray(ids), np.asarray(mask))
-    return _encode_text(graph, state, ids, mask), mask
+    with self.timer('text_encoding'):
+      ids, mask = self.tokenizer(list(prompts), max_length=max_sequence_length)
+      graph, state = self._text_split
+      ids, mask = self._global(np.asarray(ids), np.asarray(mask))
+      return jax.block_until_ready((_encode_text(graph, state, ids, mask), mask))
 
   def encode_image(self, images: Sequence[Any], height: int, width: int) -> jax.Array:
-    """Conditioning images -> normalised latents of one frame, [B, 1, H', W', C]."""
+    """Conditioning images (paths, PIL images or [h, w, 3] arrays; resized to cover height x
+    width and centre-cropped) -> normalised f32 latents of one frame, [B, 1, H', W', C]."""
     pixels = np.stack([inputs_lib.resize_and_crop(inputs_lib.load_image(im), height, width)
                        for im in images])  # [B, H, W, 3] in [0, 1]
-    video = self._global(np.asarray(pixels * 2 - 1)[:, None])  # [B, 1, H, W, 3] in [-1, 1]
-    return self.vae.normalize(self.vae.encode(video.astype(self.vae.dtype))).astype(jnp.float32)
+    with self.timer('image_encoding'):
+      video = self._global(np.asarray(pixels * 2 - 1)[:, None])  # [B, 1, H, W, 3] in [-1, 1]
+      z = self.vae.encode(video.astype(self.vae.dtype))
+      return jax.block_until_ready(self.vae.normalize(z).astype(jnp.float32))
 
-  # -- the call ------------------------------------------------------------------------------
+  # -- the stages ----------------------------------------------------------------------------
 
   def __call__(self, prompt: str | Sequence[str] | None = None,
                negative_prompt: str | Sequence[str] | None = None, image: Any = None,
@@ -168,148 +179,213 @@ class LTXPipeline:
                guidance_timesteps: Sequence[float] | None = None,
                cfg_star_rescale: bool = False,
                progress: bool | None = None) -> LTXPipelineOutput:
-    """Generates videos.
+    """Generates videos: `prepare` -> `denoise` -> `decode`.
 
+    decode_timestep, decode_noise_scale: the decoder's noise (see `decode`); the scale defaults
+    to decode_timestep (as diffusers). output_type: 'np' (frames) or 'latent' (no decode).
+    The other arguments are `prepare`'s. Every argument is checked before anything compiles.
+    Returns `.latents` [B, F', H', W', C] and, unless output_type='latent', `.frames` uint8
+    [B, F, H, W, 3].
+    """
+    if output_type not in ('np', 'latent'):
+      raise UsageError(f"output_type={output_type!r}; choose 'np' or 'latent'")
+    decode_timestep, decode_noise_scale = _decode_noise(decode_timestep, decode_noise_scale)
+    plan = self.prepare(
+        prompt, negative_prompt, image, height=height, width=width, num_frames=num_frames,
+        frame_rate=frame_rate, num_inference_steps=num_inference_steps, timesteps=timesteps,
+        guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, seed=seed,
+        latents=latents, prompt_embeds=prompt_embeds,
+        prompt_attention_mask=prompt_attention_mask,
+        negative_prompt_embeds=negative_prompt_embeds,
+        negative_prompt_attention_mask=negative_prompt_attention_mask,
+        max_sequence_length=max_sequence_length, num_videos_per_prompt=num_videos_per_prompt,
+        stochastic_sampling=stochastic_sampling, stg_scale=stg_scale, stg_rescale=stg_rescale,
+        skip_block_list=skip_block_list, skip_layer_strategy=skip_layer_strategy,
+        guidance_timesteps=guidance_timesteps, cfg_star_rescale=cfg_star_rescale,
+        progress=progress)
+    final = self.denoise(plan)
+    frames = None
+    if output_type == 'np':
+      frames = self.decode(final, decode_timestep, decode_noise_scale, plan.decode_key)
+    return LTXPipelineOutput(latents=np.asarray(final), frames=frames)
+
+  def prepare(self, prompt: str | Sequence[str] | None = None,
+              negative_prompt: str | Sequence[str] | None = None, image: Any = None, *,
+              height: int = 512, width: int = 704, num_frames: int = 161,
+              frame_rate: float = 25.0, num_inference_steps: int = 50,
+              timesteps: Sequence[float] | None = None, guidance_scale: float = 3.0,
+              guidance_rescale: float = 0.0, seed: int = 0, latents: Any = None,
+              prompt_embeds: Any = None, prompt_attention_mask: Any = None,
+              negative_prompt_embeds: Any = None, negative_prompt_attention_mask: Any = None,
+              max_sequence_length: int = 128, num_videos_per_prompt: int = 1,
+              stochastic_sampling: bool = False, stg_scale: float | Sequence[float] = 0.0,
+              stg_rescale: float | Sequence[float] = 0.7,
+              skip_block_list: Sequence[int] | Sequence[Sequence[int]] | None = None,
+              skip_layer_strategy: str = 'attention_values',
+              guidance_timesteps: Sequence[float] | None = None, cfg_star_rescale: bool = False,
+              progress: bool | None = None) -> GenerationPlan:
+    """Checks the arguments and builds the `GenerationPlan` of one run; runs T5 (and the VAE
+    encoder for `image`), nothing else. B = prompts x num_videos_per_prompt; the latent grid is
+    (F', H', W') = ((num_frames - 1) / t + 1, height / s, width / s) for the VAE's (t, s)
+    compression (`self.compression`).
+
+    prompt / prompt_embeds [P, S_txt, D] + prompt_attention_mask [P, S_txt]: exactly one.
+    negative_prompt / negative_prompt_embeds (+ mask, shaped as the prompt's): the CFG rows.
+    image: first-frame conditioning, one for all prompts or one per prompt (path, PIL image or
+      [h, w, 3] array): latent frame 0 becomes the image's latents, marked given in cond_mask.
     timesteps: explicit schedule on the 0..1000 scale (overrides num_inference_steps).
-    latents: starting latents, normalised, [B, F', H', W', C] (B = prompts x videos/prompt);
-      by default N(0, 1) from `seed`. With `image`, latent frame 0 is replaced by the image.
-    decode_noise_scale: defaults to decode_timestep (as diffusers).
+    latents: starting latents, normalised, [B, F', H', W', C]; by default N(0, 1) from `seed`.
+      They are used as given (no re-noising): to start from clean latents part-way down a
+      schedule, noise them to its first sigma (see `GenerationPlan.skip_steps`).
+    seed: one key split into (starting noise, loop, decode).
     guidance_scale, stg_scale, stg_rescale: a value, or one value per entry of
       `guidance_timesteps` (0..1000; each step uses the first entry <= its timestep, as the
       official pipeline). skip_block_list: the layers perturbed for spatio-temporal guidance,
       one list or one list per guidance_timesteps entry. stg_rescale (official
       `rescaling_scale`) applies with STG only; guidance_rescale is diffusers' (after CFG).
+      cfg_star_rescale: CFG-star. stochastic_sampling: re-noise the predicted x0 each step.
     progress: a progress bar over denoising steps; None shows it on a terminal only. The bar
       is a host callback inside the loop, which keeps the loop out of the persistent
       compilation cache.
-    Returns `.latents` [B, F', H', W', C] and, unless output_type='latent', `.frames` uint8
-    [B, F, H, W, 3].
     """
-    tc, sc = self.compression
-    inputs_lib.check_video_size(height, width, num_frames, sc, tc)
-    if output_type not in ('np', 'latent'):
-      raise ValueError(f"output_type={output_type!r}; choose 'np' or 'latent'")
-    guidance_rescale = inputs_lib.check_finite('guidance_rescale', guidance_rescale, 0.0, 1.0)
-    frame_rate = inputs_lib.check_finite('frame_rate', frame_rate, 1e-6)
-    decode_timestep = inputs_lib.check_finite('decode_timestep', decode_timestep, 0.0, 1.0)
-    decode_noise_scale = decode_timestep if decode_noise_scale is None else \
-        inputs_lib.check_finite('decode_noise_scale', decode_noise_scale, 0.0, 1.0)
-    if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
-      raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt!r} must be an int >= 1")
-    if not isinstance(seed, (int, np.integer)):
-      raise ValueError(f"seed={seed!r} must be an integer")
-    grid = ((num_frames - 1) // tc + 1, height // sc, width // sc)
-    n_tokens = grid[0] * grid[1] * grid[2]
-    sigmas = sigmas_for(self.scheduler, num_inference_steps, n_tokens, timesteps)
-    guidance, spec_flags = guidance_lib.per_step(
-        sigmas[:-1] * 1000, self.transformer.config.num_layers, guidance_timesteps,
-        guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, stg_scale=stg_scale,
-        stg_rescale=stg_rescale, skip_block_list=skip_block_list,
-        skip_layer_strategy=skip_layer_strategy)
-    use_cfg, use_stg = spec_flags
+    with self.timer('prepare'):
+      grid = self._check_video(height, width, num_frames, num_videos_per_prompt, seed)
+      frame_rate = checks.check_frame_rate(frame_rate)
+      sigmas = sigmas_for(self.scheduler, num_inference_steps, math.prod(grid), timesteps)
+      guidance, (use_cfg, use_stg) = guidance_lib.per_step(
+          sigmas[:-1] * 1000, self.transformer.config.num_layers, guidance_timesteps,
+          guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+          stg_scale=stg_scale, stg_rescale=stg_rescale, skip_block_list=skip_block_list,
+          skip_layer_strategy=skip_layer_strategy)
+      # Host-side checks of the batch, the starting latents and the image before T5 runs.
+      n_prompts = _prompt_count(prompt, prompt_embeds)
+      shape = (n_prompts * num_videos_per_prompt, *grid, self.transformer.config.in_channels)
+      key_noise, key_loop, key_decode = jax.random.split(jax.random.key(int(seed)), 3)
+      start = self._starting_latents(latents, shape, key_noise)  # [B, F', H', W', C]
+      pixels = _condition_pixels(image, n_prompts, height, width)  # [1 or P] x [H, W, 3]
+      groups = self._text_inputs(
+          prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
+          negative_prompt_attention_mask, use_cfg, max_sequence_length)
+      if use_stg:
+        groups.append(groups[-1])  # the perturbed rows see the positive prompt
+      context, context_mask = _rows(groups, num_videos_per_prompt)
+      start, cond_mask = self._image_condition(pixels, start, height, width)
+      tc, sc = self.compression
+      spec = loop_lib.LoopSpec(
+          grid=grid, cfg=use_cfg, stg=use_stg,
+          stg_strategy=skip_layer_strategy if use_stg else None,
+          cfg_star=bool(cfg_star_rescale) and use_cfg, conditioned=cond_mask is not None,
+          stochastic=bool(stochastic_sampling),
+          progress=sys.stderr.isatty() if progress is None else bool(progress),
+          partitioning=self.partitioning)
+      return GenerationPlan(
+          spec=spec, latents=start.reshape(shape[0], -1, shape[-1]), sigmas=jnp.asarray(sigmas),
+          guidance=guidance, context=context, context_mask=context_mask,
+          coords=jnp.asarray(token_coords(grid, tc, sc, frame_rate,
+                                          self.transformer.config.causal_temporal_positioning)),
+          cond_mask=cond_mask, key=key_loop, decode_key=key_decode)
 
-    groups = self._text_inputs(
-        prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
-        negative_prompt_attention_mask, use_cfg, max_sequence_length)
-    n_prompts = groups[-1][0].shape[0]
-    batch = n_prompts * num_videos_per_prompt
-    if use_stg:
-      groups.append(groups[-1])  # the perturbed rows see the positive prompt
-    embeds = jnp.concatenate([jnp.repeat(e, num_videos_per_prompt, axis=0) for e, _ in groups])
-    mask = jnp.concatenate([jnp.repeat(m, num_videos_per_prompt, axis=0)
-                            for _, m in groups]).astype(jnp.float32)
-
-    channels = self.transformer.config.in_channels
-    shape = (batch, *grid, channels)
-    key = jax.random.key(int(seed))
-    key_noise, key_loop, key_decode = jax.random.split(key, 3)
-    if latents is None:
-      latents = jax.random.normal(key_noise, shape, jnp.float32)
-    else:
-      latents = jnp.asarray(latents, jnp.float32)
-      if latents.shape != shape:
-        raise ValueError(f"latents have shape {tuple(latents.shape)}; expected {shape} "
-                         "(batch, latent frames, height, width, channels)")
-    cond_mask = None
-    if image is not None:
-      images = list(image) if isinstance(image, (list, tuple)) else [image]
-      if len(images) not in (1, n_prompts):
-        raise ValueError(f"got {len(images)} images for {n_prompts} prompts; pass one image or "
-                         "one per prompt")
-      init = self.encode_image(images, height, width)  # [B or 1, 1, H', W', C]
-      init = jnp.broadcast_to(jnp.repeat(init, batch // init.shape[0], axis=0),
-                              (batch, 1, *shape[2:]))
-      latents = latents.at[:, :1].set(init)
-      cond_mask = jnp.zeros(shape[:4], jnp.float32).at[:, 0].set(1.0).reshape(batch, -1)
-
-    spec = loop_lib.LoopSpec(grid=grid, cfg=use_cfg, stg=use_stg,
-                             stg_strategy=skip_layer_strategy if use_stg else None,
-                             cfg_star=bool(cfg_star_rescale) and use_cfg,
-                             conditioned=cond_mask is not None,
-                             stochastic=bool(stochastic_sampling),
-                             progress=sys.stderr.isatty() if progress is None else bool(progress),
-                             partitioning=self.partitioning)
-    coords = token_coords(grid, tc, sc, frame_rate,
-                          self.transformer.config.causal_temporal_positioning)
+  def denoise(self, plan: GenerationPlan) -> jax.Array:
+    """Runs the plan's schedule (one jitted `lax.scan`, compiled once per `plan.spec` and
+    shapes) -> the video's final normalised latents, f32 [B, F', H', W', C] (tokens after the
+    grid dropped), replicated over the mesh, if any. The plan may be any `GenerationPlan`
+    whose shapes agree (`plan.check()`), e.g. one `prepare` made and `dataclasses.replace`
+    changed."""
+    plan.check()
     graph, state = self._transformer_split
-    if spec.progress:
-      loop_lib.PROGRESS.start(len(sigmas) - 1)
-    try:
-      args = self._global(latents.reshape(batch, n_tokens, channels), jnp.asarray(sigmas),
-                          embeds, mask, guidance, jnp.asarray(coords), cond_mask, key_loop)
-      packed = loop_lib.denoise_jit(spec, graph, state, *args)
-      packed = jax.block_until_ready(packed)
-    finally:
-      loop_lib.PROGRESS.close()
-    final = packed.reshape(shape)
-    if output_type == 'latent':
-      return LTXPipelineOutput(latents=np.asarray(final))
-    return LTXPipelineOutput(latents=np.asarray(final),
-                             frames=self.decode(final, decode_timestep, decode_noise_scale,
-                                                key_decode))
+    with self.timer('denoise'):
+      if plan.spec.progress:
+        loop_lib.PROGRESS.start(plan.num_steps)
+      try:
+        args = self._global(plan.latents, plan.sigmas, plan.context, plan.context_mask,
+                            plan.guidance, plan.coords, plan.cond_mask, plan.key)
+        packed = jax.block_until_ready(loop_lib.denoise_jit(plan.spec, graph, state, *args))
+      finally:
+        loop_lib.PROGRESS.close()
+    return plan.unpack(packed)
 
   def decode(self, latents: jax.Array, decode_timestep: float = 0.0,
              decode_noise_scale: float = 0.0, key: jax.Array | None = None) -> np.ndarray:
-    """Normalised latents [B, F', H', W', C] -> uint8 frames [B, F, H, W, 3].
+    """Normalised latents [B, F', H', W', C] -> uint8 frames [B, F, H, W, 3], F = t*(F'-1)+1.
 
-    On a single-process mesh the rows are split over its batch axes (data, fsdp:
+    With a timestep-conditioned VAE (0.9.1+) the latents are first mixed with noise,
+    (1 - decode_noise_scale) * z + decode_noise_scale * N(0, 1), and the decoder is told
+    decode_timestep; `key` (default key(0)) draws that noise and the decoder's own noise
+    injection. On a single-process mesh the rows are split over its batch axes (data, fsdp:
     ltx_jax/sharding.py) where they divide; every process receives all frames.
     """
-    z = self.vae.denormalize(self._global(latents))
-    timestep = None
-    # k_inject drives the decoder's learned noise injection (0.9.1), as the references do.
-    k_mix, k_inject = jax.random.split(jax.random.key(0) if key is None else key)
-    if self.vae.config.timestep_conditioning:
-      noise = self._global(jax.random.normal(k_mix, z.shape, jnp.float32))
-      z = (1 - decode_noise_scale) * z + decode_noise_scale * noise
-      timestep = self._global(jnp.full((z.shape[0],), decode_timestep, jnp.float32))
-    z = z.astype(self.vae.dtype)
-    if self.partitioning is not None and jax.process_count() == 1:
-      # Rows over the batch axes. Not across processes: the tiled decode reads each tile back
-      # on the host, which needs every row addressable.
-      z = jax.device_put(z, self.partitioning.sharding(z.shape, ('batch',) + (None,) * 4))
-    video = sharding_lib.gather(self.vae.decode(z, timestep, key=k_inject, mesh=self.mesh))
-    return inputs_lib.to_uint8(video)
+    with self.timer('decode'):
+      z = self.vae.denormalize(self._global(latents))
+      timestep = None
+      # k_inject drives the decoder's learned noise injection (0.9.1), as the references do.
+      k_mix, k_inject = jax.random.split(jax.random.key(0) if key is None else key)
+      if self.vae.config.timestep_conditioning:
+        noise = self._global(jax.random.normal(k_mix, z.shape, jnp.float32))
+        z = (1 - decode_noise_scale) * z + decode_noise_scale * noise
+        timestep = self._global(jnp.full((z.shape[0],), decode_timestep, jnp.float32))
+      z = z.astype(self.vae.dtype)
+      if self.partitioning is not None and jax.process_count() == 1:
+        # Rows over the batch axes (single process: a tiled decode spreads its tiles over the
+        # mesh's devices only where every row is addressable).
+        z = jax.device_put(z, self.partitioning.sharding(z.shape, ('batch',) + (None,) * 4))
+      # uint8 on device (a quarter of the f32 bytes), then one transfer to the host.
+      frames = self.vae.decode(z, timestep, key=k_inject, mesh=self.mesh, as_uint8=True)
+      return np.asarray(sharding_lib.gather(frames))
+
+  # -- prepare's parts -----------------------------------------------------------------------
+
+  def _check_video(self, height, width, num_frames, num_videos_per_prompt, seed
+                   ) -> tuple[int, int, int]:
+    """-> the latent grid (F', H', W')."""
+    tc, sc = self.compression
+    checks.check_video_size(height, width, num_frames, sc, tc)
+    if (not isinstance(num_videos_per_prompt, int) or isinstance(num_videos_per_prompt, bool)
+        or num_videos_per_prompt < 1):
+      raise UsageError(f"num_videos_per_prompt={num_videos_per_prompt!r} must be an int >= 1")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+      raise UsageError(f"seed={seed!r} must be an integer")
+    return (num_frames - 1) // tc + 1, height // sc, width // sc
+
+  def _starting_latents(self, latents, shape, key) -> jax.Array:
+    """The given latents (checked against `shape`) or N(0, 1) noise of `shape`, f32."""
+    if latents is None:
+      return jax.random.normal(key, shape, jnp.float32)
+    latents = jnp.asarray(latents, jnp.float32)
+    if latents.shape != shape:
+      raise UsageError(f"latents have shape {tuple(latents.shape)}; expected {shape} "
+                       "(batch, latent frames, height, width, channels)")
+    return latents
+
+  def _image_condition(self, pixels: list[np.ndarray] | None, latents: jax.Array, height: int,
+                       width: int) -> tuple[jax.Array, jax.Array | None]:
+    """Latent frame 0 <- the images' latents; -> (latents, cond_mask [B, N] or None)."""
+    if pixels is None:
+      return latents, None
+    b = latents.shape[0]
+    init = self.encode_image(pixels, height, width)  # [1 or P, 1, H', W', C]
+    init = jnp.broadcast_to(jnp.repeat(init, b // init.shape[0], axis=0),
+                            (b, 1, *latents.shape[2:]))
+    cond_mask = jnp.zeros(latents.shape[:4], jnp.float32).at[:, 0].set(1.0).reshape(b, -1)
+    return latents.at[:, :1].set(init), cond_mask
 
   def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
                    negative_mask, use_cfg: bool, max_len: int):
-    """-> [(embeddings, mask)] for the row groups: [uncond,] cond."""
+    """-> [(embeddings, mask)] for the row groups: [uncond,] cond (exactly one of prompt and
+    prompt_embeds: `_prompt_count`)."""
     prompts = inputs_lib.as_prompts(prompt)
-    if (prompts is None) == (prompt_embeds is None):
-      raise ValueError("pass exactly one of prompt and prompt_embeds")
     if prompts is not None:
       embeds, mask = self.encode_prompt(prompts, max_len)
     else:
       embeds = jnp.asarray(prompt_embeds)
       if prompt_mask is None:
-        raise ValueError("prompt_embeds needs prompt_attention_mask")
+        raise UsageError("prompt_embeds needs prompt_attention_mask")
       mask = jnp.asarray(prompt_mask)
       if embeds.ndim != 3 or mask.shape != embeds.shape[:2]:
-        raise ValueError(f"prompt_embeds {tuple(embeds.shape)} must be [B, S, D] and "
+        raise UsageError(f"prompt_embeds {tuple(embeds.shape)} must be [B, S, D] and "
                          f"prompt_attention_mask {tuple(mask.shape)} must be [B, S]")
       want = self.transformer.config.caption_channels
       if embeds.shape[-1] != want:
-        raise ValueError(f"prompt_embeds have {embeds.shape[-1]} channels; this transformer "
+        raise UsageError(f"prompt_embeds have {embeds.shape[-1]} channels; this transformer "
                          f"expects {want}")
     n = embeds.shape[0]
     if not use_cfg:
@@ -317,10 +393,10 @@ class LTXPipeline:
     if negative_embeds is not None:
       neg = jnp.asarray(negative_embeds)
       if negative_mask is None:
-        raise ValueError("negative_prompt_embeds needs negative_prompt_attention_mask")
+        raise UsageError("negative_prompt_embeds needs negative_prompt_attention_mask")
       neg_mask = jnp.asarray(negative_mask)
       if neg.shape != embeds.shape or neg_mask.shape != mask.shape:
-        raise ValueError(f"negative_prompt_embeds {tuple(neg.shape)} / mask "
+        raise UsageError(f"negative_prompt_embeds {tuple(neg.shape)} / mask "
                          f"{tuple(neg_mask.shape)} must match prompt_embeds "
                          f"{tuple(embeds.shape)} / mask {tuple(mask.shape)}")
     else:
@@ -328,6 +404,50 @@ class LTXPipeline:
       if len(negs) == 1:
         negs = negs * n
       if len(negs) != n:
-        raise ValueError(f"{len(negs)} negative prompts for {n} prompts")
+        raise UsageError(f"{len(negs)} negative prompts for {n} prompts")
       neg, neg_mask = self.encode_prompt(negs, embeds.shape[1])
     return [(neg, neg_mask), (embeds, mask)]
+
+
+def _prompt_count(prompt, prompt_embeds) -> int:
+  """How many prompts (P) a call has; `_text_inputs` checks the rest."""
+  prompts = inputs_lib.as_prompts(prompt)
+  if (prompts is None) == (prompt_embeds is None):
+    raise UsageError("pass exactly one of prompt and prompt_embeds")
+  if prompts is not None:
+    return len(prompts)
+  shape = np.shape(prompt_embeds)
+  if len(shape) != 3:
+    raise UsageError(f"prompt_embeds {tuple(shape)} must be [B, S, D]")
+  return shape[0]
+
+
+def _condition_pixels(image, n_prompts: int, height: int, width: int
+                      ) -> list[np.ndarray] | None:
+  """`image` (one, or one per prompt) read, resized to cover height x width and centre-cropped:
+  [H, W, 3] f32 in [0, 1] each; None without an image."""
+  if image is None:
+    return None
+  images = list(image) if isinstance(image, (list, tuple)) else [image]
+  if len(images) not in (1, n_prompts):
+    raise UsageError(f"got {len(images)} images for {n_prompts} prompts; pass one image or "
+                     "one per prompt")
+  return [inputs_lib.resize_and_crop(inputs_lib.load_image(im), height, width)
+          for im in images]
+
+
+def _decode_noise(decode_timestep, decode_noise_scale) -> tuple[float, float]:
+  """Checked (decode_timestep, decode_noise_scale); the scale defaults to the timestep."""
+  timestep = checks.check_finite('decode_timestep', decode_timestep, 0.0, 1.0)
+  if decode_noise_scale is None:
+    return timestep, timestep
+  return timestep, checks.check_finite('decode_noise_scale', decode_noise_scale, 0.0, 1.0)
+
+
+def _rows(groups: list[tuple[jax.Array, jax.Array]], repeat: int
+          ) -> tuple[jax.Array, jax.Array]:
+  """[(embeddings [P, S, D], mask [P, S])] per row group -> context [G*B, S, D] and f32 mask
+  [G*B, S], each prompt's rows repeated `repeat` times (B = P * repeat)."""
+  context = jnp.concatenate([jnp.repeat(e, repeat, axis=0) for e, _ in groups])
+  mask = jnp.concatenate([jnp.repeat(m, repeat, axis=0) for _, m in groups])
+  return context, mask.astype(jnp.float32)

@@ -13,8 +13,9 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from ltx_jax.checks import check_guidance
+from ltx_jax.errors import UsageError
 from ltx_jax.models.transformer import STG_STRATEGIES
-from ltx_jax.pipeline.inputs import check_finite
 from ltx_jax.sampling.loop import Guidance
 
 
@@ -22,9 +23,7 @@ def _mapping(timesteps: np.ndarray, guidance_timesteps: Sequence[float] | None) 
   """For each step, the index of the guidance entry it uses."""
   if guidance_timesteps is None:
     return np.zeros(len(timesteps), np.int64)
-  gt = [check_finite('guidance_timesteps entry', v, 0.0, 1000.0) for v in guidance_timesteps]
-  if not gt:
-    raise ValueError("guidance_timesteps must not be empty")
+  gt = [float(v) for v in guidance_timesteps]
   out = []
   for t in timesteps:
     hits = [i for i, v in enumerate(gt) if v <= t]
@@ -32,50 +31,47 @@ def _mapping(timesteps: np.ndarray, guidance_timesteps: Sequence[float] | None) 
   return np.array(out, np.int64)
 
 
-def _values(name: str, value, n_entries: int | None, mapping: np.ndarray,
-            minimum: float | None = 0.0, maximum: float | None = None) -> np.ndarray:
+def _values(value, mapping: np.ndarray) -> np.ndarray:
+  """A number or one number per guidance entry -> [S] f32 (checked by `check_guidance`)."""
   if isinstance(value, (list, tuple, np.ndarray)):
-    if n_entries is None:
-      raise ValueError(f"{name} is a list; pass guidance_timesteps with one entry per value")
-    if len(value) != n_entries:
-      raise ValueError(f"{name} has {len(value)} values for {n_entries} guidance_timesteps")
-    vals = np.array([check_finite(name, v, minimum, maximum) for v in value], np.float32)
-    return vals[mapping]
-  return np.full(len(mapping), check_finite(name, value, minimum, maximum), np.float32)
+    return np.array([float(v) for v in value], np.float32)[mapping]
+  return np.full(len(mapping), float(value), np.float32)
 
 
 def per_step(timesteps: np.ndarray, num_layers: int,
              guidance_timesteps: Sequence[float] | None = None, *, guidance_scale,
              guidance_rescale: float, stg_scale, stg_rescale, skip_block_list,
              skip_layer_strategy: str) -> tuple[Guidance, tuple[bool, bool]]:
-  """-> (Guidance of [S] arrays, (use_cfg, use_stg)) for timesteps [S] on the 0..1000 scale."""
+  """-> (Guidance of [S] arrays, (use_cfg, use_stg)) for timesteps [S] on the 0..1000 scale.
+
+  The arguments are checked by `ltx_jax.checks.check_guidance` (a UsageError), and the skipped
+  layers against `num_layers` here.
+  """
+  check_guidance(guidance_timesteps, guidance_scale=guidance_scale,
+                 guidance_rescale=guidance_rescale, stg_scale=stg_scale, stg_rescale=stg_rescale,
+                 skip_block_list=skip_block_list)
   mapping = _mapping(np.asarray(timesteps), guidance_timesteps)
-  n = None if guidance_timesteps is None else len(guidance_timesteps)
-  scale = _values('guidance_scale', guidance_scale, n, mapping)
-  stg = _values('stg_scale', stg_scale, n, mapping)
-  stg_rescale = _values('stg_rescale', stg_rescale, n, mapping, None)
+  scale = _values(guidance_scale, mapping)
+  stg = _values(stg_scale, mapping)
+  stg_rescale = _values(stg_rescale, mapping)
   keep = np.ones((len(mapping), num_layers), np.float32)
   if skip_block_list is not None and len(skip_block_list):
     per_entry = isinstance(skip_block_list[0], (list, tuple))
-    lists = list(skip_block_list) if per_entry else [skip_block_list] * (n or 1)
-    if per_entry and n is not None and len(lists) != n:
-      raise ValueError(f"skip_block_list has {len(lists)} lists for {n} guidance_timesteps")
-    if per_entry and n is None:
-      raise ValueError("skip_block_list is a list of lists; pass guidance_timesteps too")
-    for i, layers in enumerate(lists):
-      bad = [l for l in layers if not isinstance(l, (int, np.integer)) or not 0 <= l < num_layers]
+    lists = list(skip_block_list) if per_entry else [skip_block_list]
+    for layers in lists:
+      bad = [l for l in layers if not l < num_layers]
       if bad:
-        raise ValueError(f"skip_block_list has layers {bad}; the transformer has layers "
+        raise UsageError(f"skip_block_list has layers {bad}; the transformer has layers "
                          f"0..{num_layers - 1}")
     for s, entry in enumerate(mapping):
       keep[s, list(lists[entry if per_entry else 0])] = 0.0
   use_stg = bool(np.any(stg > 0)) and bool(np.any(keep == 0))
   if use_stg and skip_layer_strategy not in STG_STRATEGIES:
-    raise ValueError(f"skip_layer_strategy={skip_layer_strategy!r}; choose one of "
+    raise UsageError(f"skip_layer_strategy={skip_layer_strategy!r}; choose one of "
                      f"{STG_STRATEGIES}")
   if np.any(stg > 0) and not use_stg:
-    raise ValueError("stg_scale > 0 needs skip_block_list: the layers to perturb")
+    raise UsageError("stg_scale > 0 needs skip_block_list: the layers to perturb")
   use_cfg = bool(np.any(scale > 1))
-  rescale = np.full(len(mapping), guidance_rescale, np.float32)
+  rescale = np.full(len(mapping), float(guidance_rescale), np.float32)
   g = Guidance(*(jnp.asarray(a) for a in (scale, rescale, stg, stg_rescale, keep)))
   return g, (use_cfg, use_stg)

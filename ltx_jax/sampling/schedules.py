@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ltx_jax.checks import check_schedule
+
 # Official distilled 0.9.8 timesteps (0..1 scale), first and second (upscaled) passes.
 DISTILLED_0_9_8_FIRST_PASS = (1.0, 0.9937, 0.9875, 0.9812, 0.975, 0.9094, 0.725)
 DISTILLED_0_9_8_SECOND_PASS = (0.9094, 0.725, 0.4219)
@@ -146,15 +148,10 @@ def sigmas_for(cfg: SchedulerConfig, num_steps: int | None, seq_len: int,
                timesteps: Sequence[float] | None = None) -> np.ndarray:
   """The schedule for a run: explicit `timesteps` (0..1000, decreasing) or `num_steps` of the
   configured family. Returns [S + 1] f32 sigmas ending in 0."""
+  check_schedule(num_steps, timesteps)
   if timesteps is not None:
-    t = np.asarray(timesteps, np.float64)
-    if t.ndim != 1 or len(t) == 0 or np.any(t <= 0) or np.any(t > 1000) or np.any(
-        np.diff(t) >= 0):
-      raise ValueError(f"timesteps={list(timesteps)} must be a non-empty, strictly decreasing "
-                       "list in (0, 1000]")
-    return np.append((t / 1000).astype(np.float32), np.float32(0))
-  if num_steps is None or int(num_steps) < 1:
-    raise ValueError(f"num_inference_steps={num_steps} must be a positive integer")
+    return np.append((np.asarray(timesteps, np.float64) / 1000).astype(np.float32),
+                     np.float32(0))
   if cfg.kind == 'flow_match':
     return flow_match_sigmas(int(num_steps), seq_len, cfg)
   return rectified_flow_sigmas(int(num_steps), seq_len, cfg)

@@ -24,6 +24,8 @@ import re
 from pathlib import Path
 
 from ltx_jax.errors import SourceError
+from ltx_jax.models.transformer.config import TransformerConfig
+from ltx_jax.models.vae.config import VAEConfig
 from ltx_jax.sources.release import Evidence, Release, detect, size_of, vae_generation
 from ltx_jax.weights import orbax_io
 from ltx_jax.weights.safetensors_io import CheckpointFormatError, official_config, open_safetensors
@@ -161,9 +163,8 @@ def _vae_facts(cfg) -> str:
   return vae_generation([b.name for b in cfg.encoder_blocks], cfg.timestep_conditioning)
 
 
-def _diffusers_vae_config(folder: Path):
-  from ltx_jax.models.vae.diffusers_config import diffusers_layout
-  return diffusers_layout(json.loads((folder / 'config.json').read_text()))[0]
+def _diffusers_vae_config(folder: Path) -> VAEConfig:
+  return VAEConfig.from_diffusers(json.loads((folder / 'config.json').read_text()))
 
 
 def _has_fp8(store) -> bool:
@@ -171,11 +172,11 @@ def _has_fp8(store) -> bool:
 
 
 def _diffusers(root: Path, release, allow_custom, hints) -> ModelSource:
-  from ltx_jax.models.transformer.config import from_diffusers
   facts: dict = {}
   found = {c: root / c if (root / c).is_dir() else None for c in COMPONENTS}
   if found['transformer'] is not None:
-    cfg = from_diffusers(json.loads((root / 'transformer' / 'config.json').read_text()))
+    cfg = TransformerConfig.from_diffusers(
+        json.loads((root / 'transformer' / 'config.json').read_text()))
     facts.update(_transformer_facts(cfg), fp8=_has_fp8(open_safetensors(root / 'transformer')))
   if found['vae'] is not None and (root / 'vae' / 'config.json').is_file():
     facts['vae_generation'] = _vae_facts(_diffusers_vae_config(root / 'vae'))
@@ -203,8 +204,6 @@ def _official_files(root: Path) -> list[Path]:
 
 
 def _single_file(root: Path, chosen: Path | None, release, allow_custom, hints) -> ModelSource:
-  from ltx_jax.models.transformer.config import from_official
-  from ltx_jax.models.vae.config import from_official as vae_from_official
   if chosen is None:
     files = _official_files(root)
     if len(files) > 1:
@@ -224,7 +223,7 @@ def _single_file(root: Path, chosen: Path | None, release, allow_custom, hints) 
   transformer = None
   if 'transformer' in meta and any(k.startswith(OFFICIAL_TRANSFORMER) for k in store.keys()):
     transformer = chosen
-    facts.update(_transformer_facts(from_official(meta['transformer'])),
+    facts.update(_transformer_facts(TransformerConfig.from_official(meta['transformer'])),
                  fp8=_has_fp8(store.with_prefix(OFFICIAL_TRANSFORMER)))
   vae = None
   if (root / 'vae' / 'config.json').is_file():
@@ -232,7 +231,7 @@ def _single_file(root: Path, chosen: Path | None, release, allow_custom, hints) 
     facts['vae_generation'] = _vae_facts(_diffusers_vae_config(vae))
   elif 'vae' in meta and any(k.startswith('vae.') for k in store.keys()):
     vae = chosen
-    facts['vae_generation'] = _vae_facts(vae_from_official(meta['vae']))
+    facts['vae_generation'] = _vae_facts(VAEConfig.from_official(meta['vae']))
   if 'allowed_inference_steps' in meta:
     facts['distilled'] = True
   ggufs = sorted(root.glob('*.gguf'))

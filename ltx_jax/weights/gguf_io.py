@@ -4,8 +4,9 @@ GGUF lists dimensions fastest-first (ggml's `ne`), the reverse of PyTorch and nu
 returns them in PyTorch order so the same name tables and permutations serve safetensors and GGUF.
 `read()` reads a tensor's bytes with ordinary file reads (not the memory map, whose touched pages
 would stay in the process's resident set) a few MiB of rows at a time, dequantizes each chunk
-with `gguf.quants.dequantize` and writes it straight into an array of the target dtype, so the
-host never holds more than one tensor in that dtype plus one small f32 chunk.
+with `gguf.quants.dequantize` and casts it (`precision.cast`, refusing values the target dtype
+cannot hold) straight into an array of the target dtype, so the host never holds more than one
+tensor in that dtype plus one small f32 chunk.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import ml_dtypes
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 
-from ltx_jax.weights.safetensors_io import CheckpointFormatError
+from ltx_jax.errors import CheckpointFormatError
+from ltx_jax.weights import precision
 
 _CHUNK_BYTES = 1 << 20  # raw bytes read and dequantized per step (f32 temp <= ~8 MiB)
 _FLOAT_VIEWS = {Q.F32: np.dtype('<f4'), Q.F16: np.dtype('<f2'), Q.F64: np.dtype('<f8')}
@@ -28,8 +30,9 @@ _FLOAT_VIEWS = {Q.F32: np.dtype('<f4'), Q.F16: np.dtype('<f2'), Q.F64: np.dtype(
 class GGUFStore:
   """keys() / shape(name) / read(name) over one GGUF file, plus its metadata via get(key).
 
-  dtype: dtype of the arrays `read` returns (f32 when None). Quantized tensors need their last
-  (PyTorch) dimension to be a whole number of quantization blocks, as ggml itself requires.
+  dtype: dtype of the arrays `read` returns unless it names one (f32 when None). Quantized
+  tensors need their last (PyTorch) dimension to be a whole number of quantization blocks, as
+  ggml itself requires.
   """
 
   def __init__(self, path: str | os.PathLike, dtype: Any = None):
@@ -73,9 +76,9 @@ class GGUFStore:
   def ggml_type(self, name: str) -> Q:
     return self._tensors[name][0]
 
-  def read(self, name: str) -> np.ndarray:
+  def read(self, name: str, dtype: Any = None) -> np.ndarray:
     qtype, shape, offset, nbytes = self._tensors[name]
-    out = np.empty(shape, self.dtype)
+    out = np.empty(shape, self.dtype if dtype is None else np.dtype(dtype))
     if out.size == 0:
       return out
     rows = out.reshape(-1, shape[-1])  # [R, C] view: ggml rows are PyTorch's last axis
@@ -86,12 +89,12 @@ class GGUFStore:
         r1 = min(rows.shape[0], r0 + step)
         f.seek(offset + r0 * row_bytes)
         raw = np.frombuffer(f.read((r1 - r0) * row_bytes), np.uint8).reshape(r1 - r0, row_bytes)
-        rows[r0:r1] = _decode(raw, qtype, name)
+        rows[r0:r1] = precision.cast(_decode(raw, qtype, name), out.dtype, name=name)
     return out
 
 
 def _decode(raw: np.ndarray, qtype: Q, name: str) -> np.ndarray:
-  """uint8 [R, row_bytes] -> values [R, C] (f32, f16 or bf16; the caller casts on assignment)."""
+  """uint8 [R, row_bytes] -> values [R, C] (f32, f16, f64 or bf16, as stored)."""
   if qtype in _FLOAT_VIEWS:
     return raw.view(_FLOAT_VIEWS[qtype])
   if qtype == Q.BF16:

@@ -3,8 +3,9 @@
 A model is built with `nnx.eval_shape` (no memory, no random init). A plan maps each of its
 parameters to the source tensors it comes from; `load_params` checks the whole plan against the
 file headers first (missing, unexpected and wrong-shape keys are reported together, in one
-error, before any tensor is read), then reads tensors one at a time, casts them to the target
-dtype, and places them on device. Host memory peaks near one parameter in the target dtype.
+error, before any tensor is read), then reads tensors one at a time in the dtype of their
+abstract variable (the store casts through `precision.cast`, which refuses values the dtype
+cannot hold), and places them on device. Host memory peaks near one parameter in that dtype.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ Path = tuple[Any, ...]
 
 
 class TensorStore(Protocol):
+  """Tensors by name; `read(name, dtype)` casts through `precision.cast` (None: as stored)."""
   def keys(self) -> Iterable[str]: ...
   def shape(self, name: str) -> tuple[int, ...]: ...
-  def read(self, name: str) -> np.ndarray: ...
+  def read(self, name: str, dtype: Any = None) -> np.ndarray: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,33 +134,41 @@ def check_plan(module: nnx.Module, store: TensorStore, plan: Plan, *, what: str 
         wrong.append(f"{key}: file {available[key]}, model expects {want}"
                      + (f" after permuting {src.perm}" if src.perm else ''))
   unexpected = sorted(k for k in available if k not in used and not _matches(k, ignore))
+  report_mismatch(what, missing, unexpected, wrong)
+
+
+def report_mismatch(what: str, missing: Sequence[str], unexpected: Sequence[str],
+                    wrong: Sequence[str]) -> None:
+  """One LoadError naming every missing, unexpected and wrong-shape tensor (20 of each shown);
+  nothing when all three are empty."""
   if missing or unexpected or wrong:
     lines = [f"cannot load {what}: {len(missing)} missing, {len(unexpected)} unexpected and "
              f"{len(wrong)} wrong-shape tensors"]
     for label, items in (('missing', missing), ('unexpected', unexpected),
                          ('wrong shape', wrong)):
-      shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
+      shown = list(items[:20]) + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
       lines += [f"  {label}: {item}" for item in shown]
     raise LoadError('\n'.join(lines))
 
 
-def read_param(store: TensorStore, src: Source, var: nnx.Variable, dtype=None) -> np.ndarray:
-  """One parameter on the host, in `dtype` (None: the abstract variable's dtype)."""
+def read_param(store: TensorStore, src: Source, var: nnx.Variable) -> np.ndarray:
+  """One parameter on the host, in the abstract variable's dtype."""
   full = var.get_value().shape
-  target = np.dtype(dtype) if dtype is not None else np.dtype(var.get_value().dtype)
+  target = np.dtype(var.get_value().dtype)
   host = np.empty(full, target)
   slices = host.reshape((len(src.keys),) + full[src.stack:])
   for i, key in enumerate(src.keys):
-    slices[i] = src.convert(store.read(key)).astype(target)
+    slices[i] = src.convert(store.read(key, target))
   return host
 
 
-def load_params(module: nnx.Module, store: TensorStore, plan: Plan, dtype, *,
-                what: str = 'model', ignore: Sequence[str] = (),
+def load_params(module: nnx.Module, store: TensorStore, plan: Plan, *, what: str = 'model',
+                ignore: Sequence[str] = (),
                 sharding: Callable[[Path, nnx.Variable], Any] | None = None) -> nnx.Module:
   """Fills the abstract `module` in place from `store` following `plan`; returns it.
 
-  dtype: target dtype for floating parameters (None keeps each abstract variable's dtype).
+  Each parameter is read in its abstract variable's dtype (build the model in the storage dtype
+  wanted, see `precision.apply` for fp8).
   ignore: regexes of source keys that are known and deliberately unused.
   sharding: optional (path, variable) -> jax.sharding.Sharding for device placement.
   """
@@ -166,7 +176,7 @@ def load_params(module: nnx.Module, store: TensorStore, plan: Plan, dtype, *,
   variables = dict(_variables(module))
   for path, src in plan.items():
     var = variables[path]
-    host = read_param(store, src, var, dtype)
+    host = read_param(store, src, var)
     if sharding is None:
       placed = jax.device_put(host)
     else:  # each device (of every process) receives only its shard of the host tensor

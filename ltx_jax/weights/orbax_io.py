@@ -1,6 +1,6 @@
 """Converted checkpoints: one orbax checkpoint per component plus a JSON manifest.
 
-Layout written by `ltx_jax.convert` (tools/convert.py):
+Layout written by `ltx_jax.weights.convert` (tools/convert.py):
 
   DIR/ltx_jax_checkpoint.json   format, detected release, model configs, sha256 of the sources
   DIR/transformer/              orbax checkpoint of the DiT parameters (nested dict of arrays)
@@ -9,9 +9,13 @@ Layout written by `ltx_jax.convert` (tools/convert.py):
 
 Writing streams: parameters arrive one at a time and are written in groups of about
 `GROUP_BYTES` with orbax's partial save, so the host holds one group, not the model.
-Restoring builds the model abstractly (`nnx.eval_shape`), compares the checkpoint's shapes with
-it (strictly: missing, unexpected, wrong shape), then lets orbax read each parameter straight
-into its target sharding and dtype: with a mesh, each device reads only its own shard.
+Restoring fills a model built abstractly (`nnx.eval_shape`) by the caller: the checkpoint's shapes
+are compared with it (strictly: missing, unexpected, wrong shape), then orbax reads each parameter
+straight into its target sharding: with a mesh, each device reads only its own shard. Parameters
+stored in their target dtype are read in one go; the others are read as stored, a group of about
+`GROUP_BYTES` at a time, and cast on device by `precision.cast`, which refuses values the target
+dtype cannot hold. This module knows no model: configs are rebuilt from JSON into the dataclass
+the caller names.
 """
 
 from __future__ import annotations
@@ -21,15 +25,16 @@ import json
 import os
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jax
 import numpy as np
 from flax import nnx
 
 from ltx_jax import sharding as sharding_lib
+from ltx_jax.errors import CheckpointFormatError, LoadError
 from ltx_jax.weights import precision
-from ltx_jax.weights.loader import LoadError
+from ltx_jax.weights.loader import report_mismatch
 
 MANIFEST = 'ltx_jax_checkpoint.json'
 FORMAT = 'ltx_jax.orbax/1'
@@ -61,10 +66,11 @@ def read_manifest(source: str | os.PathLike) -> tuple[Path, dict]:
   try:
     manifest = json.loads((root / MANIFEST).read_text())
   except (OSError, json.JSONDecodeError) as e:
-    raise LoadError(f"{root / MANIFEST}: unreadable manifest ({e})") from None
-  if manifest.get('format') != FORMAT:
-    raise LoadError(f"{root}: checkpoint format {manifest.get('format')!r}, this ltx_jax reads "
-                    f"{FORMAT!r}; convert the source again")
+    raise CheckpointFormatError(f"{root / MANIFEST}: unreadable manifest ({e})") from None
+  if not isinstance(manifest, dict) or manifest.get('format') != FORMAT:
+    found = manifest.get('format') if isinstance(manifest, dict) else None
+    raise CheckpointFormatError(f"{root}: checkpoint format {found!r}, this ltx_jax reads "
+                                f"{FORMAT!r}; convert the source again")
   return root, manifest
 
 
@@ -140,7 +146,7 @@ class ComponentWriter:
   def close(self) -> None:
     self.flush()
     if self.count == 0:
-      raise ValueError(f"{self.path}: no parameters to write")
+      raise LoadError(f"{self.path}: no parameters to write")
     _ocp().partial.finalize(self.path)
 
 
@@ -163,35 +169,45 @@ def write_model(path: str | os.PathLike, model: nnx.Module, progress=None) -> Co
 # ---------------------------------------------------------------------------------- restoring
 
 
-def check_against(model: nnx.Module, ckpt: str | os.PathLike, what: str) -> None:
-  """LoadError listing every missing, unexpected and wrong-shape parameter of a checkpoint."""
+def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, prefix + (k,)))
+    else:
+      out[prefix + (k,)] = v
+  return out
+
+
+def check_against(model: nnx.Module, ckpt: str | os.PathLike, what: str
+                  ) -> dict[tuple[str, ...], np.dtype]:
+  """The stored dtype of every parameter; a LoadError listing every missing, unexpected and
+  wrong-shape parameter when the checkpoint does not fit `model`."""
   try:
-    stored = _ocp().pytree_metadata(ckpt).metadata
+    stored = _flatten(_ocp().pytree_metadata(ckpt).metadata)
   except (FileNotFoundError, ValueError, OSError) as e:
-    raise LoadError(f"cannot load {what}: {ckpt} is not a readable orbax checkpoint ({e})"
-                    ) from None
-  flat = {}
-
-  def walk(node, prefix):
-    for k, v in node.items():
-      if isinstance(v, Mapping):
-        walk(v, prefix + (k,))
-      else:
-        flat[prefix + (k,)] = tuple(v.shape)
-
-  walk(stored, ())
+    raise CheckpointFormatError(f"cannot load {what}: {ckpt} is not a readable orbax "
+                                f"checkpoint ({e})") from None
+  flat = {p: tuple(v.shape) for p, v in stored.items()}
   want = {tuple(str(x) for x in p): tuple(v.get_value().shape) for p, v in variables(model)}
   missing = sorted('.'.join(p) for p in want if p not in flat)
   unexpected = sorted('.'.join(p) for p in flat if p not in want)
   wrong = sorted(f"{'.'.join(p)}: checkpoint {flat[p]}, model expects {s}"
                  for p, s in want.items() if p in flat and flat[p] != s)
-  if missing or unexpected or wrong:
-    lines = [f"cannot load {what}: {len(missing)} missing, {len(unexpected)} unexpected and "
-             f"{len(wrong)} wrong-shape tensors"]
-    for label, items in (('missing', missing), ('unexpected', unexpected),
-                         ('wrong shape', wrong)):
-      lines += [f"  {label}: {item}" for item in items[:20]]
-    raise LoadError('\n'.join(lines))
+  report_mismatch(what, missing, unexpected, wrong)
+  return {p: np.dtype(v.dtype) for p, v in stored.items()}
+
+
+def _groups(items: list, nbytes: Callable[[Any], int], limit: int) -> Iterable[list]:
+  group, size = [], 0
+  for item in items:
+    group.append(item)
+    size += nbytes(item)
+    if size >= limit:
+      yield group
+      group, size = [], 0
+  if group:
+    yield group
 
 
 def restore_model(model: nnx.Module, ckpt: str | os.PathLike, *, what: str = 'model',
@@ -199,72 +215,44 @@ def restore_model(model: nnx.Module, ckpt: str | os.PathLike, *, what: str = 'mo
                   rules: sharding_lib.Rules | None = None) -> nnx.Module:
   """Fills the abstract `model` in place from an orbax checkpoint; returns it.
 
-  Each parameter is read in the abstract variable's dtype (orbax casts if the checkpoint holds
-  another) with the sharding its logical axis names get under `rules` on `mesh`.
+  Each parameter ends in the abstract variable's dtype, with the sharding its logical axis names
+  get under `rules` on `mesh` (one device without a mesh).
   """
-  check_against(model, ckpt, what)
+  stored = check_against(model, ckpt, what)
   where = sharding_lib.sharding_fn(mesh, rules)
-  items = variables(model)
-  target = _nest((p, jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype,
-                                          sharding=where(p, v))) for p, v in items)
-  restored = _ocp().load_pytree(ckpt, target)
-  for p, var in items:
-    node = restored
-    for part in p:
-      node = node[str(part)]
-    var.set_value(node)
+  items = [(tuple(str(x) for x in p), v) for p, v in variables(model)]
+  ctx = _ocp().Context()
+  ctx.pytree.loading.partial_load = True  # completeness was checked above
+
+  def read(group, as_stored: bool) -> list:
+    """[(variable, restored array)] for a group, in the stored or the target dtype."""
+    target = _nest((p, jax.ShapeDtypeStruct(
+        v.get_value().shape, stored[p] if as_stored else v.get_value().dtype,
+        sharding=where(p, v))) for p, v in group)
+    with ctx:
+      flat = _flatten(_ocp().load_pytree(ckpt, target))
+    return [(p, v, flat[p]) for p, v in group]
+
+  def nbytes(item) -> int:
+    p, v = item
+    return int(np.prod(v.get_value().shape)) * stored[p].itemsize
+
+  same = [(p, v) for p, v in items if stored[p] == np.dtype(v.get_value().dtype)]
+  recast = [(p, v) for p, v in items if stored[p] != np.dtype(v.get_value().dtype)]
+  if same:
+    for _, var, value in read(same, as_stored=False):
+      var.set_value(value)
+  for group in _groups(recast, nbytes, GROUP_BYTES):  # device memory: one group as stored
+    for p, var, value in read(group, as_stored=True):
+      var.set_value(precision.cast(value, var.get_value().dtype, name='.'.join(p)))
   return model
 
 
-def _builders():
-  """component -> (config class, config attribute on the model, abstract model builder)."""
-  from ltx_jax.models.t5.config import T5Config
-  from ltx_jax.models.t5.model import T5Encoder
-  from ltx_jax.models.transformer.config import TransformerConfig
-  from ltx_jax.models.transformer.model import LTXVideoTransformer
-  from ltx_jax.models.vae.config import VAEConfig
-  from ltx_jax.models.vae.loading import abstract_vae
-
-  def transformer(cfg, dtype, param_dtype, attention='auto'):
-    model = nnx.eval_shape(lambda: LTXVideoTransformer(
-        cfg, dtype=dtype, param_dtype=precision.base_dtype(param_dtype), attention=attention,
-        rngs=nnx.Rngs(0)))
-    return precision.apply(model, param_dtype)
-
-  def vae(cfg, dtype, param_dtype):
-    return abstract_vae(cfg, dtype=dtype, param_dtype=precision.base_dtype(param_dtype))
-
-  def text_encoder(cfg, dtype, param_dtype, attention='auto'):
-    return nnx.eval_shape(lambda: T5Encoder(
-        cfg, dtype=dtype, param_dtype=precision.base_dtype(param_dtype), attention=attention,
-        rngs=nnx.Rngs(0)))
-
-  return {'transformer': (TransformerConfig, 'config', transformer),
-          'vae': (VAEConfig, 'config', vae),
-          'text_encoder': (T5Config, 'config', text_encoder)}
-
-
-def component_config(source: str | os.PathLike, component: str) -> Any:
-  """The model config of one component of a converted checkpoint."""
+def component_config(source: str | os.PathLike, component: str, config_type: type) -> Any:
+  """The model config of one component of a converted checkpoint, as a `config_type`."""
   root, manifest = read_manifest(source)
   entry = manifest['components'].get(component)
   if entry is None:
     raise LoadError(f"{root}: this converted checkpoint has no {component} (it holds "
                     f"{sorted(manifest['components'])}); convert it with that component")
-  return config_from_json(_builders()[component][0], entry['config'])
-
-
-def restore_component(source: str | os.PathLike, component: str, *, dtype, param_dtype=None,
-                      mesh: jax.sharding.Mesh | None = None,
-                      rules: sharding_lib.Rules | None = None, **kwargs) -> nnx.Module:
-  """One component of a converted checkpoint, as the component's loader would return it.
-
-  dtype: compute dtype; param_dtype: storage dtype or 'fp8' (defaults to dtype, as in the
-  safetensors loaders); kwargs: model options (attention=...).
-  """
-  root, _ = read_manifest(source)
-  cfg = component_config(root, component)
-  param_dtype = dtype if param_dtype is None else precision.parse(param_dtype)
-  model = _builders()[component][2](cfg, dtype, param_dtype, **kwargs)
-  return restore_model(model, root / component, what=f'{component} from {root}', mesh=mesh,
-                       rules=rules)
+  return config_from_json(config_type, entry['config'])

@@ -1,11 +1,20 @@
-"""Storage dtypes of parameters, fp8 included.
+"""Dtypes of parameters: the one parser of dtype arguments, the fp8 storage set, the one cast.
 
-`param_dtype` arguments of the loaders take a dtype (every parameter stored in it) or the string
-'fp8': the linear weights of the transformer blocks (attention q/k/v/out, FFN in/out; ~99% of
-the parameters) are stored as float8_e4m3fn, as in the official `-fp8` checkpoints, and every
-other parameter in bfloat16. fp8 kernels stay fp8 on the device; `Dense` upcasts them to its
-compute dtype inside each matmul. Converting to fp8 is a plain round-to-nearest cast (no scales),
-like the official files; values beyond the e4m3 range (+-448) are refused, not saturated.
+Every loader and the converter take `dtype` (compute) and `param_dtype` (storage) as a dtype
+(`jnp.bfloat16`, `np.float32`, ...) or a name: 'f32' / 'float32', 'bf16' / 'bfloat16',
+'fp16' / 'f16' / 'float16', and for storage only 'fp8'. `parse` turns any of them into a jnp
+scalar type, or the string 'fp8', and refuses everything else with a UsageError.
+
+param_dtype 'fp8': the component's fp8 set (the transformer's block linear weights: attention
+q/k/v/out, FFN in/out, ~99% of its parameters) is stored as float8_e4m3fn, as in the official
+`-fp8` checkpoints, and every other parameter in bfloat16; components without an fp8 set (VAE,
+T5) store everything in bfloat16. fp8 kernels stay fp8 on the device; `Dense` upcasts them to
+its compute dtype inside each matmul.
+
+Every weight that changes dtype on its way into a model or a converted checkpoint goes through
+`cast`, a plain round-to-nearest cast (no scales, like the official files) that refuses values
+the target cannot hold (beyond +-448 for float8_e4m3fn, +-65504 for float16) instead of turning
+them into NaN or inf. bfloat16 has float32's range and is never refused.
 """
 
 from __future__ import annotations
@@ -18,37 +27,71 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from ltx_jax.errors import LoadError, UsageError
+
 FP8 = np.dtype(ml_dtypes.float8_e4m3fn)
 FP8_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)  # 448
-NAMES = {'f32': jnp.float32, 'bf16': jnp.bfloat16, 'fp8': 'fp8'}
+
+# Accepted names -> dtype ('fp8' stays a name: it is a storage scheme, not one dtype).
+NAMES = {'f32': jnp.float32, 'float32': jnp.float32, 'bf16': jnp.bfloat16,
+         'bfloat16': jnp.bfloat16, 'fp16': jnp.float16, 'f16': jnp.float16,
+         'float16': jnp.float16, 'fp8': 'fp8'}
+_SHORT = {np.dtype(jnp.float32): 'f32', np.dtype(jnp.bfloat16): 'bf16',
+          np.dtype(jnp.float16): 'fp16'}
+_ALLOWED = "'f32', 'bf16', 'fp16' or 'fp8' (or 'float32' etc., or a numpy / jax dtype of those)"
+
+# Largest finite magnitude of the dtypes whose range is narrower than float32's.
+_RANGE = {np.dtype(np.float16): float(np.finfo(np.float16).max), FP8: FP8_MAX,
+          np.dtype(ml_dtypes.float8_e5m2): float(ml_dtypes.finfo(ml_dtypes.float8_e5m2).max)}
 
 Path = tuple[Any, ...]
+DTypeLike = Any  # a name in NAMES, a numpy / jax dtype, or a scalar type such as jnp.bfloat16
 
 
-def parse(name: str | Any) -> Any:
-  """'f32' | 'bf16' | 'fp8' | a dtype -> a dtype or 'fp8'."""
-  if isinstance(name, str) and name in NAMES:
-    return NAMES[name]
-  if isinstance(name, str):
-    raise ValueError(f"unknown weights dtype {name!r}; choose one of {sorted(NAMES)}")
-  return name
+def parse(value: DTypeLike, *, what: str = 'weights') -> Any:
+  """A dtype argument -> jnp.float32 | jnp.bfloat16 | jnp.float16 | 'fp8'.
+
+  what: 'weights' (a param_dtype: 'fp8' allowed) or 'compute' (a dtype: 'fp8' refused).
+  """
+  if isinstance(value, str):
+    if value not in NAMES:
+      raise UsageError(f"unknown {what} dtype {value!r}; choose one of {_ALLOWED}")
+    out = NAMES[value]
+  else:
+    try:
+      dt = np.dtype(value)
+    except TypeError:
+      raise UsageError(f"unknown {what} dtype {value!r}; choose one of {_ALLOWED}") from None
+    if dt == FP8:
+      out = 'fp8'
+    elif dt in _SHORT:
+      out = NAMES[_SHORT[dt]]
+    else:
+      raise UsageError(f"unknown {what} dtype {dt.name!r}; choose one of {_ALLOWED}")
+  if out == 'fp8' and what == 'compute':
+    raise UsageError("dtype 'fp8' is a storage format; pass param_dtype='fp8' with a compute "
+                     "dtype of 'f32', 'bf16' or 'fp16'")
+  return out
 
 
 def name_of(param_dtype: Any) -> str:
-  if isinstance(param_dtype, str):
-    return param_dtype
-  return {np.dtype(jnp.float32): 'f32', np.dtype(jnp.bfloat16): 'bf16'}.get(
-      np.dtype(param_dtype), np.dtype(param_dtype).name)
+  """'f32' | 'bf16' | 'fp16' | 'fp8' for a parsed dtype (as recorded in manifests)."""
+  parsed = parse(param_dtype)
+  return parsed if isinstance(parsed, str) else _SHORT[np.dtype(parsed)]
+
+
+def is_fp8(param_dtype: Any) -> bool:
+  return isinstance(param_dtype, str) and param_dtype == 'fp8'
 
 
 def is_block_kernel(path: Path) -> bool:
-  """The fp8 set: Dense kernels inside the stacked transformer blocks."""
+  """The transformer's fp8 set: Dense kernels inside the stacked transformer blocks."""
   return str(path[0]) == 'blocks' and str(path[-1]) == 'kernel'
 
 
 def base_dtype(param_dtype: Any) -> Any:
   """The dtype of the parameters outside the fp8 set."""
-  return jnp.bfloat16 if isinstance(param_dtype, str) and param_dtype == 'fp8' else param_dtype
+  return jnp.bfloat16 if is_fp8(param_dtype) else param_dtype
 
 
 def apply(model: nnx.Module, param_dtype: Any,
@@ -58,7 +101,7 @@ def apply(model: nnx.Module, param_dtype: Any,
   The model must have been built with `base_dtype(param_dtype)`. A no-op unless param_dtype is
   'fp8'.
   """
-  if not (isinstance(param_dtype, str) and param_dtype == 'fp8'):
+  if not is_fp8(param_dtype):
     return model
   for path, var in nnx.iter_graph(model):
     if isinstance(var, nnx.Param) and fp8_set(path):
@@ -67,17 +110,30 @@ def apply(model: nnx.Module, param_dtype: Any,
   return model
 
 
-def cast(a: np.ndarray, dtype: Any) -> np.ndarray:
-  """a.astype(dtype), except that a cast to fp8 refuses values it cannot hold."""
-  return to_fp8(a) if np.dtype(dtype) == FP8 else a.astype(dtype)
+def cast(value: np.ndarray | jax.Array, dtype: Any, *, name: str) -> np.ndarray | jax.Array:
+  """`value.astype(dtype)` for one weight named `name` (a host or a device array), refusing
+  with a LoadError any value the target cannot hold (NaNs pass through as NaNs)."""
+  dtype = np.dtype(dtype)
+  if value.dtype == dtype:
+    return value
+  limit = _RANGE.get(dtype)
+  source_max = _RANGE.get(np.dtype(value.dtype), np.inf)
+  if limit is not None and source_max > limit and value.size:
+    peak = _peak(value)
+    if peak > limit:
+      raise LoadError(f"{name}: weights up to {peak:g} in magnitude do not fit {dtype.name} "
+                      f"(range +-{limit:g}); load or convert it in bf16 or f32")
+  return value.astype(dtype)
 
 
-def to_fp8(a: np.ndarray) -> np.ndarray:
-  """Round-to-nearest cast to float8_e4m3fn, refusing values it cannot hold."""
-  if a.dtype == FP8:
-    return a
-  peak = float(np.max(np.abs(a.astype(np.float32)))) if a.size else 0.0
-  if not peak <= FP8_MAX:
-    raise ValueError(f"weights up to {peak:g} do not fit float8_e4m3fn (max {FP8_MAX:g}); "
-                     "keep this model in bf16")
-  return a.astype(FP8)
+def _peak(value: np.ndarray | jax.Array, chunk: int = 1 << 22) -> float:
+  """max |value| over the non-NaN entries (-inf or NaN when all are NaN), in f32 chunks on the host:
+  numpy's reductions over bf16 / fp8 are ~30x slower than an upcast followed by f32 ones."""
+  if isinstance(value, jax.Array):
+    return float(jnp.maximum(jnp.nanmax(value), -jnp.nanmin(value)))
+  flat = np.ravel(value)  # a view for the contiguous arrays the stores hand out
+  hi, lo = -np.inf, np.inf
+  for i in range(0, flat.size, chunk):
+    part = flat[i:i + chunk].astype(np.float32)
+    hi, lo = np.fmax(hi, np.fmax.reduce(part)), np.fmin(lo, np.fmin.reduce(part))
+  return float(max(hi, -lo))

@@ -18,6 +18,7 @@ import ml_dtypes
 import numpy as np
 
 from ltx_jax.errors import CheckpointFormatError
+from ltx_jax.weights import precision
 
 DTYPES = {
     'F64': np.dtype(np.float64), 'F32': np.dtype(np.float32), 'F16': np.dtype(np.float16),
@@ -85,7 +86,8 @@ class SafetensorsReader:
   """Tensors from one or several safetensors files, optionally under a key prefix.
 
   `keys()` lists names with the prefix removed; `shape`, `dtype` come from headers;
-  `read(name)` returns a read-only memory-mapped array.
+  `read(name)` returns a read-only memory-mapped array, `read(name, dtype)` a copy in `dtype`
+  (cast by `precision.cast`, which refuses values the dtype cannot hold).
   """
 
   def __init__(self, paths: Iterable[str | os.PathLike], prefix: str = ''):
@@ -112,8 +114,9 @@ class SafetensorsReader:
   def dtype(self, name: str) -> np.dtype:
     return DTYPES[self._where[name].entries[self.prefix + name]['dtype']]
 
-  def read(self, name: str) -> np.ndarray:
-    return self._where[name].read(self.prefix + name)
+  def read(self, name: str, dtype=None) -> np.ndarray:
+    a = self._where[name].read(self.prefix + name)
+    return a if dtype is None else precision.cast(a, dtype, name=self.prefix + name)
 
   def with_prefix(self, prefix: str) -> 'SafetensorsReader':
     return SafetensorsReader(self.paths, self.prefix + prefix)

@@ -20,7 +20,7 @@ from flax import nnx
 from ltx_jax.models.random import random_weights
 from ltx_jax.models.t5.config import T5Config
 from ltx_jax.models.transformer.config import LTXV_13B, LTXV_2B, TransformerConfig
-from ltx_jax.models.vae.diffusers_config import from_diffusers
+from ltx_jax.models.vae.config import VAEConfig
 from tools.bench import flops as flops_lib
 from tools.bench import measure
 
@@ -137,7 +137,7 @@ def _vae_decode(decoder_cfg: dict, encoder_cfg: dict, video: tuple[int, int, int
                 ) -> Callable[[str, str], Setup]:
   def build(dtype: str, device: str) -> Setup:
     from ltx_jax.models.vae import Decoder
-    config = from_diffusers({**encoder_cfg, **decoder_cfg})
+    config = VAEConfig.from_diffusers({**encoder_cfg, **decoder_cfg})
     jdt = DTYPES[dtype][0]
     frames, height, width = video
     latent = config.latent_shape(frames, height, width)  # [F', H', W', C]

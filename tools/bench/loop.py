@@ -1,13 +1,13 @@
 """Case 5, the whole tiny pipeline: what the scanned loop costs over its steps, against diffusers;
 and a cold against a warm start in fresh processes (the persistent compilation cache).
 
-The loop is timed through the library's public `ltx_jax.sampling.loop.denoise_jit`, called with
-the inputs the pipeline would build for the same call (`loop_inputs`; a test checks that the
-scanned loop gives the pipeline's latents).
+The loop is timed through the pipeline's public stages: `prepare` builds the plan of the same
+call, `denoise` runs it (whole, or one step at a time).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -41,10 +40,10 @@ def _text(seed: int = 0) -> dict[str, np.ndarray]:
 
 def jax_pipeline():
   from ltx_jax.models.transformer import LTXVideoTransformer
-  from ltx_jax.models.vae import VideoAutoencoder, from_diffusers
+  from ltx_jax.models.vae import VAEConfig, VideoAutoencoder
   from ltx_jax.pipeline import LTXPipeline
   from ltx_jax.sampling import SchedulerConfig
-  vae_cfg = from_diffusers({**VAE_TINY_ENCODER, **VAE_TINY_DECODER})
+  vae_cfg = VAEConfig.from_diffusers({**VAE_TINY_ENCODER, **VAE_TINY_DECODER})
   transformer = random_weights(lambda: LTXVideoTransformer(TRANSFORMER_TINY, rngs=nnx.Rngs(0)),
                                seed=0)
   vae = random_weights(lambda: VideoAutoencoder(vae_cfg, rngs=nnx.Rngs(0)), seed=1)
@@ -91,69 +90,41 @@ def torch_pipeline(device: str = 'cpu'):
   return run
 
 
-def loop_inputs(pipe, steps: int) -> dict:
-  """The keyword arguments of `denoise` for `run_jax_pipeline(pipe, steps)`, built from the
-  library's public pieces as the pipeline builds them: text-to-video, CFG on (two row groups),
-  starting noise and loop key from `SEED`."""
-  from ltx_jax.pipeline.pipeline import token_coords
-  from ltx_jax.sampling import guidance as guidance_lib
-  from ltx_jax.sampling import loop as loop_lib
-  from ltx_jax.sampling.schedules import sigmas_for
+def plan(pipe, steps: int):
+  """The `GenerationPlan` of `run_jax_pipeline(pipe, steps)`, from the pipeline's public
+  `prepare` stage (text-to-video, CFG on: two row groups per transformer call)."""
   f, h, w = VIDEO
-  tc, sc = pipe.compression
-  grid = ((f - 1) // tc + 1, h // sc, w // sc)
-  n = grid[0] * grid[1] * grid[2]
-  config = pipe.transformer.config
-  sigmas = sigmas_for(pipe.scheduler, steps, n)
-  guidance, (use_cfg, use_stg) = guidance_lib.per_step(
-      sigmas[:-1] * 1000, config.num_layers, guidance_scale=GUIDANCE, guidance_rescale=0.0,
-      stg_scale=0.0, stg_rescale=0.7, skip_block_list=None,
-      skip_layer_strategy='attention_values')
-  assert use_cfg and not use_stg
-  text = _text()
-  context = np.concatenate([text['negative_prompt_embeds'], text['prompt_embeds']])
-  mask = np.concatenate([text['negative_prompt_attention_mask'],
-                         text['prompt_attention_mask']])
-  key_noise, key_loop, _ = jax.random.split(jax.random.key(SEED), 3)
-  latents = jax.random.normal(key_noise, (1, *grid, config.in_channels), jnp.float32)
-  graph, state = nnx.split(pipe.transformer)
-  return dict(
-      spec=loop_lib.LoopSpec(grid=grid, cfg=True), graph=graph, state=state,
-      latents=latents.reshape(1, n, -1), sigmas=jnp.asarray(sigmas),
-      context=jnp.asarray(context), context_mask=jnp.asarray(mask), guidance=guidance,
-      coords=jnp.asarray(token_coords(grid, tc, sc, 25.0, config.causal_temporal_positioning)),
-      cond_mask=None, key=key_loop)
+  return pipe.prepare(**_text(), height=h, width=w, num_frames=f, num_inference_steps=steps,
+                      guidance_scale=GUIDANCE, progress=False, seed=SEED)
 
 
 def loop_functions(pipe, steps: int) -> dict:
-  """The scanned loop over `steps`, a Python loop of `steps` one-step jitted calls, and one step,
-  all with the inputs of the pipeline's own call (guidance on: batch 2 per transformer call).
+  """The scanned loop over `steps`, a Python loop of `steps` one-step runs, and one step, all
+  through the public `denoise` stage on the plan of the pipeline's own call.
 
-  Per-step guidance values ([S] or [S, L]) are sliced along with the sigmas.
+  A one-step plan is the full plan with its sigmas and per-step guidance values ([S] or
+  [S, L]) sliced to that step.
   """
-  from ltx_jax.sampling import loop as loop_lib
-  full = loop_inputs(pipe, steps)
+  full = plan(pipe, steps)
 
-  def step_args(i: int, latents) -> dict:
-    a = dict(full, latents=latents, sigmas=full['sigmas'][i:i + 2],
-             key=jax.random.fold_in(full['key'], i))
-    if 'guidance' in full:  # per-step values, each [S] or [S, L]
-      a['guidance'] = jax.tree.map(lambda x: x[i:i + 1], full['guidance'])
-    return a
+  def one(i: int):
+    return dataclasses.replace(full, sigmas=full.sigmas[i:i + 2],
+                               guidance=jax.tree.map(lambda g: g[i:i + 1], full.guidance),
+                               key=jax.random.fold_in(full.key, i))
 
-  singles = [step_args(i, None) for i in range(steps)]
+  singles = [one(i) for i in range(steps)]
 
   def scanned():
-    return loop_lib.denoise_jit(**full)
+    return pipe.denoise(full)
 
   def python_loop():
-    x = full['latents']
-    for a in singles:
-      x = loop_lib.denoise_jit(**dict(a, latents=x))
+    x = None
+    for p in singles:
+      x = pipe.denoise(p if x is None else p.with_video_latents(x))
     return x
 
   def one_step():
-    return loop_lib.denoise_jit(**dict(singles[0], latents=full['latents']))
+    return pipe.denoise(singles[0])
 
   return {'scanned': scanned, 'python_loop': python_loop, 'one_step': one_step}
 

@@ -7,6 +7,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ltx_jax.errors import DataError
+
 
 @dataclasses.dataclass(frozen=True)
 class T5Config:
@@ -27,12 +29,12 @@ class T5Config:
     return cls()
 
   @classmethod
-  def from_hf_config(cls, cfg: Mapping[str, Any]) -> 'T5Config':
+  def from_hf(cls, cfg: Mapping[str, Any]) -> 'T5Config':
     """From a transformers `config.json` (T5Config / T5EncoderModel)."""
     act = cfg.get('feed_forward_proj', 'relu')
     if act != 'gated-gelu':
-      raise ValueError(f"only gated-GELU T5 (v1.1) encoders are supported, config has "
-                       f"feed_forward_proj={act!r}")
+      raise DataError(f"only gated-GELU T5 (v1.1) encoders are supported, config has "
+                      f"feed_forward_proj={act!r}")
     return cls(vocab_size=cfg['vocab_size'], d_model=cfg['d_model'], num_heads=cfg['num_heads'],
                head_dim=cfg['d_kv'], d_ff=cfg['d_ff'], num_layers=cfg['num_layers'],
                num_buckets=cfg.get('relative_attention_num_buckets', 32),
@@ -40,7 +42,7 @@ class T5Config:
                eps=cfg.get('layer_norm_epsilon', 1e-6))
 
   @classmethod
-  def from_gguf_metadata(cls, get: Callable[[str], Any], vocab_size: int) -> 'T5Config':
+  def from_gguf(cls, get: Callable[[str], Any], vocab_size: int) -> 'T5Config':
     """From llama.cpp metadata; `get(key)` returns a field's value or None.
 
     The architecture prefix is `general.architecture` (`t5encoder` or `t5`). llama.cpp does not
@@ -49,12 +51,12 @@ class T5Config:
     """
     arch = get('general.architecture')
     if arch not in ('t5encoder', 't5'):
-      raise ValueError(f"GGUF architecture is {arch!r}, expected 't5encoder' or 't5'")
+      raise DataError(f"GGUF architecture is {arch!r}, expected 't5encoder' or 't5'")
 
     def need(key: str):
       value = get(f'{arch}.{key}')
       if value is None:
-        raise ValueError(f"GGUF metadata lacks {arch}.{key}")
+        raise DataError(f"GGUF metadata lacks {arch}.{key}")
       return value
 
     eps = get(f'{arch}.attention.layer_norm_rms_epsilon')

@@ -1,9 +1,10 @@
 """`load_transformer`: the DiT from a diffusers folder, an official single file or a converted
-checkpoint."""
+checkpoint, through the loading front door (`ltx_jax.weights.component`)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -11,16 +12,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ltx_jax import sharding as sharding_lib
-
-from ltx_jax.models.transformer import config as config_lib
+from ltx_jax.models.transformer.config import TransformerConfig
 from ltx_jax.models.transformer.model import LTXVideoTransformer
-from ltx_jax.weights import (load_params, official_config, open_safetensors, orbax_io,
-                             plan_from_table, precision)
+from ltx_jax.weights import precision
+from ltx_jax.weights.component import Checkpoint, Component, load_component
+from ltx_jax.weights.loader import plan_from_table
+from ltx_jax.weights.safetensors_io import official_config, open_safetensors
 
 OFFICIAL_PREFIX = 'model.diffusion_model.'
 
 
-def _table(official: bool) -> list[tuple[str, str]]:
+def _table(official: bool) -> tuple[tuple[str, str], ...]:
   """(our module path, checkpoint key prefix); `{i}` is the stacked layer index.
 
   The official file differs from diffusers only in four names: patchify_proj, adaln_single,
@@ -43,62 +45,70 @@ def _table(official: bool) -> list[tuple[str, str]]:
     if official:
       table.append((f'blocks.{attn}.norm_q', f'{blk}.{attn}.q_norm'))
       table.append((f'blocks.{attn}.norm_k', f'{blk}.{attn}.k_norm'))
-  return table
+  return tuple(table)
 
 
-def _resolve(source: str | Path):
-  """-> (config, tensor store, whether the names are official), from a folder or a file."""
-  path = Path(source)
+DIFFUSERS_TABLE = _table(official=False)
+OFFICIAL_TABLE = _table(official=True)  # keys below OFFICIAL_PREFIX
+
+
+def abstract_transformer(config: TransformerConfig, *, dtype: precision.DTypeLike = jnp.float32,
+                         param_dtype: precision.DTypeLike | None = None,
+                         attention: str = 'auto') -> LTXVideoTransformer:
+  """The DiT with shapes only (no memory, no random init), as the loaders fill it.
+
+  param_dtype: storage dtype (defaults to dtype), or 'fp8': block linear weights in
+  float8_e4m3fn, everything else bf16 (weights/precision.py).
+  """
+  dtype = precision.parse(dtype, what='compute')
+  param_dtype = dtype if param_dtype is None else precision.parse(param_dtype)
+  model = nnx.eval_shape(lambda: LTXVideoTransformer(
+      config, dtype=dtype, param_dtype=precision.base_dtype(param_dtype), attention=attention,
+      rngs=nnx.Rngs(0)))
+  return precision.apply(model, param_dtype, precision.is_block_kernel)
+
+
+def open_checkpoint(path: Path) -> Checkpoint:
+  """A diffusers repo folder (or its transformer/ folder) or an official single file: config,
+  tensors and name map."""
   if not path.exists():
     raise FileNotFoundError(f"transformer source {str(path)!r} does not exist; pass a diffusers "
                             "folder (with transformer/) or an official .safetensors file")
+  what = f'transformer from {path}'
   if path.is_dir():
     folder = path / 'transformer' if (path / 'transformer').is_dir() else path
     cfg_file = folder / 'config.json'
     if not cfg_file.exists():
       raise FileNotFoundError(f"{folder}: no config.json; expected a diffusers transformer folder")
-    cfg = config_lib.from_diffusers(json.loads(cfg_file.read_text()))
-    return cfg, open_safetensors(folder), False
+    config = TransformerConfig.from_diffusers(json.loads(cfg_file.read_text()))
+    return Checkpoint(config, open_safetensors(folder),
+                      lambda model: plan_from_table(model, DIFFUSERS_TABLE), what=what)
   store = open_safetensors(path)
-  entry = official_config(store, 'transformer')
+  config = TransformerConfig.from_official(official_config(store, 'transformer'))
   if any(k.startswith(OFFICIAL_PREFIX) for k in store.keys()):
     store = store.with_prefix(OFFICIAL_PREFIX)
-  return config_lib.from_official(entry), store, True
+  return Checkpoint(config, store, lambda model: plan_from_table(model, OFFICIAL_TABLE),
+                    what=what)
 
 
-def transformer_plan(source: str | Path, dtype=jnp.float32, *, param_dtype=None,
-                     attention: str = 'auto'):
-  """-> (abstract model, tensor store, plan, description): everything `load_params` needs.
-
-  Used by `load_transformer` and by the streaming checkpoint converter.
-  """
-  cfg, store, official = _resolve(source)
-  param_dtype = dtype if param_dtype is None else precision.parse(param_dtype)
-  model = nnx.eval_shape(lambda: LTXVideoTransformer(
-      cfg, dtype=dtype, param_dtype=precision.base_dtype(param_dtype), attention=attention,
-      rngs=nnx.Rngs(0)))
-  precision.apply(model, param_dtype)
-  return model, store, plan_from_table(model, _table(official)), f"transformer from {source}"
+COMPONENT = Component('transformer', TransformerConfig, abstract_transformer, open_checkpoint)
 
 
-def load_transformer(source: str | Path, dtype=jnp.float32, *, param_dtype=None,
-                     attention: str = 'auto', mesh: jax.sharding.Mesh | None = None,
-                     rules: sharding_lib.Rules | None = None) -> LTXVideoTransformer:
+def load_transformer(source: str | os.PathLike, *, dtype: precision.DTypeLike = jnp.float32,
+                     param_dtype: precision.DTypeLike | None = None,
+                     mesh: jax.sharding.Mesh | None = None,
+                     rules: sharding_lib.Rules | None = None,
+                     attention: str = 'auto') -> LTXVideoTransformer:
   """Loads the DiT strictly: every parameter from the file, every file tensor used.
 
   source: a diffusers repo folder (or its transformer/ subfolder), an official single file, or a
     checkpoint converted by tools/convert.py (its folder or its transformer/ folder).
-  dtype: compute dtype.
-  param_dtype: storage dtype (defaults to dtype), or 'fp8': block linear weights stored as
-    float8_e4m3fn and upcast per matmul, everything else bfloat16 (see weights/precision.py).
-  attention: 'auto', 'xla', 'cudnn' or a registered implementation name.
+  dtype: compute dtype. param_dtype: storage dtype (defaults to dtype), or 'fp8': block linear
+    weights stored as float8_e4m3fn and upcast per matmul, everything else bfloat16. Each is
+    'f32', 'bf16', 'fp16', 'fp8' or a dtype (`ltx_jax.weights.precision`).
   mesh, rules: place each parameter by its logical axis names (ltx_jax/sharding.py); default
     one device.
+  attention: 'auto', 'xla', 'cudnn' or a registered implementation name.
   """
-  if orbax_io.is_orbax(source):
-    return orbax_io.restore_component(source, 'transformer', dtype=dtype, param_dtype=param_dtype,
-                                      mesh=mesh, rules=rules, attention=attention)
-  model, store, plan, what = transformer_plan(source, dtype, param_dtype=param_dtype,
-                                              attention=attention)
-  where = sharding_lib.sharding_fn(mesh, rules) if mesh is not None else None
-  return load_params(model, store, plan, None, what=what, sharding=where)
+  return load_component(source, COMPONENT, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
+                        rules=rules, attention=attention)

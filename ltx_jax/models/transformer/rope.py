@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def grid_positions(batch: int, num_frames: int, height: int, width: int,
@@ -27,6 +28,25 @@ def grid_positions(batch: int, num_frames: int, height: int, width: int,
   if scale is not None:
     pos = pos * jnp.asarray(scale, jnp.float32) / jnp.asarray(max_pos, jnp.float32)
   return jnp.broadcast_to(pos, (batch, *pos.shape))
+
+
+def token_coords(grid: tuple[int, int, int], temporal: int, spatial: int, frame_rate: float,
+                 causal: bool) -> np.ndarray:
+  """Per-token (time in seconds, y, x in pixels) of a latent grid, f32 [1, 3, N] in (f, h, w)
+  token order: the `video_coords` that `coord_positions` turns into fractions.
+
+  grid: latent (frames, height, width); temporal, spatial: the VAE's pixels per latent. With
+  `causal` (official checkpoints' causal_temporal_positioning) latent frame f covers pixel
+  frame max(f * t + 1 - t, 0), as the first latent holds a single frame; the arithmetic follows
+  each reference (diffusers: f * (t / fps); official: f * t * (1 / fps)).
+  """
+  f, h, w = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in grid), indexing='ij')
+  if causal:
+    t = np.maximum(f * temporal + 1 - temporal, 0) * np.float32(1.0 / frame_rate)
+  else:
+    t = f * np.float32(temporal / frame_rate)
+  coords = np.stack([t, h * np.float32(spatial), w * np.float32(spatial)])
+  return coords.reshape(1, 3, -1).astype(np.float32)
 
 
 def coord_positions(video_coords: jax.Array, max_pos: tuple[int, int, int]) -> jax.Array:

@@ -2,8 +2,9 @@
 
 The official `CausalVideoAutoencoder` describes its encoder and decoder as lists of blocks
 (`["res_x", {"num_layers": 4}]`, `["compress_all_res", {"multiplier": 2}]`, ...). That list is our
-ground truth; `from_official` reads the JSON found in a checkpoint's metadata and
-`from_diffusers` rebuilds the same list from an `AutoencoderKLLTXVideo` config.json.
+ground truth (blocks.py); `VAEConfig.from_official` reads the JSON found in a checkpoint's
+metadata and `VAEConfig.from_diffusers` rebuilds the same list from an `AutoencoderKLLTXVideo`
+config.json (diffusers_config.py).
 
 Block meanings (encoder / decoder):
   res_x            a mid block of `num_layers` ResNet blocks (decoder: optional noise injection and
@@ -22,61 +23,12 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
-ENCODER_BLOCKS = ('res_x', 'res_x_y', 'compress_time', 'compress_space', 'compress_all',
-                  'compress_all_x_y', 'compress_time_res', 'compress_space_res', 'compress_all_res')
-DECODER_BLOCKS = ('res_x', 'res_x_y', 'compress_time', 'compress_space', 'compress_all')
+from ltx_jax.errors import DataError, UsageError
+from ltx_jax.models.vae import diffusers_config
+from ltx_jax.models.vae.blocks import Block, parse_blocks
 
-# (time, height, width) strides of the compressing blocks.
-STRIDES = {
-    'compress_time': (2, 1, 1), 'compress_space': (1, 2, 2), 'compress_all': (2, 2, 2),
-    'compress_all_x_y': (2, 2, 2), 'compress_time_res': (2, 1, 1),
-    'compress_space_res': (1, 2, 2), 'compress_all_res': (2, 2, 2),
-}
-# Channel multiplier when a block does not name one (None: the block keeps its channels).
-_DEFAULT_MULTIPLIER = {
-    'encoder': {'res_x_y': 2, 'compress_all_x_y': 2, 'compress_time_res': 2,
-                'compress_space_res': 2, 'compress_all_res': 2},
-    'decoder': {'res_x_y': 2, 'compress_all': 1},
-}
 LOG_VAR_CHANNELS = {'per_channel': lambda c: 2 * c, 'uniform': lambda c: c + 1,
                     'constant': lambda c: c + 1}
-
-
-@dataclasses.dataclass(frozen=True)
-class Block:
-  """One entry of a block list. `multiplier` is resolved (1 for blocks that keep channels)."""
-  name: str
-  num_layers: int = 1
-  multiplier: int = 1
-  residual: bool = False
-  inject_noise: bool = False
-
-  @property
-  def stride(self) -> tuple[int, int, int]:
-    return STRIDES.get(self.name, (1, 1, 1))
-
-  def to_official(self) -> list:
-    if self.name == 'res_x':
-      return [self.name, {'num_layers': self.num_layers, 'inject_noise': self.inject_noise}]
-    return [self.name, {'multiplier': self.multiplier, 'residual': self.residual,
-                        'inject_noise': self.inject_noise}]
-
-
-def parse_blocks(blocks, side: str) -> tuple[Block, ...]:
-  """Official JSON block list (`[name, int | dict]` pairs) -> resolved `Block`s."""
-  allowed = ENCODER_BLOCKS if side == 'encoder' else DECODER_BLOCKS
-  out = []
-  for name, params in blocks:
-    if name not in allowed:
-      raise ValueError(f"{side} block {name!r} is not supported (supported: {allowed})")
-    params = {'num_layers': params} if isinstance(params, int) else dict(params)
-    mult = params.get('multiplier', _DEFAULT_MULTIPLIER[side].get(name, 1))
-    if side == 'decoder' and name in ('compress_time', 'compress_space'):
-      mult, params['residual'] = 1, False  # the reference ignores their parameters
-    out.append(Block(name, int(params.get('num_layers', 1)), int(mult),
-                     bool(params.get('residual', False)),
-                     bool(params.get('inject_noise', False)) and side == 'decoder'))
-  return tuple(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,10 +51,11 @@ class VAEConfig:
 
   def __post_init__(self):
     if self.latent_log_var not in LOG_VAR_CHANNELS:
-      raise ValueError(f"latent_log_var {self.latent_log_var!r} is not supported "
+      raise UsageError(f"latent_log_var {self.latent_log_var!r} is not supported "
                        f"(supported: {sorted(LOG_VAR_CHANNELS)})")
     if self.spatial_padding_mode not in ('zeros', 'replicate', 'reflect', 'circular'):
-      raise ValueError(f"spatial_padding_mode {self.spatial_padding_mode!r} is not supported")
+      raise UsageError(f"spatial_padding_mode {self.spatial_padding_mode!r} is not supported "
+                       "(supported: 'zeros', 'replicate', 'reflect', 'circular')")
 
   @property
   def spatial_compression(self) -> int:
@@ -149,34 +102,42 @@ class VAEConfig:
         'spatial_padding_mode': self.spatial_padding_mode,
     }
 
+  @classmethod
+  def from_official(cls, cfg: Mapping[str, Any] | str) -> 'VAEConfig':
+    """The official `CausalVideoAutoencoder` JSON config (dict or JSON text) -> VAEConfig."""
+    cfg = json.loads(cfg) if isinstance(cfg, str) else dict(cfg)
+    dims = cfg.get('dims', 3)
+    if (tuple(dims) if isinstance(dims, list) else dims) != 3:
+      raise DataError(f"only dims=3 VAEs are supported, got {dims}")
+    if cfg.get('norm_layer', 'group_norm') != 'pixel_norm':
+      raise DataError(f"norm_layer {cfg.get('norm_layer', 'group_norm')!r} is not supported "
+                      "(every released LTX-Video VAE uses pixel_norm)")
+    if cfg.get('use_quant_conv', True):
+      raise DataError("use_quant_conv=True is not supported (released VAEs set it to false)")
+    if cfg.get('normalize_latent_channels', False):
+      raise DataError("normalize_latent_channels=True is not supported")
+    log_var = cfg.get('latent_log_var', 'per_channel' if cfg.get('double_z', True) else 'none')
+    if log_var not in LOG_VAR_CHANNELS:
+      raise DataError(f"latent_log_var {log_var!r} is not supported "
+                      f"(supported: {sorted(LOG_VAR_CHANNELS)})")
+    blocks = cfg.get('blocks')
+    return cls(
+        encoder_blocks=parse_blocks(cfg.get('encoder_blocks', blocks), 'encoder'),
+        decoder_blocks=parse_blocks(cfg.get('decoder_blocks', blocks), 'decoder'),
+        in_channels=cfg.get('in_channels', 3), out_channels=cfg.get('out_channels', 3),
+        latent_channels=cfg['latent_channels'],
+        encoder_base_channels=cfg.get('encoder_base_channels', 128),
+        decoder_base_channels=cfg.get('decoder_base_channels', 128),
+        patch_size=cfg.get('patch_size', 1), latent_log_var=log_var,
+        spatial_padding_mode=cfg.get('spatial_padding_mode', 'zeros'),
+        timestep_conditioning=cfg.get('timestep_conditioning', False),
+        causal_decoder=cfg.get('causal_decoder', False),
+        scaling_factor=float(cfg.get('scaling_factor', 1.0)))
 
-def from_official(cfg: Mapping[str, Any] | str) -> VAEConfig:
-  """The official `CausalVideoAutoencoder` JSON config (dict or JSON text) -> VAEConfig."""
-  cfg = json.loads(cfg) if isinstance(cfg, str) else dict(cfg)
-  dims = cfg.get('dims', 3)
-  if (tuple(dims) if isinstance(dims, list) else dims) != 3:
-    raise ValueError(f"only dims=3 VAEs are supported, got {dims}")
-  if cfg.get('norm_layer', 'group_norm') != 'pixel_norm':
-    raise ValueError(f"norm_layer {cfg.get('norm_layer', 'group_norm')!r} is not supported "
-                     "(every released LTX-Video VAE uses pixel_norm)")
-  if cfg.get('use_quant_conv', True):
-    raise ValueError("use_quant_conv=True is not supported (released VAEs set it to false)")
-  if cfg.get('normalize_latent_channels', False):
-    raise ValueError("normalize_latent_channels=True is not supported")
-  log_var = cfg.get('latent_log_var', 'per_channel' if cfg.get('double_z', True) else 'none')
-  blocks = cfg.get('blocks')
-  return VAEConfig(
-      encoder_blocks=parse_blocks(cfg.get('encoder_blocks', blocks), 'encoder'),
-      decoder_blocks=parse_blocks(cfg.get('decoder_blocks', blocks), 'decoder'),
-      in_channels=cfg.get('in_channels', 3), out_channels=cfg.get('out_channels', 3),
-      latent_channels=cfg['latent_channels'],
-      encoder_base_channels=cfg.get('encoder_base_channels', 128),
-      decoder_base_channels=cfg.get('decoder_base_channels', 128),
-      patch_size=cfg.get('patch_size', 1), latent_log_var=log_var,
-      spatial_padding_mode=cfg.get('spatial_padding_mode', 'zeros'),
-      timestep_conditioning=cfg.get('timestep_conditioning', False),
-      causal_decoder=cfg.get('causal_decoder', False),
-      scaling_factor=float(cfg.get('scaling_factor', 1.0)))
+  @classmethod
+  def from_diffusers(cls, cfg: Mapping[str, Any]) -> 'VAEConfig':
+    """An `AutoencoderKLLTXVideo` config.json (as a dict) -> VAEConfig (diffusers_config.py)."""
+    return cls(**diffusers_config.diffusers_layout(cfg)[0])
 
 
 def _res(n: int, noise: bool = False) -> list:
@@ -210,5 +171,5 @@ LTXV_090_OFFICIAL = {
     'scaling_factor': 1.0, 'norm_layer': 'pixel_norm', 'patch_size': 4,
     'latent_log_var': 'uniform', 'use_quant_conv': False, 'causal_decoder': False,
 }
-LTXV_VAE_098 = from_official(LTXV_098_OFFICIAL)
-LTXV_VAE_090 = from_official(LTXV_090_OFFICIAL)
+LTXV_VAE_098 = VAEConfig.from_official(LTXV_098_OFFICIAL)
+LTXV_VAE_090 = VAEConfig.from_official(LTXV_090_OFFICIAL)

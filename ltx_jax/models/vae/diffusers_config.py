@@ -1,5 +1,8 @@
 """Diffusers' `AutoencoderKLLTXVideo` config.json -> our block list, with each block's key prefix.
 
+`VAEConfig.from_diffusers` (config.py) is the parser; this module holds its stage-by-stage replay,
+which the loader also uses for the name map.
+
 Diffusers nests blocks in stages (`down_blocks.i` holding resnets, `downsamplers.0` and a channel
 changing `conv_out`; `up_blocks.i` holding `conv_in`, `upsamplers.0` and resnets). Replaying its
 constructor stage by stage gives the flat official block list and, for every block, where its
@@ -12,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ltx_jax.models.vae.config import Block, VAEConfig
+from ltx_jax.errors import DataError
+from ltx_jax.models.vae.blocks import Block
 
 _DOWNSAMPLERS = {'spatial': 'compress_space_res', 'temporal': 'compress_time_res',
                  'spatiotemporal': 'compress_all_res'}
@@ -20,7 +24,7 @@ _DOWNSAMPLERS = {'spatial': 'compress_space_res', 'temporal': 'compress_time_res
 
 def _ratio(big: int, small: int, what: str) -> int:
   if big % small:
-    raise ValueError(f"unsupported diffusers VAE config: {what} goes {big} <-> {small} channels")
+    raise DataError(f"unsupported diffusers VAE config: {what} goes {big} <-> {small} channels")
   return big // small
 
 
@@ -51,7 +55,7 @@ def _encoder(cfg: Mapping[str, Any]) -> tuple[list[Block], list[str]]:
     elif types[i] == 'LTXVideo095DownBlock3D':
       if not scaling[i] or down_types[i] == 'conv':
         if cin != out:
-          raise ValueError(f"unsupported diffusers VAE config: {stage} changes channels "
+          raise DataError(f"unsupported diffusers VAE config: {stage} changes channels "
                            "without a space-to-depth downsampler")
         if scaling[i]:
           blocks.append(Block('compress_all'))
@@ -60,7 +64,7 @@ def _encoder(cfg: Mapping[str, Any]) -> tuple[list[Block], list[str]]:
         blocks.append(Block(_DOWNSAMPLERS[down_types[i]], multiplier=_ratio(out, cin, stage)))
         prefixes.append(f'{stage}.downsamplers.0')
     else:
-      raise ValueError(f"unknown diffusers down block type {types[i]!r}")
+      raise DataError(f"unknown diffusers down block type {types[i]!r}")
   blocks.append(Block('res_x', layers[-1]))
   prefixes.append('mid_block')
   return blocks, prefixes
@@ -83,7 +87,7 @@ def _decoder(cfg: Mapping[str, Any]) -> tuple[list[Block], list[str], int]:
     cin, out = prev // factor[i], channels[i] // factor[i]
     if cin != out:
       if factor[i] != 1 or timestep or noise[i + 1]:
-        raise ValueError(f"unsupported diffusers VAE config: {stage}.conv_in with upsample factor "
+        raise DataError(f"unsupported diffusers VAE config: {stage}.conv_in with upsample factor "
                          "!= 1, timestep conditioning or noise injection does not run in diffusers")
       blocks.append(Block('res_x_y', multiplier=_ratio(cin, out, stage)))
       prefixes.append(f'{stage}.conv_in')
@@ -91,27 +95,29 @@ def _decoder(cfg: Mapping[str, Any]) -> tuple[list[Block], list[str], int]:
       blocks.append(Block('compress_all', multiplier=factor[i], residual=residual[i]))
       prefixes.append(f'{stage}.upsamplers.0')
     elif factor[i] != 1:
-      raise ValueError(f"unsupported diffusers VAE config: {stage} has an upsample factor but "
+      raise DataError(f"unsupported diffusers VAE config: {stage} has an upsample factor but "
                        "no upsampler")
     if layers[i + 1]:
       blocks.append(Block('res_x', layers[i + 1], inject_noise=noise[i + 1]))
       prefixes.append(stage)
     elif timestep:
-      raise ValueError(f"unsupported diffusers VAE config: {stage} has no resnets")
+      raise DataError(f"unsupported diffusers VAE config: {stage} has no resnets")
     prev = out
   return blocks, prefixes, prev
 
 
-def diffusers_layout(cfg: Mapping[str, Any]) -> tuple[VAEConfig, list[str], list[str]]:
-  """config.json -> (VAEConfig, diffusers prefix per encoder block, per decoder block).
+def diffusers_layout(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+  """config.json -> (VAEConfig fields, diffusers prefix per encoder block, per decoder block).
 
   Decoder prefixes are listed in execution order (the reverse of the config's block list).
+  `VAEConfig.from_diffusers` builds the config from the fields; the loader also needs the
+  prefixes.
   """
   if cfg.get('patch_size_t', 1) != 1:
-    raise ValueError(f"unsupported diffusers VAE config: patch_size_t={cfg['patch_size_t']}")
+    raise DataError(f"unsupported diffusers VAE config: patch_size_t={cfg['patch_size_t']}")
   enc_blocks, enc_prefixes = _encoder(cfg)
   dec_blocks, dec_prefixes, dec_base = _decoder(cfg)
-  config = VAEConfig(
+  fields = dict(
       encoder_blocks=tuple(enc_blocks), decoder_blocks=tuple(reversed(dec_blocks)),
       in_channels=cfg.get('in_channels', 3), out_channels=cfg.get('out_channels', 3),
       latent_channels=cfg.get('latent_channels', 128),
@@ -122,9 +128,4 @@ def diffusers_layout(cfg: Mapping[str, Any]) -> tuple[VAEConfig, list[str], list
       encoder_causal=cfg.get('encoder_causal', True),
       causal_decoder=cfg.get('decoder_causal', False),
       scaling_factor=float(cfg.get('scaling_factor', 1.0)))
-  return config, enc_prefixes, dec_prefixes
-
-
-def from_diffusers(cfg: Mapping[str, Any]) -> VAEConfig:
-  """An `AutoencoderKLLTXVideo` config.json (as a dict) -> VAEConfig."""
-  return diffusers_layout(cfg)[0]
+  return fields, enc_prefixes, dec_prefixes

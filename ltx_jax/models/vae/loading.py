@@ -19,11 +19,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ltx_jax import sharding as sharding_lib
-from ltx_jax.models.vae.config import VAEConfig, from_official
+from ltx_jax.models.vae.config import VAEConfig
 from ltx_jax.models.vae.diffusers_config import diffusers_layout
-from ltx_jax.models.vae.model import Statistic, VideoAutoencoder
-from ltx_jax.weights import orbax_io
-from ltx_jax.weights.loader import Plan, load_params, plan_from_table
+from ltx_jax.models.vae.model import VideoAutoencoder
+from ltx_jax.weights import precision
+from ltx_jax.weights.component import Checkpoint, Component, load_component
+from ltx_jax.weights.loader import Plan, plan_from_table
 from ltx_jax.weights.safetensors_io import official_config, open_safetensors
 
 # Leaf renames shared by both formats: PixArt's embedder nests its MLP one level deeper.
@@ -80,29 +81,18 @@ def _parent_value(model, path):
   return node.get_value()
 
 
-def abstract_vae(config: VAEConfig, *, dtype=jnp.float32, param_dtype=jnp.float32):
-  """The model with shapes only (no memory, no random init)."""
+def abstract_vae(config: VAEConfig, *, dtype: precision.DTypeLike = jnp.float32,
+                 param_dtype: precision.DTypeLike | None = None) -> VideoAutoencoder:
+  """The VAE with shapes only (no memory, no random init), as the loaders fill it.
+
+  param_dtype: storage dtype (defaults to dtype); 'fp8' stores the VAE in bf16 (it has no fp8
+  set). The latent statistics stay f32.
+  """
+  dtype = precision.parse(dtype, what='compute')
+  param_dtype = dtype if param_dtype is None else precision.parse(param_dtype)
+  param_dtype = precision.base_dtype(param_dtype)
   return nnx.eval_shape(lambda: VideoAutoencoder(config, dtype=dtype, param_dtype=param_dtype,
                                                  rngs=nnx.Rngs(0)))
-
-
-def _fill(model, store, plan: Plan, param_dtype, what: str, ignore, sharding=None
-          ) -> VideoAutoencoder:
-  """Parameters in param_dtype, statistics in f32; both checked strictly against the file."""
-  stats = {p: s for p, s in plan.items() if isinstance(_var(model, p), Statistic)}
-  params = {p: s for p, s in plan.items() if p not in stats}
-  stat_keys = [re.escape(k) for s in stats.values() for k in s.keys]
-  load_params(model, store, params, param_dtype, what=what, ignore=list(ignore) + stat_keys,
-              sharding=sharding)
-  load_params(model, store, stats, jnp.float32, what=what, ignore=['.*'], sharding=sharding)
-  return model
-
-
-def _var(model, path):
-  node = model
-  for p in path[:-1]:
-    node = node[p] if isinstance(p, int) else getattr(node, p)
-  return getattr(node, path[-1])
 
 
 def _diffusers_folder(path: Path) -> Path | None:
@@ -113,33 +103,41 @@ def _diffusers_folder(path: Path) -> Path | None:
   return None
 
 
-def load_vae(source: str | os.PathLike, *, dtype=jnp.float32, param_dtype=None,
-             mesh: jax.sharding.Mesh | None = None, rules: sharding_lib.Rules | None = None
-             ) -> VideoAutoencoder:
-  """Loads the VAE from a diffusers `vae/` folder (or the repo folder above it) or an official
-  single-file checkpoint (`vae.*` tensors, architecture in metadata `config` -> `vae`).
-
-  dtype: compute dtype; param_dtype: storage dtype (defaults to dtype).
-  mesh, rules: place each parameter by its logical axis names (ltx_jax/sharding.py; the VAE's
-    names are replicated by the default rules); default one device.
-  """
-  if orbax_io.is_orbax(source):  # a checkpoint converted by tools/convert.py
-    return orbax_io.restore_component(source, 'vae', dtype=dtype, param_dtype=param_dtype,
-                                      mesh=mesh, rules=rules)
-  path = Path(source)
-  param_dtype = dtype if param_dtype is None else param_dtype
+def open_checkpoint(path: Path) -> Checkpoint:
+  """A diffusers `vae/` folder (or the repo folder above it) or an official single file (`vae.*`
+  tensors, architecture in metadata `config` -> `vae`): config, tensors and name map."""
   if path.is_dir():
     folder = _diffusers_folder(path)
     if folder is None:
       raise FileNotFoundError(f"{path}: no AutoencoderKLLTXVideo config.json here or in vae/")
-    config, enc, dec = diffusers_layout(json.loads((folder / 'config.json').read_text()))
-    store = open_safetensors(folder)
-    table, renames, ignore = diffusers_table(enc, dec), DIFFUSERS_RENAMES, ()
-  else:
-    store = open_safetensors(path, prefix='vae.')
-    config = from_official(official_config(store, 'vae'))
-    table, renames, ignore = official_table(config), OFFICIAL_RENAMES, OFFICIAL_IGNORE
-  model = abstract_vae(config, dtype=dtype, param_dtype=param_dtype)
-  plan = make_plan(model, table, renames)
-  where = sharding_lib.sharding_fn(mesh, rules) if mesh is not None else None
-  return _fill(model, store, plan, param_dtype, f'VAE from {path}', ignore, where)
+    cfg = json.loads((folder / 'config.json').read_text())
+    _, enc, dec = diffusers_layout(cfg)
+    table = diffusers_table(enc, dec)
+    return Checkpoint(VAEConfig.from_diffusers(cfg), open_safetensors(folder),
+                      lambda model: make_plan(model, table, DIFFUSERS_RENAMES),
+                      what=f'VAE from {path}')
+  store = open_safetensors(path, prefix='vae.')
+  config = VAEConfig.from_official(official_config(store, 'vae'))
+  return Checkpoint(config, store,
+                    lambda model: make_plan(model, official_table(config), OFFICIAL_RENAMES),
+                    ignore=OFFICIAL_IGNORE, what=f'VAE from {path}')
+
+
+COMPONENT = Component('vae', VAEConfig, abstract_vae, open_checkpoint)
+
+
+def load_vae(source: str | os.PathLike, *, dtype: precision.DTypeLike = jnp.float32,
+             param_dtype: precision.DTypeLike | None = None,
+             mesh: jax.sharding.Mesh | None = None, rules: sharding_lib.Rules | None = None
+             ) -> VideoAutoencoder:
+  """Loads the VAE strictly: every parameter from the file, every file tensor used.
+
+  source: a diffusers `vae/` folder (or the repo folder above it), an official single file, or a
+    checkpoint converted by tools/convert.py (its folder or its vae/ folder).
+  dtype: compute dtype; param_dtype: storage dtype (defaults to dtype; 'fp8' means bf16 here),
+    each 'f32', 'bf16', 'fp16', 'fp8' or a dtype (`ltx_jax.weights.precision`).
+  mesh, rules: place each parameter by its logical axis names (ltx_jax/sharding.py; the VAE's
+    names are replicated by the default rules); default one device.
+  """
+  return load_component(source, COMPONENT, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
+                        rules=rules)

@@ -116,7 +116,7 @@ _BUDGET_ENV = 'LTX_JAX_VAE_MEMORY_GIB'
 
 
 def memory_budget(device: jax.Device | None = None) -> int:
-  """Bytes an untiled encode / decode may use on `device` (default: the first device).
+  """Bytes an untiled encode / decode may use on `device` (default: this process's first device).
 
   `LTX_JAX_VAE_MEMORY_GIB` sets it; otherwise 90% of the device's free memory (accelerators
   report it), or 50% of the host's available memory on CPU.
@@ -130,7 +130,7 @@ def memory_budget(device: jax.Device | None = None) -> int:
     if not gib > 0:
       raise UsageError(f"{_BUDGET_ENV}={env!r} must be a positive number of GiB")
     return int(gib * 2**30)
-  device = device or jax.devices()[0]
+  device = device or jax.local_devices()[0]
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
   if stats and 'bytes_limit' in stats:
     return int(0.9 * (stats['bytes_limit'] - stats.get('bytes_in_use', 0)))
@@ -156,6 +156,10 @@ def _untiled_if_fits(kind: str, graphdef, state, x, timestep, key, budget: int |
   placements), when XLA's own accounting of it (arguments + temporaries + output) fits the
   budget; else None. The executable is kept and reused by the call."""
   args = (state, x) if kind == 'encode' else (state, x, timestep, key)
+  if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(args)):
+    # Inside someone else's trace: no ahead-of-time compile; the caller's program decides.
+    return (lambda: _decode_fn(graphdef, *args, as_uint8=as_uint8)) if kind == 'decode' else (
+        lambda: _encode_fn(graphdef, *args))
   sig = (kind, graphdef, as_uint8, _signature(args))
   if sig not in _COMPILED:
     if kind == 'decode':

@@ -1,4 +1,7 @@
-"""Video files: H.264 mp4 (yuv420p), GIF, PNG frames and the JSON sidecar.
+"""Video files: H.264 mp4 (yuv420p), GIF, PNG frames and JSON sidecars.
+
+  from ltx_jax import video_io
+  video_io.write_mp4('fox.mp4', out.frames[0], fps=30)
 
 Every file is written under a hidden temporary name in its final folder and renamed when
 complete, so an interrupted run leaves no half-written output under a real name.
@@ -16,6 +19,10 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from ltx_jax.errors import UsageError
+
+__all__ = ['read_mp4_info', 'write_gif', 'write_json', 'write_mp4', 'write_pngs']
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -56,7 +63,7 @@ def _atomic(path: Path, overwrite: bool, directory: bool = False) -> Iterator[Pa
 def _check(frames: np.ndarray) -> np.ndarray:
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {frames.shape}")
+    raise UsageError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {frames.shape}")
   return frames
 
 
@@ -66,7 +73,7 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, *, crf: int = 17,
   import imageio.v2 as imageio
   frames = _check(frames)
   if frames.shape[1] % 2 or frames.shape[2] % 2:
-    raise ValueError(f"H.264 yuv420p needs even sizes, got {frames.shape[2]}x{frames.shape[1]}")
+    raise UsageError(f"H.264 yuv420p needs even sizes, got {frames.shape[2]}x{frames.shape[1]}")
   with _atomic(path, overwrite) as tmp, _quiet_fork():
     writer = imageio.get_writer(tmp, format='FFMPEG', mode='I', fps=fps, codec='libx264',
                                 pixelformat='yuv420p', quality=None, macro_block_size=1,
