@@ -158,8 +158,18 @@ class LTXMultiScalePipeline:
     ratio = checks.check_finite('tone_map_compression_ratio',
                                 decode['tone_map_compression_ratio'], 0.0, 1.0)
 
-    # Both passes prepared (checked, text encoded) before anything compiles.
-    plan1 = pipe.prepare(**dict(common, **first, height=h1, width=w1))
+    # Both passes' schedules checked before the first pass's text encoding, and both passes
+    # prepared before anything compiles.
+    kw1 = dict(common, **first, height=h1, width=w1)
+    tc, sc = pipe.compression
+    frames = (kw1.get('num_frames', _CALL_DEFAULTS['num_frames']) - 1) // tc + 1
+    for kw, scale, given in ((kw1, 1, 'latents' in kw1), (dict(common, **second), 2, True)):
+      pipe._schedule(kw.get('num_inference_steps', _CALL_DEFAULTS['num_inference_steps']),
+                     kw.get('timesteps'), frames * (scale * h1 // sc) * (scale * w1 // sc),
+                     np.zeros(()) if given else None,
+                     kw.get('skip_initial_inference_steps', 0),
+                     kw.get('skip_final_inference_steps', 0), kw.get('denoise_strength', 1.0))
+    plan1 = pipe.prepare(**kw1)
     f1, hh, ww = plan1.grid
     shape2 = (plan1.batch, f1, 2 * hh, 2 * ww, plan1.latents.shape[-1])
     kw2 = dict(common, **second, height=2 * h1, width=2 * w1)
