@@ -91,10 +91,11 @@ class LTXMultiScalePipeline:
     """Normalised latents [B, F', H', W', C] -> normalised latents [B, F', 2H', 2W', C]:
     un-normalise with the VAE's statistics, upsample, re-normalise (f32)."""
     vae = self.pipe.vae
-    z = vae.denormalize(jnp.asarray(latents, jnp.float32)).astype(self.upsampler.dtype)
-    graph, state = self._upsampler_split
-    up = _run_upsampler(graph, state, self.pipe._global(z))
-    return vae.normalize(up.astype(jnp.float32)).astype(jnp.float32)
+    with self.pipe.timer('upsample'):
+      z = vae.denormalize(jnp.asarray(latents, jnp.float32)).astype(self.upsampler.dtype)
+      graph, state = self._upsampler_split
+      up = _run_upsampler(graph, state, self.pipe._global(z))
+      return jax.block_until_ready(vae.normalize(up.astype(jnp.float32)).astype(jnp.float32))
 
   def __call__(self, downscale_factor: float, first_pass: Mapping[str, Any],
                second_pass: Mapping[str, Any], *, adain_factor: float = 1.0,
