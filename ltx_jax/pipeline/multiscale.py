@@ -97,6 +97,29 @@ class LTXMultiScalePipeline:
       up = _run_upsampler(graph, state, self.pipe._global(z))
       return jax.block_until_ready(vae.normalize(up.astype(jnp.float32)).astype(jnp.float32))
 
+  def upsample_latents(self, latents: jax.Array, *, adain_factor: float = 0.0,
+                       tone_map_compression_ratio: float = 0.0) -> jax.Array:
+    """Normalised latents [B, F', H', W', C] -> normalised [B, F', 2H', 2W', C] as diffusers'
+    `LTXLatentUpsamplePipeline(latents=..., output_type='latent')`: un-normalise, upsample,
+    AdaIN against the un-normalised input (`adain_factor` > 0), tone map the un-normalised
+    latents (`tone_map_compression_ratio` > 0), re-normalise. The first half of diffusers'
+    two-call recipe; its second call is `pipe(latents=..., denoise_strength=...)`."""
+    from ltx_jax.sampling.latent_ops import tone_map_latents
+    factor = checks.check_finite('adain_factor', adain_factor, None, None)
+    ratio = checks.check_finite('tone_map_compression_ratio', tone_map_compression_ratio, 0.0,
+                                1.0)
+    vae = self.pipe.vae
+    with self.pipe.timer('upsample'):
+      z = vae.denormalize(jnp.asarray(latents, jnp.float32))
+      graph, state = self._upsampler_split
+      up = _run_upsampler(graph, state, self.pipe._global(z.astype(self.upsampler.dtype)))
+      up = up.astype(jnp.float32)
+      if factor > 0:
+        up = adain_filter_latent(up, z, factor)
+      if ratio > 0:
+        up = tone_map_latents(up, ratio)
+      return jax.block_until_ready(vae.normalize(up).astype(jnp.float32))
+
   def __call__(self, downscale_factor: float, first_pass: Mapping[str, Any],
                second_pass: Mapping[str, Any], *, adain_factor: float = 1.0,
                **kwargs) -> LTXPipelineOutput:
