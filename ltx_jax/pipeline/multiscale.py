@@ -22,7 +22,7 @@ from flax import nnx
 
 from ltx_jax import checks
 from ltx_jax.errors import UsageError
-from ltx_jax.pipeline import inputs as inputs_lib
+from ltx_jax.models.vae.tiling import to_uint8
 from ltx_jax.pipeline.pipeline import LTXPipeline, LTXPipelineOutput
 from ltx_jax.sampling.latent_ops import adain_filter_latent, first_pass_size
 
@@ -214,4 +214,4 @@ class LTXMultiScalePipeline:
     video = pipe.decode_video(final, d_t, d_s, plan2.decode_key,
                               tone_map_compression_ratio=ratio)
     video = resize_frames(jnp.clip(video, -1, 1), height, width)
-    return LTXPipelineOutput(latents=np.asarray(final), frames=inputs_lib.to_uint8(video))
+    return LTXPipelineOutput(latents=np.asarray(final), frames=np.asarray(to_uint8(video)))

@@ -335,16 +335,17 @@ class LTXPipeline:
              decode_noise_scale: float = 0.0, key: jax.Array | None = None, *,
              tone_map_compression_ratio: float = 0.0) -> np.ndarray:
     """Normalised latents [B, F', H', W', C] -> uint8 frames [B, F, H, W, 3], F = t*(F'-1)+1:
-    `decode_video` rounded to 8 bits."""
-    return inputs_lib.to_uint8(self.decode_video(
+    `decode_video`'s frames converted to 8 bits on the device, on the host."""
+    return np.asarray(self.decode_video(
         latents, decode_timestep, decode_noise_scale, key,
-        tone_map_compression_ratio=tone_map_compression_ratio))
+        tone_map_compression_ratio=tone_map_compression_ratio, as_uint8=True))
 
   def decode_video(self, latents: jax.Array, decode_timestep: float = 0.0,
                    decode_noise_scale: float = 0.0, key: jax.Array | None = None, *,
-                   tone_map_compression_ratio: float = 0.0) -> jax.Array:
+                   tone_map_compression_ratio: float = 0.0, as_uint8: bool = False
+                   ) -> jax.Array:
     """Normalised latents [B, F', H', W', C] -> the decoder's frames, f32 [B, F, H, W, 3] in
-    about [-1, 1], F = t*(F'-1)+1.
+    about [-1, 1] (as_uint8: uint8, converted on the device), F = t*(F'-1)+1.
 
     With a timestep-conditioned VAE (0.9.1+) the latents are first mixed with noise,
     (1 - decode_noise_scale) * z + decode_noise_scale * N(0, 1), and the decoder is told
@@ -369,11 +370,11 @@ class LTXPipeline:
         z = self.vae.denormalize(tone_map_latents(self.vae.normalize(z), ratio))
       z = z.astype(self.vae.dtype)
       if self.partitioning is not None and jax.process_count() == 1:
-        # Rows over the batch axes. Not across processes: the tiled decode reads each tile
-        # back on the host, which needs every row addressable.
+        # Rows over the batch axes (single process: a tiled decode spreads its tiles over the
+        # mesh's devices only where every row is addressable).
         z = jax.device_put(z, self.partitioning.sharding(z.shape, ('batch',) + (None,) * 4))
-      return jax.block_until_ready(
-          sharding_lib.gather(self.vae.decode(z, timestep, key=k_inject, mesh=self.mesh)))
+      frames = self.vae.decode(z, timestep, key=k_inject, mesh=self.mesh, as_uint8=as_uint8)
+      return jax.block_until_ready(sharding_lib.gather(frames))
 
   # -- prepare's parts -----------------------------------------------------------------------
 
