@@ -126,16 +126,16 @@ def loop_functions(pipe, steps: int) -> dict:
   singles = [step_args(i, None) for i in range(steps)]
 
   def scanned():
-    return loop_lib.denoise_jit(**full)
+    return loop_lib.denoise_jit(**full)[0]
 
   def python_loop():
     x = full['latents']
     for a in singles:
-      x = loop_lib.denoise_jit(**dict(a, latents=x))
+      x, _ = loop_lib.denoise_jit(**dict(a, latents=x))
     return x
 
   def one_step():
-    return loop_lib.denoise_jit(**dict(singles[0], latents=full['latents']))
+    return loop_lib.denoise_jit(**dict(singles[0], latents=full['latents']))[0]
 
   return {'scanned': scanned, 'python_loop': python_loop, 'one_step': one_step}
 
