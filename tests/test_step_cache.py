@@ -3,6 +3,7 @@ diffusers' `FirstBlockCacheConfig` on its LTXPipeline, step by step; TeaCache's 
 against the reference's rule replayed on the host."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -194,3 +195,27 @@ def test_plan_cache_must_match_spec(pipe, noise):
   with pytest.raises(UsageError, match='plan.cache must be set exactly when'):
     pipe.denoise(dataclasses.replace(plan, cache=None))
   assert isinstance(plan.cache.threshold, jax.Array) and plan.cache.threshold.dtype == jnp.float32
+
+
+def test_cli_cache_keys_and_sidecar(tmp_path):
+  import json
+  from test_cli import generate
+  _, err, rc = generate(f'--config.output_dir={tmp_path}', '--config.cache.kind=first_block',
+                        '--config.cache.threshold=1e6', '--config.progress=False')
+  assert rc == 0, err
+  (sidecar,) = tmp_path.glob('*.json')
+  meta = json.loads(sidecar.read_text())
+  # 4 steps: the first runs every block, the others reuse its residual.
+  assert meta['cache'] == {'kind': 'first_block', 'threshold': 1e6, 'skipped_steps': 3}
+
+
+@pytest.mark.parametrize('kind, threshold, message', [
+    ('fbc', 0.05, "config.cache.kind='fbc'; choose '' (none) or one of first_block, teacache"),
+    ('teacache', -1.0, 'config.cache: TeaCache(threshold=-1.0): the threshold must be'),
+])
+def test_cli_cache_refusals(kind, threshold, message):
+  from ltx_jax.cli import config as config_lib
+  c = config_lib.base_config(preset='')
+  c.cache.kind, c.cache.threshold = kind, threshold
+  with pytest.raises(UsageError, match=re.escape(message)):
+    config_lib.check(c)

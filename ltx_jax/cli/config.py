@@ -95,6 +95,11 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.decode_noise_scale = 0.025
   c.max_sequence_length = 256
   c.stochastic_sampling = False
+  # Step cache (ltx_jax/sampling/cache.py): '' none, 'first_block' (diffusers' First Block
+  # Cache) or 'teacache'; a higher threshold skips more steps.
+  c.cache = ml_collections.ConfigDict()
+  c.cache.kind = ''
+  c.cache.threshold = 0.05
   if preset:
     override(c, preset_values(preset))
   return c
@@ -278,6 +283,20 @@ def check_sampling(c, compression: tuple[int, int]) -> None:
     _fail(f"config.{e}")
 
 
+def step_cache(c):
+  """config.cache as the pipeline's `cache=` argument (None without one)."""
+  from ltx_jax.sampling.cache import KINDS, check_cache
+  if not c.cache.kind:
+    return None
+  if c.cache.kind not in KINDS:
+    _fail(f"config.cache.kind={c.cache.kind!r}; choose '' (none) or one of "
+          f"{', '.join(sorted(KINDS))}")
+  try:
+    return check_cache(KINDS[c.cache.kind](threshold=c.cache.threshold))
+  except UsageError as e:
+    _fail(f"config.cache: {e}")
+
+
 def check_mesh(c) -> None:
   from ltx_jax.sharding import CONTEXT_ATTENTION, MESH_AXES
   sizes = [c.mesh[a] for a in MESH_AXES]
@@ -293,6 +312,7 @@ def check_mesh(c) -> None:
 def check(c) -> Plan:
   """Every check that needs no model: a UsageError (one line) for the first problem found."""
   check_mesh(c)
+  step_cache(c)
   if c.task not in TASKS:
     _fail(f"config.task={c.task!r}; choose one of {', '.join(TASKS)}")
   if c.model.dtype not in DTYPES or c.model.text_encoder_dtype not in DTYPES + ('',):
