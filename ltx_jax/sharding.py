@@ -58,8 +58,6 @@ RULES: Rules = {
     'act_heads': 'tensor',
     'act_adaln': None,
 }
-DEFAULT_RULES = RULES
-TP_RULES: Rules = {'heads': 'model', 'mlp': 'model'}  # tensor parallel over a mesh axis 'model'
 CONTEXT_ATTENTION = ('allgather', 'ring')
 
 
@@ -124,16 +122,6 @@ def spec_for(shape: Sequence[int], names: Sequence[str | None] | None,
     used.update(axes)
     spec.append(None if not axes else axes[0] if len(axes) == 1 else tuple(axes))
   return PartitionSpec(*spec)
-
-
-def logical_to_spec(axes: Sequence[str | None] | None, rules: Rules | None = None
-                    ) -> PartitionSpec:
-  """('layers', 'embed', 'mlp') -> PartitionSpec(None, 'fsdp', 'tensor'): the rules alone,
-  before the fallback rule looks at shapes."""
-  rules = RULES if rules is None else rules
-  if not axes:
-    return PartitionSpec()
-  return PartitionSpec(*(rules.get(a) if a is not None else None for a in axes))
 
 
 def variable_names(var: nnx.Variable) -> tuple[str | None, ...] | None:
@@ -289,12 +277,6 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     return x
   assert len(names) == x.ndim, (x.shape, names)
   return jax.lax.with_sharding_constraint(x, p.sharding(x.shape, names))
-
-
-def mesh_axis_size(name: str) -> int:
-  p = active()
-  return 1 if p is None else dict(p.mesh.shape).get(name, 1)
-
 
 
 def shard_module(model: nnx.Module, mesh: Mesh | None, rules: Rules | None = None

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ltx_jax.nn.embeddings import timestep_sinusoid
 from ltx_jax.nn.layers import Dense, param
 from ltx_jax.nn.norms import layer_norm, rms_norm
 
@@ -113,14 +114,6 @@ class LayerNorm(nnx.Module):
     return y.astype(x.dtype)
 
 
-def timestep_sinusoid(t: jax.Array, dim: int = TIMESTEP_FREQ_DIM) -> jax.Array:
-  """[B] -> [B, dim] as cos | sin of t * 10000^(-i / (dim/2)); f32 (t reaches 1000)."""
-  half = dim // 2
-  freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
-  args = t.astype(jnp.float32)[:, None] * freqs[None]
-  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
-
-
 class TimestepEmbedder(nnx.Module):
   """Sinusoid(256) -> Linear -> SiLU -> Linear (PixArt's combined embedder without size terms)."""
 
@@ -133,7 +126,7 @@ class TimestepEmbedder(nnx.Module):
 
   def __call__(self, t: jax.Array) -> jax.Array:
     # t: [B] (already times the timestep scale multiplier) -> [B, dim]
-    h = timestep_sinusoid(t).astype(self.dtype)
+    h = timestep_sinusoid(t, TIMESTEP_FREQ_DIM).astype(self.dtype)  # [B, 256]
     return self.linear_2(jax.nn.silu(self.linear_1(h)))
 
 
