@@ -219,3 +219,37 @@ def test_cli_cache_refusals(kind, threshold, message):
   c.cache.kind, c.cache.threshold = kind, threshold
   with pytest.raises(UsageError, match=re.escape(message)):
     config_lib.check(c)
+
+
+_MESH_SCRIPT = """
+import sys
+import numpy as np
+from ltx_jax import FirstBlockCache, sharding, smoke
+mesh = None if sys.argv[1] == 'none' else sharding.make_mesh(data=2, context=2)
+pipe = smoke.build_pipeline(mesh=mesh)
+plan = pipe.prepare('a cat', height=64, width=96, num_frames=9, num_inference_steps=6,
+                    num_videos_per_prompt=2, progress=False, cache=FirstBlockCache(0.3))
+latents, ran = pipe._denoise(plan)
+np.savez(sys.argv[2], latents=np.asarray(latents), ran=ran)
+"""
+
+
+def test_first_block_cache_under_a_mesh(tmp_path):
+  """data=2 x context=2 over 4 simulated CPU devices: the same decisions and latents as one
+  device (both runs in subprocesses at once)."""
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  procs = {mode: subprocess.Popen([sys.executable, '-c', _MESH_SCRIPT, mode,
+                                   str(tmp_path / f'{mode}.npz')], env=env,
+                                  stderr=subprocess.PIPE, text=True)
+           for mode in ('none', 'mesh')}
+  for proc in procs.values():
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+  single, mesh = (np.load(tmp_path / f'{mode}.npz') for mode in ('none', 'mesh'))
+  assert 0 < single['ran'].sum() < single['ran'].size, single['ran']  # some steps skipped
+  np.testing.assert_array_equal(mesh['ran'], single['ran'])
+  np.testing.assert_allclose(mesh['latents'], single['latents'], atol=1e-5)
