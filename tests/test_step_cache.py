@@ -1,6 +1,6 @@
-"""Step caches (ltx_jax/sampling/cache.py) in the scanned loop: First Block Cache against
-diffusers' `FirstBlockCacheConfig` on its LTXPipeline, step by step; TeaCache's traced decisions
-against the reference's rule replayed on the host."""
+"""Step caches (ltx_jax/sampling/cache.py) in the scanned loop, step by step: First Block Cache
+against diffusers' `FirstBlockCacheConfig` on its LTXPipeline; TeaCache against its published
+rule run eagerly on diffusers' LTX modules and pipeline."""
 
 import dataclasses
 import re
@@ -135,49 +135,88 @@ def test_first_block_cache_under_stg(pipe, noise):
                                 np.asarray(pipe.denoise(plan)))
 
 
-def _teacache_decisions(modulated: list[np.ndarray], threshold: float) -> list[bool]:
-  """TeaCache4LTX-Video's rule on the host, from each step's modulated first-block input."""
+def _teacache_forward(model, threshold: float, log: list):
+  """TeaCache4LTX-Video's forward over diffusers' LTX transformer modules, written from its
+  published rule: the first block's modulated input is compared with the previous call's; the
+  relative L1 distance, rescaled by the LTX polynomial, accumulates; every block and the final
+  norm are skipped (their residual of the last full call added) while the sum stays under the
+  threshold; the first and last of STEPS calls always run. log gets (the sum, ran) per call."""
+  state = dict(step=0, sum=0.0, previous=None, residual=None)
   poly = np.poly1d(cache_lib.TEACACHE_LTX_COEFFICIENTS)
-  acc, runs = 0.0, []
-  for i, m in enumerate(modulated):
-    if i in (0, len(modulated) - 1):
-      run, acc = True, 0.0
+
+  def forward(hidden_states, encoder_hidden_states, timestep, encoder_attention_mask,
+              num_frames=None, height=None, width=None, rope_interpolation_scale=None,
+              video_coords=None, attention_kwargs=None, return_dict=True):
+    b = hidden_states.shape[0]
+    rope = model.rope(hidden_states, num_frames, height, width, rope_interpolation_scale,
+                      video_coords)
+    bias = ((1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0).unsqueeze(1)
+    x = model.proj_in(hidden_states)
+    temb, embedded = model.time_embed(timestep.flatten(), batch_size=b, hidden_dtype=x.dtype)
+    temb, embedded = temb.view(b, -1, temb.shape[-1]), embedded.view(b, -1, x.shape[-1])
+    context = model.caption_projection(encoder_hidden_states).view(b, -1, x.shape[-1])
+    first = model.transformer_blocks[0]
+    ada = first.scale_shift_table[None, None] + temb.reshape(b, temb.shape[1], 6, -1)
+    modulated = first.norm1(x) * (1 + ada[:, :, 1]) + ada[:, :, 0]
+    if state['step'] in (0, STEPS - 1):
+      ran, state['sum'] = True, 0.0
     else:
-      prev = modulated[i - 1]
-      acc += poly(np.abs(m - prev).mean() / np.abs(prev).mean())
-      run = acc >= threshold
-      if run:
-        acc = 0.0
-    runs.append(run)
-  return runs
+      prev = state['previous']
+      state['sum'] += poly(((modulated - prev).abs().mean() / prev.abs().mean()).item())
+      ran = state['sum'] >= threshold
+    log.append((state['sum'], ran))
+    if ran:
+      state['sum'] = 0.0
+      h = x
+      for block in model.transformer_blocks:
+        h = block(hidden_states=h, encoder_hidden_states=context, temb=temb,
+                  image_rotary_emb=rope, encoder_attention_mask=bias)
+      table = model.scale_shift_table[None, None] + embedded[:, :, None]
+      y = model.norm_out(h) * (1 + table[:, :, 1]) + table[:, :, 0]
+      state['residual'] = y - x
+    else:
+      y = x + state['residual']
+    state['previous'], state['step'] = modulated, state['step'] + 1
+    return (model.proj_out(y),)
+
+  return forward
 
 
-def test_teacache_decisions_and_cached_residual(pipe, noise):
-  """The traced TeaCache against its rule replayed from the modulated inputs the loop saw; a
-  skipped step adds the residual of the last full step (blocks and final norm)."""
-  seen = []
-  forward = cache_lib.forward
-
-  def spy(kind, model, stream, state, params, step, num_steps):
-    out = forward(kind, model, stream, state, params, step, num_steps)
-    jax.debug.callback(lambda m, r: seen.append((np.asarray(m), bool(r))), out[1].reference,
-                       out[2], ordered=True)
-    return out
-
-  cache_lib.forward = spy
+def _teacache_reference(repo, noise, threshold):
+  from diffusers import LTXPipeline as Reference
+  _, (transformer, vae, _, scheduler) = repo
+  ref = Reference(scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None,
+                  transformer=transformer)
+  log = []
+  transformer.forward = _teacache_forward(transformer, threshold, log)
   try:
-    plain, _ = _ours(pipe, noise, None)
-    for threshold in (0.0, 1.0, 1e6):
-      seen.clear()
-      got, ran = jax.tree.map(np.asarray, _ours(pipe, noise, TeaCache(threshold)))
-      assert [r for _, r in seen] == list(ran)
-      assert list(ran) == _teacache_decisions([m for m, _ in seen], threshold)
-      if threshold == 0.0:
-        np.testing.assert_allclose(got, plain, atol=1e-5)
-      else:
-        assert not ran.all() and ran[0] and ran[-1]
+    with torch.no_grad():
+      latents = ref(latents=noise.reshape(BATCH, -1, LATENT), output_type='latent',
+                    **dict(diffusers_kwargs(*text_inputs(BATCH)),
+                           num_inference_steps=STEPS)).frames
   finally:
-    cache_lib.forward = forward
+    del transformer.forward
+  return latents.numpy().reshape(BATCH, *GRID, LATENT), log
+
+
+def test_teacache_matches_its_reference(repo, pipe, noise, highest_precision):
+  """TeaCache against its rule run eagerly on diffusers' modules and pipeline, step by step,
+  for thresholds that skip none, some and all but the first and last steps."""
+  _, log = _teacache_reference(repo, noise, 0.0)
+  rescaled = np.sort([v for v, _ in log[1:-1]])  # each step's own rescaled distance
+  middle = float(2.5 * np.median(rescaled))
+  skipped = []
+  for threshold in (0.0, middle, 1e3 * float(rescaled[-1]) * STEPS):
+    want, log = _teacache_reference(repo, noise, threshold)
+    if threshold:  # decisions well away from float noise
+      assert all(abs(v / threshold - 1) > MARGIN for v, _ in log[1:-1]), (threshold, log)
+    got, ran = _ours(pipe, noise, TeaCache(threshold))
+    np.testing.assert_array_equal(ran, [r for _, r in log])
+    err = rel_l2(np.asarray(got), want)
+    print(f"TeaCache {threshold:.4g}: skipped {int(np.sum(~ran))}/{STEPS}, rel L2 {err:.2e}")
+    assert err < 1e-4, (threshold, err)
+    skipped.append(int(np.sum(~ran)))
+  assert skipped[0] == 0 and 0 < skipped[1] < STEPS - 2 and skipped[2] == STEPS - 2, skipped
 
 
 @pytest.mark.parametrize('cache, message', [

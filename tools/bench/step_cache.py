@@ -36,8 +36,8 @@ SIZES = {  # transformer, dtype, (frames, height, width)
             jnp.float32, (17, 128, 192)),
     'gpu': (dataclasses.replace(LTXV_13B, num_layers=8), jnp.bfloat16, (121, 704, 1216)),
 }
-CACHES = [FirstBlockCache(0.05), FirstBlockCache(0.1), FirstBlockCache(0.2), TeaCache(0.03),
-          TeaCache(0.05)]
+CACHES = 'first_block:0.05,first_block:0.1,first_block:0.2,teacache:0.03,teacache:0.05'
+KINDS = {'first_block': FirstBlockCache, 'teacache': TeaCache}
 TEXT_TOKENS = 32
 
 
@@ -64,7 +64,9 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--preset', choices=sorted(SIZES), default='cpu')
   parser.add_argument('--runs', type=int, default=2, help='timed runs per setting (median)')
+  parser.add_argument('--caches', default=CACHES, help='kind:threshold,... (first_block, teacache)')
   args = parser.parse_args(argv)
+  caches = [KINDS[k](float(t)) for k, t in (c.split(':') for c in args.caches.split(','))]
   config, dtype, (f, h, w) = SIZES[args.preset]
   pipe = _pipeline(config, dtype)
   rng = np.random.default_rng(0)
@@ -95,7 +97,7 @@ def main(argv=None) -> None:
   print('|---|---|---|---|---|')
   base, ran, _, base_s = run(None)
   print(f"| none | 0/{ran.size} | {base_s:.3f} | 1.00 | 0 |")
-  for cache in CACHES:
+  for cache in caches:
     latents, ran, _, seconds = run(cache)
     err = np.linalg.norm(latents - base) / np.linalg.norm(base)
     print(f"| {cache} | {int(np.sum(~ran))}/{ran.size} | {seconds:.3f} | "
