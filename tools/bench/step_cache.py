@@ -100,7 +100,8 @@ def main(argv=None) -> None:
   for cache in caches:
     latents, ran, _, seconds = run(cache)
     err = np.linalg.norm(latents - base) / np.linalg.norm(base)
-    print(f"| {type(cache).__name__}({cache.threshold}) | {int(np.sum(~ran))}/{ran.size} | {seconds:.3f} | "
+    name = f"{type(cache).__name__}({cache.threshold})"
+    print(f"| {name} | {int(np.sum(~ran))}/{ran.size} | {seconds:.3f} | "
           f"{base_s / seconds:.2f} | {err:.2e} |")
 
 
