@@ -123,7 +123,8 @@ def forward(kind: str | None, model, stream, state: CacheState, cache: CachePara
   x = stream.x
   layers = model.config.num_layers
   if kind is None:
-    return model.velocity(model.norm_out(_all_blocks(model, x, stream), stream)), state, jnp.asarray(True)
+    out = model.velocity(model.norm_out(_all_blocks(model, x, stream), stream))
+    return out, state, jnp.asarray(True)
   threshold, coefficients = cache
   if kind == FirstBlockCache.kind:
     h = model.blocks_range(x, stream, 0, 1)
