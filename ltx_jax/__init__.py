@@ -9,6 +9,7 @@ from ltx_jax.models.upsampler import LatentUpsampler, UpsamplerConfig, load_late
 from ltx_jax.models.vae import VAEConfig, VideoAutoencoder, load_vae
 from ltx_jax.pipeline import (Condition, GenerationPlan, LTXMultiScalePipeline, LTXPipeline,
                               LTXPipelineOutput)
+from ltx_jax.sampling.cache import FirstBlockCache, TeaCache
 from ltx_jax import presets, video_io
 
 from ltx_jax.version import __version__
@@ -17,7 +18,8 @@ __all__ = [
     '__version__',
     'LTXError', 'UsageError', 'DataError', 'SourceError', 'ReleaseError',
     'CheckpointFormatError', 'LoadError',
-    'LTXPipeline', 'LTXMultiScalePipeline', 'LTXPipelineOutput', 'GenerationPlan', 'Condition', 'presets', 'video_io',
+    'LTXPipeline', 'LTXMultiScalePipeline', 'LTXPipelineOutput', 'GenerationPlan', 'Condition',
+    'presets', 'video_io', 'FirstBlockCache', 'TeaCache',
     'LTXVideoTransformer', 'TransformerConfig', 'load_transformer',
     'VAEConfig', 'VideoAutoencoder', 'load_vae',
     'LatentUpsampler', 'UpsamplerConfig', 'load_latent_upsampler',

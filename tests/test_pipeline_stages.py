@@ -138,9 +138,9 @@ def test_appended_conditioning_tokens(pipe, plan):
   assert not np.allclose(np.asarray(got), np.asarray(pipe.denoise(plan)))
   # The given tokens come back unchanged from the loop itself.
   graph, state = pipe._transformer_split
-  packed = loop_lib.denoise_jit(cond.spec, graph, state, cond.latents, cond.sigmas, cond.context,
-                                cond.context_mask, cond.guidance, cond.coords, cond.cond_mask,
-                                cond.key)
+  packed, _ = loop_lib.denoise_jit(cond.spec, graph, state, cond.latents, cond.sigmas,
+                                   cond.context, cond.context_mask, cond.guidance, cond.coords,
+                                   cond.cond_mask, cond.key)
   np.testing.assert_array_equal(np.asarray(packed[:, 8:]), np.asarray(extra))
 
 

@@ -112,6 +112,11 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.downscale_factor = 0.6666666
   c.first_pass = ml_collections.ConfigDict()
   c.second_pass = ml_collections.ConfigDict()
+  # Step cache (ltx_jax/sampling/cache.py): '' none, 'first_block' (diffusers' First Block
+  # Cache) or 'teacache'; a higher threshold skips more steps.
+  c.cache = ml_collections.ConfigDict()
+  c.cache.kind = ''
+  c.cache.threshold = 0.05
   if preset:
     override(c, preset_values(preset))
   return c
@@ -343,6 +348,18 @@ def check_multi_scale(c, compression: tuple[int, int]) -> None:
           skip_block_list=kw.get('skip_block_list'))
     except UsageError as e:
       _fail(f"config.{which}.{e}")
+def step_cache(c):
+  """config.cache as the pipeline's `cache=` argument (None without one)."""
+  from ltx_jax.sampling.cache import KINDS, check_cache
+  if not c.cache.kind:
+    return None
+  if c.cache.kind not in KINDS:
+    _fail(f"config.cache.kind={c.cache.kind!r}; choose '' (none) or one of "
+          f"{', '.join(sorted(KINDS))}")
+  try:
+    return check_cache(KINDS[c.cache.kind](threshold=c.cache.threshold))
+  except UsageError as e:
+    _fail(f"config.cache: {e}")
 
 
 def check_mesh(c) -> None:
@@ -360,6 +377,7 @@ def check_mesh(c) -> None:
 def check(c) -> Plan:
   """Every check that needs no model: a UsageError (one line) for the first problem found."""
   check_mesh(c)
+  step_cache(c)
   if c.task not in TASKS:
     _fail(f"config.task={c.task!r}; choose one of {', '.join(TASKS)}")
   if c.model.dtype not in DTYPES or c.model.text_encoder_dtype not in DTYPES + ('',):

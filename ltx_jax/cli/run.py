@@ -161,7 +161,7 @@ def mesh_facts(pipe) -> dict | None:
 
 
 def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path],
-            kwargs: dict) -> dict:
+            kwargs: dict, skipped_steps: int = 0) -> dict:
   import jax
   import ltx_jax
   return {
@@ -170,6 +170,8 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
       'release': {'detected': pipe.release, 'preset': c.preset or None},
       'source': source, 'pipeline_kwargs': kwargs, 'config': c.to_dict(),
       'passes': _passes(c, kwargs),
+      'cache': {'kind': c.cache.kind or None, 'threshold': c.cache.threshold,
+                'skipped_steps': skipped_steps},
       'devices': devices(), 'mesh': mesh_facts(pipe),
       'timings': {'this_video': _delta(before, stages.snapshot()), 'run': stages.snapshot()},
       'outputs': [str(p) for p in outputs],
@@ -221,6 +223,7 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     if loaded is not None:
       loaded(pipe, source)
     kwargs = config_lib.multi_scale_kwargs(c) if c.multi_scale else pipeline_kwargs(c)
+    cache = config_lib.step_cache(c)
     logging.info("model: %s; %d prompt(s) x %d seed(s) at %dx%d, %d frames%s",
                  pipe.release, len({j.prompt for j in plan.jobs}), len(c.seeds), c.width,
                  c.height, c.num_frames,
@@ -229,7 +232,8 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     for job in plan.jobs:
       before = stages.snapshot()
       out = generate(prompt=job.prompt, image=os.path.expanduser(c.image) if c.image else None,
-                     seed=job.seed, progress=c.progress and sys.stderr.isatty(), **kwargs)
+                     seed=job.seed, progress=c.progress and sys.stderr.isatty(), cache=cache,
+                     **kwargs)
       frames = out.frames[0]  # [F, H, W, 3] uint8
       paths = job.paths(c)
       if not main:
@@ -245,7 +249,7 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
           else:
             video_io.write_pngs(p, frames, overwrite=c.overwrite)
       video_io.write_json(paths[1], sidecar(c, job, pipe, source, stages, before,
-                                            [paths[0], *extra], kwargs),
+                                            [paths[0], *extra], kwargs, out.skipped_steps),
                           overwrite=c.overwrite)
       logging.info("wrote %s (prompt %d, seed %d)", paths[0], job.index, job.seed)
       written.append(paths[0])

@@ -206,12 +206,14 @@ class LTXMultiScalePipeline:
     kw2['latents'] = np.zeros(shape2, np.float32)
     plan2 = pipe.prepare(**kw2, noise=noise2)
 
-    lat1 = pipe.denoise(plan1)
+    lat1, ran1 = pipe._denoise(plan1)
     up = adain_filter_latent(self.upsample(lat1), lat1, adain_factor)
-    final = pipe.denoise(plan2.renoised(up, noise2))
+    final, ran2 = pipe._denoise(plan2.renoised(up, noise2))
+    skipped = int(np.sum(~ran1) + np.sum(~ran2))  # steps the step cache did not run in full
     if output_type == 'latent':
-      return LTXPipelineOutput(latents=np.asarray(final))
+      return LTXPipelineOutput(latents=np.asarray(final), skipped_steps=skipped)
     video = pipe.decode_video(final, d_t, d_s, plan2.decode_key,
                               tone_map_compression_ratio=ratio)
     video = resize_frames(jnp.clip(video, -1, 1), height, width)
-    return LTXPipelineOutput(latents=np.asarray(final), frames=np.asarray(to_uint8(video)))
+    return LTXPipelineOutput(latents=np.asarray(final), frames=np.asarray(to_uint8(video)),
+                             skipped_steps=skipped)

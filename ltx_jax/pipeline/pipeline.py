@@ -26,6 +26,7 @@ from ltx_jax.errors import CheckpointFormatError, UsageError
 from ltx_jax.models.transformer.rope import token_coords
 from ltx_jax.pipeline import inputs as inputs_lib
 from ltx_jax.pipeline.plan import GenerationPlan, noised_to, trim_schedule
+from ltx_jax.sampling import cache as cache_lib
 from ltx_jax.sampling import guidance as guidance_lib
 from ltx_jax.sampling import loop as loop_lib
 from ltx_jax.sampling.latent_ops import tone_map_latents
@@ -36,6 +37,7 @@ from ltx_jax.sampling.schedules import SchedulerConfig, sigmas_for
 class LTXPipelineOutput:
   latents: np.ndarray              # [B, F', H', W', C] final normalised latents
   frames: np.ndarray | None = None  # uint8 [B, F, H, W, 3]; None for output_type='latent'
+  skipped_steps: int = 0           # steps the step cache (`cache=`) did not run in full
 
 
 _encode_text = jax.jit(lambda graph, state, ids, mask: nnx.merge(graph, state)(ids, mask),
@@ -200,7 +202,8 @@ class LTXPipeline:
                cfg_star_rescale: bool = False,
                progress: bool | None = None, skip_initial_inference_steps: int = 0,
                skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
-               noise: Any = None, tone_map_compression_ratio: float = 0.0
+               noise: Any = None, tone_map_compression_ratio: float = 0.0,
+               cache: cache_lib.FirstBlockCache | cache_lib.TeaCache | None = None
                ) -> LTXPipelineOutput:
     """Generates videos: `prepare` -> `denoise` -> `decode`.
 
@@ -229,13 +232,14 @@ class LTXPipeline:
         guidance_timesteps=guidance_timesteps, cfg_star_rescale=cfg_star_rescale,
         progress=progress, skip_initial_inference_steps=skip_initial_inference_steps,
         skip_final_inference_steps=skip_final_inference_steps, denoise_strength=denoise_strength,
-        noise=noise)
-    final = self.denoise(plan)
+        noise=noise, cache=cache)
+    final, ran = self._denoise(plan)
     frames = None
     if output_type == 'np':
       frames = self.decode(final, decode_timestep, decode_noise_scale, plan.decode_key,
                            tone_map_compression_ratio=tone_map_compression_ratio)
-    return LTXPipelineOutput(latents=np.asarray(final), frames=frames)
+    return LTXPipelineOutput(latents=np.asarray(final), frames=frames,
+                             skipped_steps=int(np.sum(~np.asarray(ran))))
 
   def prepare(self, prompt: str | Sequence[str] | None = None,
               negative_prompt: str | Sequence[str] | None = None, image: Any = None, *,
@@ -253,7 +257,9 @@ class LTXPipeline:
               guidance_timesteps: Sequence[float] | None = None, cfg_star_rescale: bool = False,
               progress: bool | None = None, skip_initial_inference_steps: int = 0,
               skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
-              noise: Any = None) -> GenerationPlan:
+              noise: Any = None,
+              cache: cache_lib.FirstBlockCache | cache_lib.TeaCache | None = None
+              ) -> GenerationPlan:
     """Checks the arguments and builds the `GenerationPlan` of one run; runs T5 (and the VAE
     encoder for `image`), nothing else. B = prompts x num_videos_per_prompt; the latent grid is
     (F', H', W') = ((num_frames - 1) / t + 1, height / s, width / s) for the VAE's (t, s)
@@ -284,10 +290,14 @@ class LTXPipeline:
     progress: a progress bar over denoising steps; None shows it on a terminal only. The bar
       is a host callback inside the loop, which keeps the loop out of the persistent
       compilation cache.
+    cache: a step cache, `ltx_jax.FirstBlockCache(threshold)` or `ltx_jax.TeaCache(threshold)`
+      (ltx_jax/sampling/cache.py); None runs every block of every step. Its threshold is
+      traced: changing it does not recompile.
     """
     with self.timer('prepare'):
       grid = self._check_video(height, width, num_frames, num_videos_per_prompt, seed)
       frame_rate = checks.check_frame_rate(frame_rate)
+      cache = cache_lib.check_cache(cache)
       sigmas = self._schedule(num_inference_steps, timesteps, math.prod(grid), latents,
                               skip_initial_inference_steps, skip_final_inference_steps,
                               denoise_strength)
@@ -316,13 +326,14 @@ class LTXPipeline:
           cfg_star=bool(cfg_star_rescale) and use_cfg, conditioned=cond_mask is not None,
           stochastic=bool(stochastic_sampling),
           progress=sys.stderr.isatty() if progress is None else bool(progress),
-          partitioning=self.partitioning)
+          partitioning=self.partitioning, cache=None if cache is None else cache.kind)
       return GenerationPlan(
           spec=spec, latents=start.reshape(shape[0], -1, shape[-1]), sigmas=jnp.asarray(sigmas),
           guidance=guidance, context=context, context_mask=context_mask,
           coords=jnp.asarray(token_coords(grid, tc, sc, frame_rate,
                                           self.transformer.config.causal_temporal_positioning)),
-          cond_mask=cond_mask, key=key_loop, decode_key=key_decode)
+          cond_mask=cond_mask, key=key_loop, decode_key=key_decode,
+          cache=None if cache is None else cache_lib.params(cache))
 
   def denoise(self, plan: GenerationPlan) -> jax.Array:
     """Runs the plan's schedule (one jitted `lax.scan`, compiled once per `plan.spec` and
@@ -330,6 +341,10 @@ class LTXPipeline:
     grid dropped), replicated over the mesh, if any. The plan may be any `GenerationPlan`
     whose shapes agree (`plan.check()`), e.g. one `prepare` made and `dataclasses.replace`
     changed."""
+    return self._denoise(plan)[0]
+
+  def _denoise(self, plan: GenerationPlan) -> tuple[jax.Array, np.ndarray]:
+    """`denoise`, and bool [S]: whether each step ran every block (see `prepare`'s cache)."""
     plan.check()
     graph, state = self._transformer_split
     with self.timer('denoise'):
@@ -337,11 +352,12 @@ class LTXPipeline:
         loop_lib.PROGRESS.start(plan.num_steps)
       try:
         args = self._global(plan.latents, plan.sigmas, plan.context, plan.context_mask,
-                            plan.guidance, plan.coords, plan.cond_mask, plan.key)
-        packed = jax.block_until_ready(loop_lib.denoise_jit(plan.spec, graph, state, *args))
+                            plan.guidance, plan.coords, plan.cond_mask, plan.key, plan.cache)
+        packed, ran = jax.block_until_ready(
+            loop_lib.denoise_jit(plan.spec, graph, state, *args))
       finally:
         loop_lib.PROGRESS.close()
-    return plan.unpack(packed)
+    return plan.unpack(packed), np.asarray(ran)
 
   def decode(self, latents: jax.Array, decode_timestep: float = 0.0,
              decode_noise_scale: float = 0.0, key: jax.Array | None = None, *,

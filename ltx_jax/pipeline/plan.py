@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltx_jax.errors import UsageError
+from ltx_jax.sampling.cache import CacheParams
 from ltx_jax.sampling.loop import Guidance, LoopSpec
 
 __all__ = ['GenerationPlan', 'noised_to', 'trim_schedule']
@@ -48,7 +49,7 @@ def noised_to(latents: jax.Array, noise: jax.Array, t0: float) -> jax.Array:
 
 @functools.partial(jax.tree_util.register_dataclass, meta_fields=['spec'],
                    data_fields=['latents', 'sigmas', 'guidance', 'context', 'context_mask',
-                                'coords', 'cond_mask', 'key', 'decode_key'])
+                                'coords', 'cond_mask', 'key', 'decode_key', 'cache'])
 @dataclasses.dataclass(frozen=True)
 class GenerationPlan:
   """The inputs of one scanned denoising run. B: videos; N: tokens (the F'*H'*W' grid tokens
@@ -68,6 +69,7 @@ class GenerationPlan:
   cond_mask: jax.Array | None  # [B, N] f32, 1 on given tokens (kept, timestep 0); None: none
   key: jax.Array            # PRNG key of the loop (stochastic sampling's noise)
   decode_key: jax.Array     # PRNG key for `LTXPipeline.decode` (its noise), from the same seed
+  cache: CacheParams | None = None  # the step cache's traced threshold, when spec.cache is set
 
   # -- views -----------------------------------------------------------------------------------
 
@@ -162,3 +164,6 @@ class GenerationPlan:
         self.cond_mask is not None and tuple(self.cond_mask.shape) != (b, n)):
       raise UsageError(f"plan.cond_mask must be [{b}, {n}] exactly when spec.conditioned "
                        f"(spec.conditioned={self.spec.conditioned})")
+    if (self.cache is None) != (self.spec.cache is None):
+      raise UsageError(f"plan.cache must be set exactly when spec.cache is "
+                       f"(spec.cache={self.spec.cache!r})")
