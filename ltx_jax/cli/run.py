@@ -49,10 +49,12 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
                                      mesh=mesh, context_attention=context_attention)
   ms = pipe.source
   logging.info("source: %s (%s), release %s", ms.root, ms.kind, ms.release.name)
+  if ms.vae_override:
+    logging.info("VAE: %s overrides the single file's own VAE", ms.vae)
   files = [{'path': str(f), 'bytes': f.stat().st_size,
             'sha256': file_sha256(f) if hash_files else None} for f in ms.files()]
   return pipe, {'kind': ms.kind, 'root': str(ms.root), 'hub_repo': ms.hub_repo,
-                'files': files}
+                'vae_override': str(ms.vae) if ms.vae_override else None, 'files': files}
 
 
 def load_pipeline(c):

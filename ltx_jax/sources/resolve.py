@@ -5,8 +5,11 @@ Recognised sources (`resolve_source(spec)`):
               scheduler/ (Lightricks' diffusers repos)
   single_file a folder holding an official `ltxv-*.safetensors` (transformer + VAE), a T5 as a
               `.gguf` file or a `text_encoder/` folder, a tokenizer (`tokenizer/`, `spiece.model`,
-              or the .gguf's vocabulary), optionally `vae/` (a diffusers VAE that overrides the
-              file's); or the .safetensors file itself (its folder is searched)
+              or the .gguf's vocabulary), optionally `vae/` (a diffusers VAE put there on purpose
+              to override the file's: only in a folder that is not also a diffusers repo copy,
+              and reported as `vae_override`); or the .safetensors file itself (its folder is
+              searched). `file=` picks the single file even in a diffusers repo copy (the hub
+              repos hold both: diffusers folders and the official single files at the root).
   orbax       a checkpoint written by tools/convert.py
   hub         `owner/name` (+ `file=` for a single file) fetched with huggingface_hub into its
               usual cache; offline, only what the cache holds
@@ -47,6 +50,7 @@ class ModelSource:
   tokenizer: Path | None = None
   scheduler: Path | None = None  # a JSON file, the official file (metadata) or the manifest
   hub_repo: str | None = None
+  vae_override: bool = False  # single_file: `vae` is a diffusers vae/ folder, not the file's VAE
 
   def require(self, *components: str) -> None:
     """SourceError naming every requested component this source lacks."""
@@ -130,13 +134,16 @@ def _local(path: Path, *, file, release, allow_custom, hints, force_single=False
       raise SourceError(f"{path}: not a model source; pass an official .safetensors file, or a "
                         "folder (diffusers repo, single-file layout, converted checkpoint)")
     return _single_file(path.parent, path, release, allow_custom, hints)
-  if not force_single and ((path / 'model_index.json').is_file()
-                           or (path / 'transformer' / 'config.json').is_file()):
+  if not force_single and file is None and _is_diffusers_repo(path):
     return _diffusers(path, release, allow_custom, hints)
   chosen = path / file if file else None
   if chosen is not None and not chosen.is_file():
     raise SourceError(f"{chosen}: no such file")
   return _single_file(path, chosen, release, allow_custom, hints)
+
+
+def _is_diffusers_repo(path: Path) -> bool:
+  return (path / 'model_index.json').is_file() or (path / 'transformer' / 'config.json').is_file()
 
 
 def _orbax(path: Path, release) -> ModelSource:
@@ -226,7 +233,11 @@ def _single_file(root: Path, chosen: Path | None, release, allow_custom, hints) 
     facts.update(_transformer_facts(TransformerConfig.from_official(meta['transformer'])),
                  fp8=_has_fp8(store.with_prefix(OFFICIAL_TRANSFORMER)))
   vae = None
-  if (root / 'vae' / 'config.json').is_file():
+  # A vae/ beside a single file overrides its VAE only where a user put it on purpose: a repo
+  # copy or hub snapshot that also holds the diffusers folders keeps each file's own VAE.
+  override = ((root / 'vae' / 'config.json').is_file() and not _is_diffusers_repo(root)
+              and root.parent.name != 'snapshots')
+  if override:
     vae = root / 'vae'
     facts['vae_generation'] = _vae_facts(_diffusers_vae_config(vae))
   elif 'vae' in meta and any(k.startswith('vae.') for k in store.keys()):
@@ -249,7 +260,7 @@ def _single_file(root: Path, chosen: Path | None, release, allow_custom, hints) 
   scheduler = chosen if 'scheduler' in meta else None
   ev = Evidence(hints=tuple(hints) + (chosen.stem,), **facts)
   return ModelSource('single_file', root, detect(ev, release=release, allow_custom=allow_custom),
-                     transformer, vae, text_encoder, tokenizer, scheduler)
+                     transformer, vae, text_encoder, tokenizer, scheduler, vae_override=override)
 
 
 # ------------------------------------------------------------------------------------- hub
