@@ -72,7 +72,7 @@ class Decoder(nnx.Module):
     self.conv_in = CausalConv3d(config.latent_channels, channels, **kw)
     blocks = []
     for b in reversed(config.decoder_blocks):
-      cin, channels = channels, channels // b.multiplier
+      cin, channels = channels, channels // b.divisor
       if b.name == 'res_x':
         blocks.append(MidBlock(channels, b.num_layers, inject_noise=b.inject_noise,
                                timestep_conditioning=tc, **kw))
@@ -80,7 +80,7 @@ class Decoder(nnx.Module):
         blocks.append(ResnetBlock(cin, channels, inject_noise=b.inject_noise, **kw))
       else:
         blocks.append(DepthToSpaceUpsample(cin, b.stride, residual=b.residual,
-                                           reduction=b.multiplier, **kw))
+                                           reduction=b.divisor, **kw))
     self.up_blocks = nnx.List(blocks)
     self.conv_out = CausalConv3d(channels, config.out_channels * config.patch_size ** 2, **kw)
     if tc:
