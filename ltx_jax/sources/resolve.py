@@ -31,6 +31,7 @@ from ltx_jax.models.transformer.config import TransformerConfig
 from ltx_jax.models.vae.config import VAEConfig
 from ltx_jax.sources.release import Evidence, Release, detect, size_of, vae_generation
 from ltx_jax.weights import orbax_io
+from ltx_jax.weights.values import in_file
 from ltx_jax.weights.safetensors_io import CheckpointFormatError, official_config, open_safetensors
 
 COMPONENTS = ('transformer', 'vae', 'text_encoder', 'tokenizer', 'scheduler')
@@ -92,10 +93,15 @@ def read_scheduler_config(source: ModelSource) -> dict | None:
   p = source.scheduler
   if p is None:
     return None
+  with in_file(p):
+    return _scheduler_config(p)
+
+
+def _scheduler_config(p: Path) -> dict:
   if p.name == orbax_io.MANIFEST:
     return json.loads(p.read_text()).get('scheduler')
   if p.suffix == '.json':
-    return {'format': 'diffusers', 'config': json.loads(p.read_text())}
+    return {'format': 'diffusers', 'config': json.loads(p.read_text(encoding='utf-8'))}
   meta = official_config(open_safetensors(p))
   extra = {k: v for k, v in meta.items() if k not in ('transformer', 'vae', 'scheduler')}
   return {'format': 'official', 'config': dict(meta['scheduler'], **extra)}
@@ -117,11 +123,13 @@ def resolve_source(spec: str | os.PathLike, *, file: str | None = None,
   """
   path = Path(spec)
   if path.exists():
-    return _local(path, file=file, release=release, allow_custom=allow_custom, hints=())
+    with in_file(path):
+      return _local(path, file=file, release=release, allow_custom=allow_custom, hints=())
   if HUB_ID.match(str(spec)):
     root = fetch_from_hub(str(spec), file, offline=offline, cache_dir=cache_dir)
-    ms = _local(root, file=file, release=release, allow_custom=allow_custom,
-                hints=(str(spec),), force_single=file is not None)
+    with in_file(root):
+      ms = _local(root, file=file, release=release, allow_custom=allow_custom,
+                  hints=(str(spec),), force_single=file is not None)
     return dataclasses.replace(ms, hub_repo=str(spec))
   raise SourceError(f"{spec}: no such file or folder (and not a hub repo id owner/name)")
 
@@ -243,6 +251,10 @@ def _single_file(root: Path, chosen: Path | None, release, allow_custom, hints) 
   elif 'vae' in meta and any(k.startswith('vae.') for k in store.keys()):
     vae = chosen
     facts['vae_generation'] = _vae_facts(VAEConfig.from_official(meta['vae']))
+  if transformer is None and vae is None:
+    raise SourceError(f"{chosen}: not an official LTX-Video single file: no "
+                      f"{OFFICIAL_TRANSFORMER}* or vae.* tensors described by its 'config' "
+                      "metadata")
   if 'allowed_inference_steps' in meta:
     facts['distilled'] = True
   ggufs = sorted(root.glob('*.gguf'))

@@ -125,10 +125,17 @@ def mapping(value: Any, what: str) -> Mapping[str, Any]:
   return value
 
 
+# What a parser can raise on data it did not expect (JSON and Unicode errors are ValueErrors).
+_STRAY = (KeyError, IndexError, TypeError, AttributeError, ValueError, RecursionError,
+          OverflowError)
+
+
 @contextlib.contextmanager
 def in_file(path: str | os.PathLike | None) -> Iterator[None]:
-  """Prefixes `path: ` to the LTXErrors raised inside (once: messages already naming the file
-  are kept), keeping their type."""
+  """Names `path` in the errors raised inside: LTXErrors get `path: ` prefixed (once: messages
+  already naming it are kept) and keep their type; any other parsing error (a KeyError from a
+  config missing a key, a UnicodeDecodeError, ...) becomes a CheckpointFormatError naming the
+  file and the error. OSErrors pass through (they name their file)."""
   try:
     yield
   except LTXError as e:
@@ -136,3 +143,7 @@ def in_file(path: str | os.PathLike | None) -> Iterator[None]:
     if path is None or str(path) in text:
       raise
     raise type(e)(f"{path}: {text}") from None
+  except _STRAY as e:
+    what = str(e).splitlines()[0][:200] if str(e) else ''
+    raise CheckpointFormatError(f"{path}: unreadable or inconsistent checkpoint "
+                                f"({type(e).__name__}: {what})") from None

@@ -44,6 +44,13 @@ class Block:
   residual: bool = False
   inject_noise: bool = False
 
+  def __post_init__(self):
+    V.check_choice(self.name, 'block name', ENCODER_BLOCKS, 'VAE')
+    V.check_int(self.num_layers, f'{self.name} num_layers', 1, V.MAX_LAYERS, 'VAE')
+    V.check_int(self.multiplier, f'{self.name} multiplier', 1, 64, 'VAE')
+    V.check_bool(self.residual, f'{self.name} residual', 'VAE')
+    V.check_bool(self.inject_noise, f'{self.name} inject_noise', 'VAE')
+
   @property
   def divisor(self) -> int:
     """Decoder only: what this block divides the channels by."""
