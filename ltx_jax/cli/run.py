@@ -157,6 +157,7 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
   from ltx_jax import video_io
   from ltx_jax.cli import timing
   stages = timing.Stages()
+  made: list[Path] = []  # output folders this run created: removed again if it fails unwritten
   try:
     logging.info("devices: %s", ', '.join(devices()))
     with stages('load'):
@@ -179,21 +180,30 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
       if not main:
         written.append(paths[0])
         continue
-      with stages('write'):
-        paths[0].parent.mkdir(parents=True, exist_ok=True)  # made only when there is output
-        video_io.write_mp4(paths[0], frames, c.frame_rate, crf=c.crf, overwrite=c.overwrite)
-        extra = paths[2:]
-        for p in extra:
-          if p.suffix == '.gif':
-            video_io.write_gif(p, frames, c.frame_rate, overwrite=c.overwrite)
-          else:
-            video_io.write_pngs(p, frames, overwrite=c.overwrite)
-      video_io.write_json(paths[1], sidecar(c, job, pipe, source, stages, before,
-                                            [paths[0], *extra], kwargs),
-                          overwrite=c.overwrite)
+      published: list[Path] = []  # this video's files: all of them or none
+      try:
+        with stages('write'):
+          made += video_io.make_folder(paths[0].parent)  # made only when there is output
+          published.append(video_io.write_mp4(paths[0], frames, c.frame_rate, crf=c.crf,
+                                              overwrite=c.overwrite))
+          extra = paths[2:]
+          for p in extra:
+            if p.suffix == '.gif':
+              published.append(video_io.write_gif(p, frames, c.frame_rate, overwrite=c.overwrite))
+            else:
+              published.append(video_io.write_pngs(p, frames, overwrite=c.overwrite))
+        published.append(video_io.write_json(
+            paths[1], sidecar(c, job, pipe, source, stages, before, [paths[0], *extra], kwargs),
+            overwrite=c.overwrite))
+      except BaseException:
+        video_io.remove(published)
+        raise
       logging.info("wrote %s (prompt %d, seed %d)", paths[0], job.index, job.seed)
       written.append(paths[0])
     logging.info("stages: %s", stages.summary())
     return written
+  except BaseException:  # a refused, failed or interrupted run leaves no empty output folder
+    video_io.remove_empty(made)
+    raise
   finally:
     stages.close()
