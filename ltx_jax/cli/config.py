@@ -53,6 +53,7 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.model.attention = 'auto'
   c.model.offline = False  # hub: only the local cache
   c.model.hash_files = True  # sha256 of the weight files into the sidecar (cached per file)
+  c.model.allow_nonfinite = False  # load weights holding NaN / Inf (refused by default)
 
   # Device mesh (docs/sharding.md): sizes of the (data, fsdp, tensor, context) axes, one of them
   # may be -1 (the rest of the devices); all 1 on one device.

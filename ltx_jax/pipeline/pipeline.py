@@ -81,7 +81,8 @@ class LTXPipeline:
                       release: str | None = None, allow_custom: bool = False,
                       text_encoder_dtype=None, attention: str = 'auto', offline: bool | None = None,
                       mesh=None, rules: sharding_lib.Rules | None = None,
-                      context_attention: str = 'allgather') -> 'LTXPipeline':
+                      context_attention: str = 'allgather',
+                      allow_nonfinite: bool = False) -> 'LTXPipeline':
     """Builds the pipeline from whatever `ltx_jax.sources.resolve_source` understands: a
     diffusers repo folder, a folder with an official single file (+ T5 folder or GGUF +
     tokenizer), a checkpoint written by tools/convert.py, or a hub repo id.
@@ -92,6 +93,8 @@ class LTXPipeline:
       rules table (`rules`, default `ltx_jax.sharding.RULES`), activations are constrained by the
       same table, and self-attention runs context parallel over the mesh's 'context' axis by
       `context_attention` ('allgather' or 'ring'). None: one device.
+    allow_nonfinite: load weights holding NaN or Inf (by default a LoadError names the first
+      such tensor while loading, before anything is generated).
     """
     from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
     from ltx_jax.models.transformer import load_transformer
@@ -110,7 +113,7 @@ class LTXPipeline:
     te_dtype = dtype if text_encoder_dtype is None else text_encoder_dtype
     partitioning = (None if mesh is None else
                     sharding_lib.Partitioning.create(mesh, rules, context_attention))
-    where = dict(mesh=mesh, rules=rules)
+    where = dict(mesh=mesh, rules=rules, allow_nonfinite=allow_nonfinite)
     pipe = cls(load_transformer(ms.transformer, dtype=dtype, attention=attention, **where),
                load_vae(ms.vae, dtype=dtype, **where),
                load_text_encoder(ms.text_encoder, dtype=te_dtype, attention=attention, **where),

@@ -226,7 +226,8 @@ def _groups(items: list, nbytes: Callable[[Any], int], limit: int) -> Iterable[l
 
 def restore_model(model: nnx.Module, ckpt: str | os.PathLike, *, what: str = 'model',
                   mesh: jax.sharding.Mesh | None = None,
-                  rules: sharding_lib.Rules | None = None) -> nnx.Module:
+                  rules: sharding_lib.Rules | None = None,
+                  allow_nonfinite: bool = False) -> nnx.Module:
   """Fills the abstract `model` in place from an orbax checkpoint; returns it.
 
   Each parameter ends in the abstract variable's dtype, with the sharding its logical axis names
@@ -256,13 +257,19 @@ def restore_model(model: nnx.Module, ckpt: str | os.PathLike, *, what: str = 'mo
     p, v = item
     return int(np.prod(v.get_value().shape)) * stored[p].itemsize
 
+  def check(p, value):
+    if not allow_nonfinite:
+      precision.check_finite(value, name='.'.join(p), where=what)
+
   same = [(p, v) for p, v in items if stored[p] == np.dtype(v.get_value().dtype)]
   recast = [(p, v) for p, v in items if stored[p] != np.dtype(v.get_value().dtype)]
   if same:
-    for _, var, value in read(same, as_stored=False):
+    for p, var, value in read(same, as_stored=False):
+      check(p, value)
       var.set_value(value)
   for group in _groups(recast, nbytes, GROUP_BYTES):  # device memory: one group as stored
     for p, var, value in read(group, as_stored=True):
+      check(p, value)
       var.set_value(precision.cast(value, var.get_value().dtype, name='.'.join(p)))
   return model
 
