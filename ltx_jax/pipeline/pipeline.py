@@ -29,6 +29,7 @@ from ltx_jax.pipeline.plan import GenerationPlan
 from ltx_jax.sampling import guidance as guidance_lib
 from ltx_jax.sampling import loop as loop_lib
 from ltx_jax.sampling.schedules import SchedulerConfig, sigmas_for
+from ltx_jax.weights.values import in_file
 
 
 @dataclasses.dataclass
@@ -116,8 +117,10 @@ class LTXPipeline:
     sched = read_scheduler_config(ms)
     scheduler = None
     if sched is not None:
-      scheduler = (SchedulerConfig.from_official(sched['config']) if sched['format'] == 'official'
-                   else SchedulerConfig.from_diffusers(sched['config']))
+      with in_file(ms.scheduler):  # a damaged config: one error naming the file
+        scheduler = (SchedulerConfig.from_official(sched['config'])
+                     if sched['format'] == 'official'
+                     else SchedulerConfig.from_diffusers(sched['config']))
     te_dtype = dtype if text_encoder_dtype is None else text_encoder_dtype
     partitioning = (None if mesh is None else
                     sharding_lib.Partitioning.create(mesh, rules, context_attention))
