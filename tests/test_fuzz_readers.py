@@ -33,7 +33,7 @@ from ltx_jax.sources import resolve_source
 from ltx_jax.models.transformer.config import TransformerConfig
 from ltx_jax.models.vae.config import VAEConfig
 from ltx_jax.weights import load_component, open_safetensors, orbax_io, values, write_safetensors
-from ltx_jax.weights.gguf_io import open_gguf
+from ltx_jax.weights.gguf_io import GGUFStore as open_gguf
 from ltx_jax.weights.safetensors_io import official_config
 
 SECONDS = 20  # per case: a hang fails the case
