@@ -88,6 +88,31 @@ def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, context: int = 1, *
                        axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
+def accept_mesh(mesh: Any, rules: Rules | None = None) -> Mesh:
+  """A user's mesh as ltx_jax runs on it: every axis Auto (the rules place arrays and
+  `with_sharding_constraint` lays out activations, which Explicit axes refuse).
+
+  Any `jax.sharding.Mesh` whose axis names the rules use (by default MESH_AXES) is accepted,
+  `jax.make_mesh`'s Explicit ones included; anything else is a one-line UsageError.
+  """
+  if not isinstance(mesh, Mesh):
+    raise UsageError(f"mesh {mesh!r} is not a jax.sharding.Mesh; pass "
+                     "ltx_jax.sharding.make_mesh(data=..., fsdp=..., tensor=..., context=...) "
+                     "or jax.make_mesh(sizes, ('data', 'fsdp', 'tensor', 'context'))")
+  known = set(MESH_AXES)
+  for value in (RULES if rules is None else rules).values():
+    known.update((value,) if isinstance(value, str) else value or ())
+  unknown = [a for a in mesh.axis_names if a not in known]
+  if unknown:
+    raise UsageError(f"mesh axes {unknown!r} are not named by the sharding rules (known: "
+                     f"{sorted(known)}); pass ltx_jax.sharding.make_mesh(data=..., fsdp=..., "
+                     f"tensor=..., context=...) or jax.make_mesh(sizes, {MESH_AXES})")
+  auto = jax.sharding.AxisType.Auto
+  if all(t == auto for t in mesh.axis_types):
+    return mesh
+  return Mesh(mesh.devices, mesh.axis_names, axis_types=(auto,) * len(mesh.axis_names))
+
+
 LONG_VIDEO_TOKENS = 8192  # from here on default_mesh_sizes puts chips on 'context'
 
 
@@ -164,11 +189,12 @@ def variable_sharding(var: nnx.Variable, mesh: Mesh | None, rules: Rules | None 
   if mesh is None:
     return jax.sharding.SingleDeviceSharding(jax.devices()[0])
   spec = spec_for(var.get_value().shape, variable_names(var), dict(mesh.shape), rules)
-  return NamedSharding(mesh, spec)
+  return NamedSharding(accept_mesh(mesh, rules), spec)
 
 
 def sharding_fn(mesh: Mesh | None, rules: Rules | None = None):
   """A (path, variable) -> Sharding callback, as `ltx_jax.weights.load_params` takes."""
+  mesh = None if mesh is None else accept_mesh(mesh, rules)
   return lambda path, var: variable_sharding(var, mesh, rules)
 
 
@@ -203,7 +229,7 @@ def replicated(mesh: Mesh | None, tree: Any) -> Any:
   `mesh`, as every process of a multi-host run needs them; the tree itself without a mesh."""
   if mesh is None:
     return tree
-  everywhere = NamedSharding(mesh, PartitionSpec())
+  everywhere = NamedSharding(accept_mesh(mesh), PartitionSpec())
 
   def one(x):
     if isinstance(x, jax.Array) and x.sharding == everywhere:
@@ -265,7 +291,8 @@ class Partitioning:
   @classmethod
   def create(cls, mesh: Mesh, rules: Rules | None = None, context_attention: str = 'allgather'
              ) -> 'Partitioning':
-    return cls(mesh, tuple((RULES if rules is None else rules).items()), context_attention)
+    return cls(accept_mesh(mesh, rules), tuple((RULES if rules is None else rules).items()),
+               context_attention)
 
   @property
   def rules_dict(self) -> dict[str, Any]:
@@ -316,6 +343,7 @@ def shard_module(model: nnx.Module, mesh: Mesh | None, rules: Rules | None = Non
   such as ltx_jax.smoke's.)"""
   if mesh is None:
     return model
+  mesh = accept_mesh(mesh, rules)
   for _, var in nnx.iter_graph(model):
     if isinstance(var, nnx.Variable) and isinstance(var.get_value(), jax.Array):
       var.set_value(place(np.asarray(jax.device_get(var.get_value())),

@@ -3,13 +3,18 @@
   from ltx_jax import video_io
   video_io.write_mp4('fox.mp4', out.frames[0], fps=30)
 
-Every file is written under a hidden temporary name in its final folder and renamed when
-complete, so an interrupted run leaves no half-written output under a real name.
+Every file is written under a hidden, unique temporary name in its final folder and published
+under its real name only when complete, so an interrupted run (an error, Ctrl-C) leaves no
+half-written output and no temporary file. Without `overwrite`, publishing never replaces
+anything, even a file another run published a moment ago: files are published with a hard link
+(which fails when the name exists) and folders with a rename (which fails onto a non-empty
+folder); the loser gets a FileExistsError.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -22,7 +27,8 @@ import numpy as np
 
 from ltx_jax.errors import UsageError
 
-__all__ = ['read_mp4_info', 'write_gif', 'write_json', 'write_mp4', 'write_pngs']
+__all__ = ['make_folder', 'read_mp4_info', 'remove', 'remove_empty', 'write_gif', 'write_json',
+           'write_mp4', 'write_pngs']
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -39,7 +45,8 @@ def _quiet_fork():
 
 @contextlib.contextmanager
 def _atomic(path: Path, overwrite: bool, directory: bool = False) -> Iterator[Path]:
-  """Yields a temporary path next to `path`; renames it to `path` when the block succeeds."""
+  """Yields a unique temporary path next to `path`; publishes it as `path` when the block
+  succeeds (see the module docstring); removes it when the block or the publishing fails."""
   path = Path(path)
   if path.exists() and not overwrite:
     raise FileExistsError(f"{path} exists; pass overwrite to replace it")
@@ -52,12 +59,67 @@ def _atomic(path: Path, overwrite: bool, directory: bool = False) -> Iterator[Pa
   try:
     yield tmp
     os.chmod(tmp, 0o777 & ~_UMASK if directory else 0o666 & ~_UMASK)  # mkstemp makes 0600
-    if directory and path.exists():
+    _publish(tmp, path, overwrite, directory)
+  finally:
+    if directory:
+      shutil.rmtree(tmp, ignore_errors=True)
+    else:
+      tmp.unlink(missing_ok=True)
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool, directory: bool) -> None:
+  taken = FileExistsError(f"{path} exists (written meanwhile by another run?); pass overwrite "
+                          "to replace it")
+  if directory:
+    if overwrite and path.exists():
       shutil.rmtree(path)
+    try:
+      os.rename(tmp, path)  # onto a non-empty folder: fails
+    except OSError as e:
+      if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+        raise taken from None
+      raise
+  elif overwrite:
     os.replace(tmp, path)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True) if directory else tmp.unlink(missing_ok=True)
-    raise
+  else:
+    try:
+      os.link(tmp, path)  # fails when the name exists: the no-overwrite check at publish time
+    except FileExistsError:
+      raise taken from None
+    except OSError:  # a filesystem without hard links: claim the name exclusively, then replace
+      try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_UMASK))
+      except FileExistsError:
+        raise taken from None
+      os.replace(tmp, path)
+
+
+def make_folder(path: Path) -> list[Path]:
+  """Creates `path` and its missing parents; returns the folders created (outermost first), for
+  `remove_empty` to take back after a failed run."""
+  path = Path(path)
+  missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
+  path.mkdir(parents=True, exist_ok=True)
+  return missing
+
+
+def remove(paths: list[Path]) -> None:
+  """Removes published files and frame folders (a video whose other files could not be
+  written)."""
+  for path in paths:
+    if path.is_dir() and not path.is_symlink():
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      path.unlink(missing_ok=True)
+
+
+def remove_empty(folders: list[Path]) -> None:
+  """Removes the folders `make_folder` created, innermost first, where nothing was written."""
+  for folder in reversed(folders):
+    try:
+      folder.rmdir()
+    except OSError:  # not empty (another run's files, or ours), or gone
+      return
 
 
 def _check(frames: np.ndarray) -> np.ndarray:

@@ -82,7 +82,8 @@ def transformer_cases(results):
   import jax.numpy as jnp
   import numpy as np
   from flax import nnx
-  from ltx_jax import sharding, smoke
+  from ltx_jax import sharding
+  from ltx_jax.models.random import random_weights
   from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig
   cfg = TransformerConfig(num_layers=2, num_heads=4, head_dim=16, in_channels=8, out_channels=8,
                           cross_attention_dim=64, caption_channels=24)
@@ -93,8 +94,8 @@ def transformer_cases(results):
   t = jnp.asarray([300.0, 700.0])
 
   def run(name, mesh, mode='allgather'):
-    model = smoke.random_module(
-        lambda: LTXVideoTransformer(cfg, attention=name, rngs=nnx.Rngs(0)), 0, jnp.float32)
+    model = random_weights(
+        lambda: LTXVideoTransformer(cfg, attention=name, rngs=nnx.Rngs(0)), 0)
     model = sharding.shard_module(model, mesh)
     graph, state = nnx.split(model)
     part = None if mesh is None else sharding.Partitioning.create(mesh, context_attention=mode)

@@ -61,6 +61,7 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   # or a diffusers latent_upsampler/ folder. Empty: the one beside the model, else (hub
   # sources) the preset's upscaler file from the same hub repo.
   c.model.upsampler = ''
+  c.model.allow_nonfinite = False  # load weights holding NaN / Inf (refused by default)
 
   # Device mesh (docs/sharding.md): sizes of the (data, fsdp, tensor, context) axes, one of them
   # may be -1 (the rest of the devices); all 1 on one device.

@@ -29,7 +29,8 @@ from ltx_jax.sources.resolve import sha256
 def load_model(source: str, *, file: str = '', release: str = '', dtype: str = 'bfloat16',
                text_encoder_dtype: str = '', attention: str = 'auto', offline: bool = False,
                hash_files: bool = False, mesh=None, context_attention: str = 'allgather',
-               param_dtype: str = '', matmul: str = 'default'):
+               param_dtype: str = '', matmul: str = 'default',
+               allow_nonfinite: bool = False):
   """(LTXPipeline, source facts) from a folder, file, converted checkpoint, hub repo id, or
   'smoke' (ltx_jax.smoke's random-weight plumbing model). Names as in config.model; mesh: a
   device mesh (ltx_jax.sharding.make_mesh) or None for one device."""
@@ -48,13 +49,16 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
                                      release=release or None, text_encoder_dtype=te_dtype,
                                      attention=attention, offline=True if offline else None,
                                      mesh=mesh, context_attention=context_attention,
-                                     param_dtype=param_dtype or None, matmul=matmul)
+                                     param_dtype=param_dtype or None, matmul=matmul,
+                                     allow_nonfinite=allow_nonfinite)
   ms = pipe.source
   logging.info("source: %s (%s), release %s", ms.root, ms.kind, ms.release.name)
+  if ms.vae_override:
+    logging.info("VAE: %s overrides the single file's own VAE", ms.vae)
   files = [{'path': str(f), 'bytes': f.stat().st_size,
             'sha256': file_sha256(f) if hash_files else None} for f in ms.files()]
   return pipe, {'kind': ms.kind, 'root': str(ms.root), 'hub_repo': ms.hub_repo,
-                'files': files}
+                'vae_override': str(ms.vae) if ms.vae_override else None, 'files': files}
 
 
 def load_pipeline(c):
@@ -64,7 +68,7 @@ def load_pipeline(c):
                     text_encoder_dtype=m.text_encoder_dtype, attention=m.attention,
                     offline=m.offline, hash_files=m.hash_files, mesh=config_mesh(c),
                     context_attention=c.mesh.context_attention, param_dtype=m.param_dtype,
-                    matmul=m.matmul)
+                    matmul=m.matmul, allow_nonfinite=m.allow_nonfinite)
 
 
 def load_upsampler(c, pipe, source: dict):
@@ -211,6 +215,7 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
   from ltx_jax import video_io
   from ltx_jax.cli import timing
   stages = timing.Stages()
+  made: list[Path] = []  # output folders this run created: removed again if it fails unwritten
   try:
     logging.info("devices: %s", ', '.join(devices()))
     with stages('load'):
@@ -239,21 +244,31 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
       if not main:
         written.append(paths[0])
         continue
-      with stages('write'):
-        paths[0].parent.mkdir(parents=True, exist_ok=True)  # made only when there is output
-        video_io.write_mp4(paths[0], frames, c.frame_rate, crf=c.crf, overwrite=c.overwrite)
-        extra = paths[2:]
-        for p in extra:
-          if p.suffix == '.gif':
-            video_io.write_gif(p, frames, c.frame_rate, overwrite=c.overwrite)
-          else:
-            video_io.write_pngs(p, frames, overwrite=c.overwrite)
-      video_io.write_json(paths[1], sidecar(c, job, pipe, source, stages, before,
-                                            [paths[0], *extra], kwargs, out.skipped_steps),
-                          overwrite=c.overwrite)
+      published: list[Path] = []  # this video's files: all of them or none
+      try:
+        with stages('write'):
+          made += video_io.make_folder(paths[0].parent)  # made only when there is output
+          published.append(video_io.write_mp4(paths[0], frames, c.frame_rate, crf=c.crf,
+                                              overwrite=c.overwrite))
+          extra = paths[2:]
+          for p in extra:
+            if p.suffix == '.gif':
+              published.append(video_io.write_gif(p, frames, c.frame_rate, overwrite=c.overwrite))
+            else:
+              published.append(video_io.write_pngs(p, frames, overwrite=c.overwrite))
+        published.append(video_io.write_json(
+            paths[1], sidecar(c, job, pipe, source, stages, before, [paths[0], *extra], kwargs,
+                               out.skipped_steps),
+            overwrite=c.overwrite))
+      except BaseException:
+        video_io.remove(published)
+        raise
       logging.info("wrote %s (prompt %d, seed %d)", paths[0], job.index, job.seed)
       written.append(paths[0])
     logging.info("stages: %s", stages.summary())
     return written
+  except BaseException:  # a refused, failed or interrupted run leaves no empty output folder
+    video_io.remove_empty(made)
+    raise
   finally:
     stages.close()

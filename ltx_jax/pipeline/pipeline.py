@@ -31,6 +31,7 @@ from ltx_jax.sampling import guidance as guidance_lib
 from ltx_jax.sampling import loop as loop_lib
 from ltx_jax.sampling.latent_ops import tone_map_latents
 from ltx_jax.sampling.schedules import SchedulerConfig, sigmas_for
+from ltx_jax.weights.values import in_file
 
 
 @dataclasses.dataclass
@@ -91,7 +92,7 @@ class LTXPipeline:
                       text_encoder_dtype=None, attention: str = 'auto', offline: bool | None = None,
                       mesh=None, rules: sharding_lib.Rules | None = None,
                       context_attention: str = 'allgather', param_dtype=None,
-                      matmul: str = 'default') -> 'LTXPipeline':
+                      matmul: str = 'default', allow_nonfinite: bool = False) -> 'LTXPipeline':
     """Builds the pipeline from whatever `ltx_jax.sources.resolve_source` understands: a
     diffusers repo folder, a folder with an official single file (+ T5 folder or GGUF +
     tokenizer), a checkpoint written by tools/convert.py, or a hub repo id.
@@ -105,6 +106,8 @@ class LTXPipeline:
     param_dtype: storage dtype of the transformer (default: dtype); 'fp8' keeps its block weights in float8_e4m3fn (as the official -fp8 files) and upcasts them
       per matmul. matmul='fp8' multiplies those fp8 weights with fp8 activations instead
       (`ltx_jax.nn.set_matmul`: cuBLASLt fp8 GEMMs on GPUs with fp8 tensor cores).
+    allow_nonfinite: load weights holding NaN or Inf (by default a LoadError names the first
+      such tensor while loading, before anything is generated).
     """
     from ltx_jax.nn import MATMULS, set_matmul
     from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
@@ -123,13 +126,15 @@ class LTXPipeline:
     sched = read_scheduler_config(ms)
     scheduler, allowed = None, None
     if sched is not None:
-      scheduler = (SchedulerConfig.from_official(sched['config']) if sched['format'] == 'official'
-                   else SchedulerConfig.from_diffusers(sched['config']))
-      allowed = _allowed_steps(sched)
+      with in_file(ms.scheduler):  # a damaged config: one error naming the file
+        scheduler = (SchedulerConfig.from_official(sched['config'])
+                     if sched['format'] == 'official'
+                     else SchedulerConfig.from_diffusers(sched['config']))
+        allowed = _allowed_steps(sched)
     te_dtype = dtype if text_encoder_dtype is None else text_encoder_dtype
     partitioning = (None if mesh is None else
                     sharding_lib.Partitioning.create(mesh, rules, context_attention))
-    where = dict(mesh=mesh, rules=rules)
+    where = dict(mesh=mesh, rules=rules, allow_nonfinite=allow_nonfinite)
     transformer = load_transformer(ms.transformer, dtype=dtype, param_dtype=param_dtype,
                                    attention=attention, **where)
     if matmul != 'default':

@@ -16,6 +16,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ltx_jax.errors import CheckpointFormatError
+from ltx_jax.weights import values as V
+
 from ltx_jax.checks import check_schedule
 
 # Official distilled 0.9.8 timesteps (0..1 scale), first and second (upscaled) passes.
@@ -52,6 +55,19 @@ class SchedulerConfig:
       raise ValueError(f"sampler={self.sampler!r}; choose Uniform, LinearQuadratic or Constant")
     if self.shifting not in (None, 'SD3', 'SimpleDiffusion'):
       raise ValueError(f"shifting={self.shifting!r}; choose None, 'SD3' or 'SimpleDiffusion'")
+    w = 'scheduler'  # every value typed and bounded before any schedule is computed
+    for key in ('base_image_seq_len', 'max_image_seq_len', 'base_resolution'):
+      V.check_int(getattr(self, key), key, 1, 1 << 30, w)
+    for key in ('base_shift', 'max_shift'):
+      V.check_number(getattr(self, key), key, -100.0, 100.0, w)
+    V.check_number(self.shift, 'shift', 0.0, 1e4, w, open_low=True)
+    V.check_bool(self.use_dynamic_shifting, 'use_dynamic_shifting', w)
+    for key in ('shift_terminal', 'target_shift_terminal'):
+      if getattr(self, key) is not None:
+        V.check_number(getattr(self, key), key, 0.0, 0.999, w, open_low=True)
+    if self.use_dynamic_shifting and self.base_image_seq_len == self.max_image_seq_len:
+      raise CheckpointFormatError(f"scheduler config: base_image_seq_len == max_image_seq_len "
+                                  f"({self.base_image_seq_len}) leaves dynamic shifting undefined")
 
   @classmethod
   def from_diffusers(cls, cfg: Mapping[str, Any]) -> 'SchedulerConfig':

@@ -5,9 +5,12 @@ Recognised sources (`resolve_source(spec)`):
               scheduler/ (Lightricks' diffusers repos)
   single_file a folder holding an official `ltxv-*.safetensors` (transformer + VAE), a T5 as a
               `.gguf` file or a `text_encoder/` folder, a tokenizer (`tokenizer/`, `spiece.model`,
-              or the .gguf's vocabulary), optionally `vae/` (a diffusers VAE that overrides the
-              file's) and `ltxv-spatial-upscaler-*.safetensors`; or the .safetensors file itself
-              (its folder is searched)
+              or the .gguf's vocabulary), optionally `vae/` (a diffusers VAE put there on purpose
+              to override the file's: only in a folder that is not also a diffusers repo copy,
+              and reported as `vae_override`) and `ltxv-spatial-upscaler-*.safetensors`; or the
+              .safetensors file itself (its folder is searched). `file=` picks the single file
+              even in a diffusers repo copy (the hub repos hold both: diffusers folders and the
+              official single files at the root).
   orbax       a checkpoint written by tools/convert.py
   hub         `owner/name` (+ `file=` for a single file) fetched with huggingface_hub into its
               usual cache; offline, only what the cache holds
@@ -33,6 +36,7 @@ from ltx_jax.models.upsampler.loading import DIFFUSERS_FOLDER as UPSAMPLER_FOLDE
 from ltx_jax.models.vae.config import VAEConfig
 from ltx_jax.sources.release import Evidence, Release, detect, size_of, vae_generation
 from ltx_jax.weights import orbax_io
+from ltx_jax.weights.values import in_file
 from ltx_jax.weights.safetensors_io import CheckpointFormatError, official_config, open_safetensors
 
 COMPONENTS = ('transformer', 'vae', 'text_encoder', 'tokenizer', 'scheduler', 'latent_upsampler')
@@ -54,6 +58,7 @@ class ModelSource:
   scheduler: Path | None = None  # a JSON file, the official file (metadata) or the manifest
   latent_upsampler: Path | None = None  # optional: a diffusers folder or an official file
   hub_repo: str | None = None
+  vae_override: bool = False  # single_file: `vae` is a diffusers vae/ folder, not the file's VAE
 
   def require(self, *components: str) -> None:
     """SourceError naming every requested component this source lacks."""
@@ -95,10 +100,15 @@ def read_scheduler_config(source: ModelSource) -> dict | None:
   p = source.scheduler
   if p is None:
     return None
+  with in_file(p):
+    return _scheduler_config(p)
+
+
+def _scheduler_config(p: Path) -> dict:
   if p.name == orbax_io.MANIFEST:
     return json.loads(p.read_text()).get('scheduler')
   if p.suffix == '.json':
-    return {'format': 'diffusers', 'config': json.loads(p.read_text())}
+    return {'format': 'diffusers', 'config': json.loads(p.read_text(encoding='utf-8'))}
   meta = official_config(open_safetensors(p))
   extra = {k: v for k, v in meta.items() if k not in ('transformer', 'vae', 'scheduler')}
   return {'format': 'official', 'config': dict(meta['scheduler'], **extra)}
@@ -120,11 +130,13 @@ def resolve_source(spec: str | os.PathLike, *, file: str | None = None,
   """
   path = Path(spec)
   if path.exists():
-    return _local(path, file=file, release=release, allow_custom=allow_custom, hints=())
+    with in_file(path):
+      return _local(path, file=file, release=release, allow_custom=allow_custom, hints=())
   if HUB_ID.match(str(spec)):
     root = fetch_from_hub(str(spec), file, offline=offline, cache_dir=cache_dir)
-    ms = _local(root, file=file, release=release, allow_custom=allow_custom,
-                hints=(str(spec),), force_single=file is not None)
+    with in_file(root):
+      ms = _local(root, file=file, release=release, allow_custom=allow_custom,
+                  hints=(str(spec),), force_single=file is not None)
     return dataclasses.replace(ms, hub_repo=str(spec))
   raise SourceError(f"{spec}: no such file or folder (and not a hub repo id owner/name)")
 
@@ -137,13 +149,16 @@ def _local(path: Path, *, file, release, allow_custom, hints, force_single=False
       raise SourceError(f"{path}: not a model source; pass an official .safetensors file, or a "
                         "folder (diffusers repo, single-file layout, converted checkpoint)")
     return _single_file(path.parent, path, release, allow_custom, hints)
-  if not force_single and ((path / 'model_index.json').is_file()
-                           or (path / 'transformer' / 'config.json').is_file()):
+  if not force_single and file is None and _is_diffusers_repo(path):
     return _diffusers(path, release, allow_custom, hints)
   chosen = path / file if file else None
   if chosen is not None and not chosen.is_file():
     raise SourceError(f"{chosen}: no such file")
   return _single_file(path, chosen, release, allow_custom, hints)
+
+
+def _is_diffusers_repo(path: Path) -> bool:
+  return (path / 'model_index.json').is_file() or (path / 'transformer' / 'config.json').is_file()
 
 
 def _orbax(path: Path, release) -> ModelSource:
@@ -235,12 +250,20 @@ def _single_file(root: Path, chosen: Path | None, release, allow_custom, hints) 
     facts.update(_transformer_facts(TransformerConfig.from_official(meta['transformer'])),
                  fp8=_has_fp8(store.with_prefix(OFFICIAL_TRANSFORMER)))
   vae = None
-  if (root / 'vae' / 'config.json').is_file():
+  # A vae/ beside a single file overrides its VAE only where a user put it on purpose: a repo
+  # copy or hub snapshot that also holds the diffusers folders keeps each file's own VAE.
+  override = ((root / 'vae' / 'config.json').is_file() and not _is_diffusers_repo(root)
+              and root.parent.name != 'snapshots')
+  if override:
     vae = root / 'vae'
     facts['vae_generation'] = _vae_facts(_diffusers_vae_config(vae))
   elif 'vae' in meta and any(k.startswith('vae.') for k in store.keys()):
     vae = chosen
     facts['vae_generation'] = _vae_facts(VAEConfig.from_official(meta['vae']))
+  if transformer is None and vae is None:
+    raise SourceError(f"{chosen}: not an official LTX-Video single file: no "
+                      f"{OFFICIAL_TRANSFORMER}* or vae.* tensors described by its 'config' "
+                      "metadata")
   if 'allowed_inference_steps' in meta:
     facts['distilled'] = True
   ggufs = sorted(root.glob('*.gguf'))
@@ -259,7 +282,8 @@ def _single_file(root: Path, chosen: Path | None, release, allow_custom, hints) 
   ev = Evidence(hints=tuple(hints) + (chosen.stem,), **facts)
   detected = detect(ev, release=release, allow_custom=allow_custom)
   return ModelSource('single_file', root, detected, transformer, vae, text_encoder, tokenizer,
-                     scheduler, _spatial_upscaler(root, detected.version))
+                     scheduler, _spatial_upscaler(root, detected.version),
+                     vae_override=override)
 
 
 def _spatial_upscaler(root: Path, version: str) -> Path | None:

@@ -29,7 +29,7 @@ from flax import nnx
 
 from ltx_jax import sharding as sharding_lib
 from ltx_jax.errors import UsageError
-from ltx_jax.weights import orbax_io, precision
+from ltx_jax.weights import orbax_io, precision, values
 from ltx_jax.weights.loader import Plan, TensorStore, load_params
 
 
@@ -56,7 +56,8 @@ def load_component(source: str | os.PathLike, component: Component, *,
                    dtype: precision.DTypeLike = jnp.float32,
                    param_dtype: precision.DTypeLike | None = None,
                    mesh: jax.sharding.Mesh | None = None,
-                   rules: sharding_lib.Rules | None = None, **options) -> nnx.Module:
+                   rules: sharding_lib.Rules | None = None, allow_nonfinite: bool = False,
+                   **options) -> nnx.Module:
   """`component` loaded from `source`: a file or folder its `open` reads, or a checkpoint
   converted by tools/convert.py (its folder or the component's folder inside it).
 
@@ -64,21 +65,33 @@ def load_component(source: str | os.PathLike, component: Component, *,
     precision.py). Either as a name ('f32', 'bf16', 'fp16', 'fp8', 'float32', ...) or a dtype.
   mesh, rules: place each parameter by its logical axis names (ltx_jax/sharding.py; rules
     default to its RULES); default one device.
+  allow_nonfinite: load weights holding NaN or Inf (by default a LoadError names the first
+    such tensor, before anything runs).
   options: model options for `component.build` (e.g. attention='auto').
   """
   dtype = precision.parse(dtype, what='compute')
   param_dtype = dtype if param_dtype is None else precision.parse(param_dtype)
   if orbax_io.is_orbax(source):
+    return _load_orbax(source, component, dtype, param_dtype, mesh, rules, allow_nonfinite,
+                       options)
+  with values.in_file(source):
+    ckpt = component.open(Path(source))
+  model = component.build(ckpt.config, dtype=dtype, param_dtype=param_dtype, **options)
+  where = sharding_lib.sharding_fn(mesh, rules) if mesh is not None else None
+  return load_params(model, ckpt.store, ckpt.plan(model), what=ckpt.what, ignore=ckpt.ignore,
+                     sharding=where, allow_nonfinite=allow_nonfinite)
+
+
+def _load_orbax(source, component, dtype, param_dtype, mesh, rules, allow_nonfinite, options
+                ) -> nnx.Module:
+  with values.in_file(source):
     root, _ = orbax_io.read_manifest(source)
     if Path(source).resolve() != root.resolve() and Path(source).name != component.name:
       raise UsageError(f"{source} is the {Path(source).name} of a converted checkpoint, not its "
                        f"{component.name}; pass {root} or {root / component.name}")
     config = orbax_io.component_config(root, component.name, component.config_type)
-    model = component.build(config, dtype=dtype, param_dtype=param_dtype, **options)
+  model = component.build(config, dtype=dtype, param_dtype=param_dtype, **options)
+  with values.in_file(root / component.name):
     return orbax_io.restore_model(model, root / component.name,
-                                  what=f'{component.name} from {root}', mesh=mesh, rules=rules)
-  ckpt = component.open(Path(source))
-  model = component.build(ckpt.config, dtype=dtype, param_dtype=param_dtype, **options)
-  where = sharding_lib.sharding_fn(mesh, rules) if mesh is not None else None
-  return load_params(model, ckpt.store, ckpt.plan(model), what=ckpt.what, ignore=ckpt.ignore,
-                     sharding=where)
+                                  what=f'{component.name} from {root}', mesh=mesh, rules=rules,
+                                  allow_nonfinite=allow_nonfinite)

@@ -11,6 +11,7 @@ tensor in that dtype plus one small f32 chunk.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -41,28 +42,43 @@ class GGUFStore:
       raise FileNotFoundError(f"{self.path}: no such GGUF file")
     try:
       reader = gguf.GGUFReader(self.path, 'r')
-    except (ValueError, KeyError, IndexError) as e:
-      raise CheckpointFormatError(f"{self.path}: not a readable GGUF file ({e})") from None
-    if reader.byte_order != 'I':
+      byte_order = reader.byte_order
+      fields = reader.fields
+      # name -> (ggml type, PyTorch-order shape, absolute byte offset, byte count)
+      tensors = {str(t.name): (Q(t.tensor_type), tuple(int(d) for d in reversed(t.shape.tolist())),
+                               int(t.data_offset), int(t.n_bytes)) for t in reader.tensors}
+    except Exception as e:  # noqa: BLE001 - the gguf package raises many types on bad bytes
+      raise CheckpointFormatError(f"{self.path}: not a readable GGUF file "
+                                  f"({type(e).__name__}: {str(e)[:200]})") from None
+    if byte_order != 'I':
       raise CheckpointFormatError(f"{self.path}: big-endian GGUF files are not supported")
     self.dtype = np.dtype(np.float32 if dtype is None else dtype)
-    self._fields = reader.fields
-    # name -> (ggml type, PyTorch-order shape, absolute byte offset, byte count)
-    self._tensors = {t.name: (Q(t.tensor_type), tuple(int(d) for d in reversed(t.shape.tolist())),
-                              int(t.data_offset), int(t.n_bytes)) for t in reader.tensors}
+    self._fields = fields
+    self._tensors = tensors
     size = self.path.stat().st_size
     for name, (qtype, shape, offset, nbytes) in self._tensors.items():
-      if offset + nbytes > size:
-        raise CheckpointFormatError(f"{self.path}: truncated, tensor {name} ends past the file")
-      block = gguf.GGML_QUANT_SIZES[qtype][0]
-      if shape and shape[-1] % block:
+      if qtype not in gguf.GGML_QUANT_SIZES:
+        raise CheckpointFormatError(f"{self.path}: tensor {name} has unknown GGML type {qtype}")
+      block, type_bytes = gguf.GGML_QUANT_SIZES[qtype]
+      if any(d < 0 for d in shape) or (shape and shape[-1] % block):
         raise CheckpointFormatError(f"{self.path}: tensor {name} {shape} is not a whole number "
                                     f"of {qtype.name} blocks per row")
+      if offset < 0 or nbytes != math.prod(shape) // block * type_bytes:
+        raise CheckpointFormatError(f"{self.path}: tensor {name} {shape} {qtype.name} does not "
+                                    f"match its {nbytes} bytes")
+      if offset + nbytes > size:
+        raise CheckpointFormatError(f"{self.path}: truncated, tensor {name} ends past the file")
 
   def get(self, key: str, default: Any = None) -> Any:
     """A metadata value (scalars, strings, lists), or `default` when absent."""
     field = self._fields.get(key)
-    return default if field is None else field.contents()
+    if field is None:
+      return default
+    try:
+      return field.contents()
+    except Exception as e:  # noqa: BLE001 - as in __init__
+      raise CheckpointFormatError(f"{self.path}: unreadable metadata field {key!r} "
+                                  f"({type(e).__name__})") from None
 
   def keys(self) -> list[str]:
     return list(self._tensors)

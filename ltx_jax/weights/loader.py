@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from ltx_jax.errors import LoadError
+from ltx_jax.weights import precision
 
 
 Path = tuple[Any, ...]
@@ -166,19 +167,24 @@ def read_param(store: TensorStore, src: Source, var: nnx.Variable) -> np.ndarray
 
 def load_params(module: nnx.Module, store: TensorStore, plan: Plan, *, what: str = 'model',
                 ignore: Sequence[str] = (),
-                sharding: Callable[[Path, nnx.Variable], Any] | None = None) -> nnx.Module:
+                sharding: Callable[[Path, nnx.Variable], Any] | None = None,
+                allow_nonfinite: bool = False) -> nnx.Module:
   """Fills the abstract `module` in place from `store` following `plan`; returns it.
 
   Each parameter is read in its abstract variable's dtype (build the model in the storage dtype
   wanted, see `precision.apply` for fp8).
   ignore: regexes of source keys that are known and deliberately unused.
   sharding: optional (path, variable) -> jax.sharding.Sharding for device placement.
+  allow_nonfinite: load tensors holding NaN or Inf (refused by default, naming the first one,
+    before anything runs).
   """
   check_plan(module, store, plan, what=what, ignore=ignore)
   variables = dict(_variables(module))
   for path, src in plan.items():
     var = variables[path]
     host = read_param(store, src, var)
+    if not allow_nonfinite:
+      precision.check_finite(host, name=src.keys[0], where=what)
     if sharding is None:
       placed = jax.device_put(host)
     else:  # each device (of every process) receives only its shard of the host tensor

@@ -63,14 +63,28 @@ def read_manifest(source: str | os.PathLike) -> tuple[Path, dict]:
   """-> (checkpoint root folder, manifest dict) for the root or a component folder."""
   path = Path(source)
   root = path if (path / MANIFEST).is_file() else path.parent
+  where = root / MANIFEST
   try:
-    manifest = json.loads((root / MANIFEST).read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise CheckpointFormatError(f"{root / MANIFEST}: unreadable manifest ({e})") from None
+    manifest = json.loads(where.read_text(encoding='utf-8'))
+  except (OSError, ValueError, RecursionError) as e:  # JSON and UTF-8 errors are ValueErrors
+    raise CheckpointFormatError(f"{where}: unreadable manifest ({e})") from None
   if not isinstance(manifest, dict) or manifest.get('format') != FORMAT:
     found = manifest.get('format') if isinstance(manifest, dict) else None
     raise CheckpointFormatError(f"{root}: checkpoint format {found!r}, this ltx_jax reads "
                                 f"{FORMAT!r}; convert the source again")
+  comps = manifest.get('components')
+  if not isinstance(comps, dict) or not all(
+      c in COMPONENTS and isinstance(e, dict) and isinstance(e.get('config'), dict)
+      for c, e in comps.items()):
+    raise CheckpointFormatError(f"{where}: 'components' must map {list(COMPONENTS)} to objects "
+                                "holding a 'config' object")
+  release = manifest.get('release')
+  if not isinstance(release, dict) or not all(
+      isinstance(release.get(k), str) for k in ('version', 'size', 'variant')):
+    raise CheckpointFormatError(f"{where}: 'release' must be an object with string version, "
+                                "size and variant")
+  if not isinstance(manifest.get('scheduler', {}), (dict, type(None))):
+    raise CheckpointFormatError(f"{where}: 'scheduler' must be an object")
   return root, manifest
 
 
@@ -185,7 +199,7 @@ def check_against(model: nnx.Module, ckpt: str | os.PathLike, what: str
   wrong-shape parameter when the checkpoint does not fit `model`."""
   try:
     stored = _flatten(_ocp().pytree_metadata(ckpt).metadata)
-  except (FileNotFoundError, ValueError, OSError) as e:
+  except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many types on bad files
     raise CheckpointFormatError(f"cannot load {what}: {ckpt} is not a readable orbax "
                                 f"checkpoint ({e})") from None
   flat = {p: tuple(v.shape) for p, v in stored.items()}
@@ -212,7 +226,8 @@ def _groups(items: list, nbytes: Callable[[Any], int], limit: int) -> Iterable[l
 
 def restore_model(model: nnx.Module, ckpt: str | os.PathLike, *, what: str = 'model',
                   mesh: jax.sharding.Mesh | None = None,
-                  rules: sharding_lib.Rules | None = None) -> nnx.Module:
+                  rules: sharding_lib.Rules | None = None,
+                  allow_nonfinite: bool = False) -> nnx.Module:
   """Fills the abstract `model` in place from an orbax checkpoint; returns it.
 
   Each parameter ends in the abstract variable's dtype, with the sharding its logical axis names
@@ -229,21 +244,32 @@ def restore_model(model: nnx.Module, ckpt: str | os.PathLike, *, what: str = 'mo
     target = _nest((p, jax.ShapeDtypeStruct(
         v.get_value().shape, stored[p] if as_stored else v.get_value().dtype,
         sharding=where(p, v))) for p, v in group)
-    with ctx:
-      flat = _flatten(_ocp().load_pytree(ckpt, target))
+    try:
+      with ctx:
+        flat = _flatten(_ocp().load_pytree(ckpt, target))
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many types on bad files
+      reason = (str(e).strip().splitlines() or [''])[0][:300]
+      raise CheckpointFormatError(f"cannot load {what}: {ckpt} is damaged "
+                                  f"({type(e).__name__}: {reason})") from None
     return [(p, v, flat[p]) for p, v in group]
 
   def nbytes(item) -> int:
     p, v = item
     return int(np.prod(v.get_value().shape)) * stored[p].itemsize
 
+  def check(p, value):
+    if not allow_nonfinite:
+      precision.check_finite(value, name='.'.join(p), where=what)
+
   same = [(p, v) for p, v in items if stored[p] == np.dtype(v.get_value().dtype)]
   recast = [(p, v) for p, v in items if stored[p] != np.dtype(v.get_value().dtype)]
   if same:
-    for _, var, value in read(same, as_stored=False):
+    for p, var, value in read(same, as_stored=False):
+      check(p, value)
       var.set_value(value)
   for group in _groups(recast, nbytes, GROUP_BYTES):  # device memory: one group as stored
     for p, var, value in read(group, as_stored=True):
+      check(p, value)
       var.set_value(precision.cast(value, var.get_value().dtype, name='.'.join(p)))
   return model
 

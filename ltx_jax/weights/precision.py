@@ -126,6 +126,30 @@ def cast(value: np.ndarray | jax.Array, dtype: Any, *, name: str) -> np.ndarray 
   return value.astype(dtype)
 
 
+def first_nonfinite(value: np.ndarray | jax.Array, chunk: int = 1 << 22) -> int | None:
+  """The flat index of the first NaN or Inf of a float array (host or device), else None; on
+  the host in f32 chunks, so a bf16 / fp8 tensor costs one upcast pass and no full copy."""
+  if not jnp.issubdtype(value.dtype, jnp.floating) or not value.size:
+    return None
+  if isinstance(value, jax.Array):
+    bad = ~jnp.isfinite(value)
+    return int(jnp.argmax(bad.ravel())) if bool(bad.any()) else None
+  flat = np.ravel(value)
+  for i in range(0, flat.size, chunk):
+    ok = np.isfinite(flat[i:i + chunk].astype(np.float32))
+    if not ok.all():
+      return i + int(np.argmin(ok))
+  return None
+
+
+def check_finite(value: np.ndarray | jax.Array, *, name: str, where: str) -> None:
+  """A LoadError naming tensor `name` of `where` when it holds NaN or Inf."""
+  if first_nonfinite(value) is not None:
+    raise LoadError(f"{where}: tensor {name} holds NaN or Inf: the file is damaged or was "
+                    "saved from a diverged model; pass "
+                    "allow_nonfinite=True (--config.model.allow_nonfinite) to load it anyway")
+
+
 def _peak(value: np.ndarray | jax.Array, chunk: int = 1 << 22) -> float:
   """max |value| over the non-NaN entries (-inf or NaN when all are NaN), in f32 chunks on the host:
   numpy's reductions over bf16 / fp8 are ~30x slower than an upcast followed by f32 ones."""

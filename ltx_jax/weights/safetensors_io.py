@@ -9,6 +9,7 @@ without torch and nothing is copied until it is used.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -30,16 +31,34 @@ DTYPES = {
 _CODES = {v: k for k, v in DTYPES.items()}
 
 
+MAX_HEADER = 100 << 20  # bytes of JSON header we read at most (the safetensors library's cap)
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
+
+
 def _check_entry(path: Path, name: str, e) -> None:
   """A header entry must name a known dtype, a shape and a byte range that fits them."""
-  try:
+  why = None
+  if not isinstance(e, dict):
+    why = f"a {type(e).__name__}, not a JSON object"
+  elif not isinstance(e.get('dtype'), str) or e['dtype'] not in DTYPES:
+    why = f"dtype {e.get('dtype')!r} is none of {sorted(DTYPES)}"
+  elif (not isinstance(e.get('shape'), list) or len(e['shape']) > 16
+        or not all(_is_int(d) and 0 <= d < 1 << 48 for d in e['shape'])):
+    why = f"shape {e.get('shape')!r} is not a list of non-negative integers"
+  elif (not isinstance(e.get('data_offsets'), list) or len(e['data_offsets']) != 2
+        or not all(_is_int(o) for o in e['data_offsets'])
+        or not 0 <= e['data_offsets'][0] <= e['data_offsets'][1]):
+    why = f"data_offsets {e.get('data_offsets')!r} are not two integers 0 <= begin <= end"
+  else:
     lo, hi = e['data_offsets']
-    count = int(np.prod(e['shape'], dtype=np.int64))
-    ok = 0 <= lo <= hi and hi - lo == count * DTYPES[e['dtype']].itemsize
-  except (TypeError, KeyError, ValueError):
-    ok = False
-  if not ok:
-    raise CheckpointFormatError(f"{path}: corrupt safetensors header (bad entry for {name!r})")
+    need = math.prod(e['shape']) * DTYPES[e['dtype']].itemsize
+    if hi - lo != need:
+      why = f"{e['dtype']} {e['shape']} needs {need} bytes, its data_offsets span {hi - lo}"
+  if why is not None:
+    raise CheckpointFormatError(f"{path}: corrupt safetensors header: tensor {name[:80]!r}: {why}")
 
 
 class _File:
@@ -53,20 +72,32 @@ class _File:
       if len(head) < 8:
         raise CheckpointFormatError(f"{path}: not a safetensors file ({size} bytes, no header)")
       (n,) = struct.unpack('<Q', head)
-      if n > size - 8:
+      if n > size - 8 or n > MAX_HEADER or n < 2:
         raise CheckpointFormatError(
-            f"{path}: corrupt or truncated safetensors header (claims {n} bytes, file has {size})")
+            f"{path}: corrupt or truncated safetensors header (claims {n} bytes, file has {size},"
+            f" headers hold 2 to {MAX_HEADER})")
       try:
-        header = json.loads(f.read(n))
-      except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointFormatError(f"{path}: corrupt safetensors header ({e})") from None
+        header = json.loads(f.read(n).decode('utf-8'))
+      except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointFormatError(f"{path}: corrupt safetensors header, not UTF-8 JSON ({e})"
+                                    ) from None
     if not isinstance(header, dict):
       raise CheckpointFormatError(f"{path}: corrupt safetensors header (not a JSON object)")
-    self.metadata: dict[str, str] = header.pop('__metadata__', None) or {}
+    meta = header.pop('__metadata__', None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+      raise CheckpointFormatError(f"{path}: corrupt safetensors header: __metadata__ must map "
+                                  "names to strings")
+    self.metadata: dict[str, str] = meta
     self.data_start = 8 + n
     self.entries: dict[str, dict] = header
     for name, e in header.items():
       _check_entry(path, name, e)
+    spans = sorted(tuple(e['data_offsets']) for e in header.values()
+                   if e['data_offsets'][1] > e['data_offsets'][0])
+    for (_, end0), (begin1, _) in zip(spans, spans[1:]):
+      if begin1 < end0:
+        raise CheckpointFormatError(f"{path}: corrupt safetensors header: tensor data overlap "
+                                    f"(bytes {begin1} to {end0})")
     end = max((e['data_offsets'][1] for e in header.values()), default=0)
     if self.data_start + end > size:
       raise CheckpointFormatError(
@@ -131,11 +162,14 @@ def official_config(store: SafetensorsReader, component: str | None = None) -> d
                                 "single file")
   try:
     cfg = json.loads(store.metadata['config'])
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, RecursionError) as e:
     raise CheckpointFormatError(f"{where}: unreadable 'config' metadata ({e})") from None
+  if not isinstance(cfg, dict):
+    raise CheckpointFormatError(f"{where}: the 'config' metadata is a {type(cfg).__name__}, not "
+                                "a JSON object")
   if component is None:
     return cfg
-  if not isinstance(cfg, dict) or component not in cfg:
+  if component not in cfg:
     raise CheckpointFormatError(f"{where}: the 'config' metadata has no {component!r} entry")
   return cfg[component]
 
@@ -155,8 +189,14 @@ def open_safetensors(path: str | os.PathLike, prefix: str = '') -> SafetensorsRe
           f"{path}: expected one *.safetensors file or a *.safetensors.index.json, found "
           f"{[f.name for f in files] or 'none'}")
   if path.name.endswith('.index.json'):
-    weight_map = json.loads(path.read_text())['weight_map']
-    shards = sorted({path.parent / s for s in weight_map.values()})
+    try:
+      weight_map = json.loads(path.read_text(encoding='utf-8'))['weight_map']
+      shards = sorted({path.parent / s for s in weight_map.values()})
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError,
+            AttributeError) as e:
+      raise CheckpointFormatError(f"{path}: not a safetensors index (a JSON object whose "
+                                  f"'weight_map' maps tensor names to shard files): {e!r}"
+                                  ) from None
     missing = [str(s) for s in shards if not s.exists()]
     if missing:
       raise FileNotFoundError(f"{path}: shards listed in the index are missing: {missing}")

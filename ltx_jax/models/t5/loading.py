@@ -110,7 +110,8 @@ def load_text_encoder(source: str | os.PathLike, *, dtype: precision.DTypeLike =
                       param_dtype: precision.DTypeLike | None = None,
                       mesh: jax.sharding.Mesh | None = None,
                       rules: sharding_lib.Rules | None = None,
-                      attention: str = 'auto') -> T5Encoder:
+                      attention: str = 'auto',
+                      allow_nonfinite: bool = False) -> T5Encoder:
   """A T5 v1.1 encoder, loaded strictly: every parameter from the file, every file tensor used.
 
   source: a transformers folder (or the diffusers repo folder above its text_encoder/), a
@@ -121,7 +122,8 @@ def load_text_encoder(source: str | os.PathLike, *, dtype: precision.DTypeLike =
     `te(input_ids [B, S], attention_mask [B, S]) -> [B, S, d_model]` in `dtype`.
   mesh, rules: place each parameter by its logical axis names (ltx_jax/sharding.py); default
     one device.
+  allow_nonfinite: load weights holding NaN or Inf (refused by default, naming the tensor).
   attention: 'auto', 'xla', 'cudnn' or a registered implementation name.
   """
   return load_component(source, COMPONENT, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
-                        rules=rules, attention=attention)
+                        rules=rules, attention=attention, allow_nonfinite=allow_nonfinite)

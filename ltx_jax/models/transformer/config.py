@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from ltx_jax.errors import DataError
+from ltx_jax.errors import CheckpointFormatError, DataError
+from ltx_jax.weights import values as V
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,25 @@ class TransformerConfig:
   # shifted so the first (single-frame) latent sits at time 0.
   causal_temporal_positioning: bool = False
 
+  def __post_init__(self):
+    what = 'transformer'
+    for key, lo, hi in (('num_layers', 1, V.MAX_LAYERS), ('num_heads', 1, V.MAX_HEADS),
+                        ('head_dim', 1, V.MAX_CHANNELS), ('in_channels', 1, V.MAX_CHANNELS),
+                        ('out_channels', 1, V.MAX_CHANNELS),
+                        ('cross_attention_dim', 1, V.MAX_CHANNELS),
+                        ('caption_channels', 1, V.MAX_CHANNELS)):
+      V.check_int(getattr(self, key), key, lo, hi, what)
+    for key in ('norm_eps', 'qk_norm_eps'):
+      V.check_number(getattr(self, key), key, 0.0, 1.0, what, open_low=True)
+    for key in ('attention_bias', 'attention_out_bias', 'causal_temporal_positioning'):
+      V.check_bool(getattr(self, key), key, what)
+    V.check_number(self.rope_theta, 'rope_theta', 1.0, 1e12, what)
+    for i, v in enumerate(V.check_list(self.rope_max_pos, 'rope_max_pos', what, length=3)):
+      V.check_number(v, f'rope_max_pos[{i}]', 0.0, 1e9, what, open_low=True)
+    if self.dim > V.MAX_CHANNELS:
+      raise DataError(f"transformer config: {self.num_heads} heads x {self.head_dim} = {self.dim}"
+                      f" channels; at most {V.MAX_CHANNELS} are supported")
+
   @property
   def dim(self) -> int:
     return self.num_heads * self.head_dim
@@ -35,45 +55,59 @@ class TransformerConfig:
   @classmethod
   def from_diffusers(cls, cfg: Mapping[str, Any]) -> 'TransformerConfig':
     """From diffusers' `LTXVideoTransformer3DModel` config.json."""
-    if cfg.get('patch_size', 1) != 1 or cfg.get('patch_size_t', 1) != 1:
+    w = 'transformer'
+    cfg = V.mapping(cfg, 'transformer config')
+    if (V.integer(cfg, 'patch_size', 1, 64, 1, what=w), V.integer(
+        cfg, 'patch_size_t', 1, 64, 1, what=w)) != (1, 1):
       _refuse('patch_size', (cfg.get('patch_size'), cfg.get('patch_size_t')), (1, 1))
-    if cfg.get('qk_norm', 'rms_norm_across_heads') != 'rms_norm_across_heads':
-      _refuse('qk_norm', cfg['qk_norm'], 'rms_norm_across_heads')
-    if cfg.get('activation_fn', 'gelu-approximate') != 'gelu-approximate':
-      _refuse('activation_fn', cfg['activation_fn'], 'gelu-approximate')
-    if cfg.get('norm_elementwise_affine', False):
-      _refuse('norm_elementwise_affine', True, False)
-    out = cfg.get('out_channels') or cfg.get('in_channels', 128)
+    V.choice(cfg, 'qk_norm', ['rms_norm_across_heads'], 'rms_norm_across_heads', what=w)
+    V.choice(cfg, 'activation_fn', ['gelu-approximate'], 'gelu-approximate', what=w)
+    V.choice(cfg, 'norm_elementwise_affine', [False], False, what=w)
+    in_ch = V.integer(cfg, 'in_channels', 1, V.MAX_CHANNELS, 128, what=w)
     return cls(
-        num_layers=cfg['num_layers'], num_heads=cfg['num_attention_heads'],
-        head_dim=cfg['attention_head_dim'], in_channels=cfg.get('in_channels', 128),
-        out_channels=out, cross_attention_dim=cfg['cross_attention_dim'],
-        caption_channels=cfg['caption_channels'], norm_eps=cfg.get('norm_eps', 1e-6),
-        attention_bias=cfg.get('attention_bias', True),
-        attention_out_bias=cfg.get('attention_out_bias', True))
+        num_layers=V.integer(cfg, 'num_layers', 1, V.MAX_LAYERS, what=w),
+        num_heads=V.integer(cfg, 'num_attention_heads', 1, V.MAX_HEADS, what=w),
+        head_dim=V.integer(cfg, 'attention_head_dim', 1, V.MAX_CHANNELS, what=w),
+        in_channels=in_ch,
+        out_channels=V.integer(cfg, 'out_channels', 1, V.MAX_CHANNELS, in_ch, what=w),
+        cross_attention_dim=V.integer(cfg, 'cross_attention_dim', 1, V.MAX_CHANNELS, what=w),
+        caption_channels=V.integer(cfg, 'caption_channels', 1, V.MAX_CHANNELS, what=w),
+        norm_eps=V.number(cfg, 'norm_eps', 0.0, 1.0, 1e-6, what=w, open_low=True),
+        attention_bias=V.boolean(cfg, 'attention_bias', True, what=w),
+        attention_out_bias=V.boolean(cfg, 'attention_out_bias', True, what=w))
 
   @classmethod
   def from_official(cls, cfg: Mapping[str, Any]) -> 'TransformerConfig':
     """From the `transformer` entry of an official single file's `config` metadata."""
+    w = 'transformer'
+    cfg = V.mapping(cfg, "the 'transformer' entry of the 'config' metadata")
     expect = {'adaptive_norm': 'single_scale_shift', 'standardization_norm': 'rms_norm',
               'qk_norm': 'rms_norm', 'positional_embedding_type': 'rope',
               'activation_fn': 'gelu-approximate', 'norm_elementwise_affine': False,
-              'double_self_attention': False, 'only_cross_attention': False}
+              'double_self_attention': False, 'only_cross_attention': False,
+              'timestep_scale_multiplier': 1000}
     for k, v in expect.items():
-      if k in cfg and cfg[k] != v:
+      if k in cfg and (isinstance(cfg[k], bool) != isinstance(v, bool) or cfg[k] != v):
         _refuse(k, cfg[k], v)
-    if cfg.get('timestep_scale_multiplier', 1000) != 1000:
-      _refuse('timestep_scale_multiplier', cfg['timestep_scale_multiplier'], 1000)
-    in_ch = cfg.get('in_channels', 128)
+    in_ch = V.integer(cfg, 'in_channels', 1, V.MAX_CHANNELS, 128, what=w)
+    max_pos = V.check_list(cfg.get('positional_embedding_max_pos', (20, 2048, 2048)),
+                           'positional_embedding_max_pos', w, length=3)
     return cls(
-        num_layers=cfg['num_layers'], num_heads=cfg['num_attention_heads'],
-        head_dim=cfg['attention_head_dim'], in_channels=in_ch,
-        out_channels=cfg.get('out_channels') or in_ch,
-        cross_attention_dim=cfg['cross_attention_dim'], caption_channels=cfg['caption_channels'],
-        norm_eps=cfg.get('norm_eps', 1e-6), attention_bias=cfg.get('attention_bias', True),
-        attention_out_bias=True, rope_theta=float(cfg.get('positional_embedding_theta', 10000.0)),
-        rope_max_pos=tuple(cfg.get('positional_embedding_max_pos', (20, 2048, 2048))),
-        causal_temporal_positioning=bool(cfg.get('causal_temporal_positioning', False)))
+        num_layers=V.integer(cfg, 'num_layers', 1, V.MAX_LAYERS, what=w),
+        num_heads=V.integer(cfg, 'num_attention_heads', 1, V.MAX_HEADS, what=w),
+        head_dim=V.integer(cfg, 'attention_head_dim', 1, V.MAX_CHANNELS, what=w),
+        in_channels=in_ch,
+        out_channels=V.integer(cfg, 'out_channels', 1, V.MAX_CHANNELS, in_ch, what=w),
+        cross_attention_dim=V.integer(cfg, 'cross_attention_dim', 1, V.MAX_CHANNELS, what=w),
+        caption_channels=V.integer(cfg, 'caption_channels', 1, V.MAX_CHANNELS, what=w),
+        norm_eps=V.number(cfg, 'norm_eps', 0.0, 1.0, 1e-6, what=w, open_low=True),
+        attention_bias=V.boolean(cfg, 'attention_bias', True, what=w),
+        attention_out_bias=True,
+        rope_theta=V.number(cfg, 'positional_embedding_theta', 1.0, 1e12, 10000.0, what=w),
+        rope_max_pos=tuple(V.check_number(v, f'positional_embedding_max_pos[{i}]', 0.0, 1e9, w,
+                                          open_low=True) for i, v in enumerate(max_pos)),
+        causal_temporal_positioning=V.boolean(cfg, 'causal_temporal_positioning', False,
+                                              what=w))
 
 
 LTXV_2B = TransformerConfig()
@@ -82,5 +116,5 @@ PRESETS = {'ltxv-2b': LTXV_2B, 'ltxv-13b': LTXV_13B}
 
 
 def _refuse(key: str, value: Any, allowed: Any) -> None:
-  raise DataError(f"unsupported transformer config: {key}={value!r} (ltx_jax supports "
+  raise CheckpointFormatError(f"unsupported transformer config: {key}={value!r} (ltx_jax supports "
                   f"{allowed!r})")

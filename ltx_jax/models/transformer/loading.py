@@ -98,7 +98,8 @@ def load_transformer(source: str | os.PathLike, *, dtype: precision.DTypeLike = 
                      param_dtype: precision.DTypeLike | None = None,
                      mesh: jax.sharding.Mesh | None = None,
                      rules: sharding_lib.Rules | None = None,
-                     attention: str = 'auto') -> LTXVideoTransformer:
+                     attention: str = 'auto',
+                     allow_nonfinite: bool = False) -> LTXVideoTransformer:
   """Loads the DiT strictly: every parameter from the file, every file tensor used.
 
   source: a diffusers repo folder (or its transformer/ subfolder), an official single file, or a
@@ -108,7 +109,8 @@ def load_transformer(source: str | os.PathLike, *, dtype: precision.DTypeLike = 
     'f32', 'bf16', 'fp16', 'fp8' or a dtype (`ltx_jax.weights.precision`).
   mesh, rules: place each parameter by its logical axis names (ltx_jax/sharding.py); default
     one device.
+  allow_nonfinite: load weights holding NaN or Inf (refused by default, naming the tensor).
   attention: 'auto', 'xla', 'cudnn' or a registered implementation name.
   """
   return load_component(source, COMPONENT, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
-                        rules=rules, attention=attention)
+                        rules=rules, attention=attention, allow_nonfinite=allow_nonfinite)

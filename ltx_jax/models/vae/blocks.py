@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ltx_jax.errors import DataError
+from ltx_jax.errors import CheckpointFormatError, DataError
+from ltx_jax.weights import values as V
 
 ENCODER_BLOCKS = ('res_x', 'res_x_y', 'compress_time', 'compress_space', 'compress_all',
                   'compress_all_x_y', 'compress_time_res', 'compress_space_res', 'compress_all_res')
@@ -21,12 +22,17 @@ STRIDES = {
     'compress_all_x_y': (2, 2, 2), 'compress_time_res': (2, 1, 1),
     'compress_space_res': (1, 2, 2), 'compress_all_res': (2, 2, 2),
 }
-# Channel multiplier when a block does not name one (None: the block keeps its channels).
+# The blocks that read a `multiplier`, with its default. The official encoder multiplies channels
+# by it; the official decoder multiplies the channels after its conv_in by every compress_* and
+# res_x_y multiplier, and divides them again in res_x_y and compress_all only (its
+# compress_time / compress_space keep their channels: their multiplier only widens what comes
+# before them). Every other block ignores a multiplier it is given, as the reference does.
 _DEFAULT_MULTIPLIER = {
     'encoder': {'res_x_y': 2, 'compress_all_x_y': 2, 'compress_time_res': 2,
                 'compress_space_res': 2, 'compress_all_res': 2},
-    'decoder': {'res_x_y': 2, 'compress_all': 1},
+    'decoder': {'res_x_y': 2, 'compress_time': 1, 'compress_space': 1, 'compress_all': 1},
 }
+_KEEP_CHANNELS = ('compress_time', 'compress_space')  # decoder blocks that divide by nothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +43,18 @@ class Block:
   multiplier: int = 1
   residual: bool = False
   inject_noise: bool = False
+
+  def __post_init__(self):
+    V.check_choice(self.name, 'block name', ENCODER_BLOCKS, 'VAE')
+    V.check_int(self.num_layers, f'{self.name} num_layers', 1, V.MAX_LAYERS, 'VAE')
+    V.check_int(self.multiplier, f'{self.name} multiplier', 1, 64, 'VAE')
+    V.check_bool(self.residual, f'{self.name} residual', 'VAE')
+    V.check_bool(self.inject_noise, f'{self.name} inject_noise', 'VAE')
+
+  @property
+  def divisor(self) -> int:
+    """Decoder only: what this block divides the channels by."""
+    return 1 if self.name in _KEEP_CHANNELS else self.multiplier
 
   @property
   def stride(self) -> tuple[int, int, int]:
@@ -50,17 +68,31 @@ class Block:
 
 
 def parse_blocks(blocks, side: str) -> tuple[Block, ...]:
-  """Official JSON block list (`[name, int | dict]` pairs) -> resolved `Block`s."""
+  """Official JSON block list (`[name, int | dict]` pairs) -> resolved `Block`s; values typed
+  and bounded (CheckpointFormatError naming the entry otherwise)."""
   allowed = ENCODER_BLOCKS if side == 'encoder' else DECODER_BLOCKS
+  key, what = f'{side}_blocks', 'VAE'
   out = []
-  for name, params in blocks:
+  for i, entry in enumerate(V.check_list(blocks, key, what)):
+    if (not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str)
+        or isinstance(entry[1], bool) or not isinstance(entry[1], (int, dict))):
+      raise CheckpointFormatError(f"VAE config {key}[{i}]={entry!r}: expected [block name, "
+                                  "num_layers or a JSON object of parameters]")
+    name, params = entry
     if name not in allowed:
       raise DataError(f"VAE {side} block {name!r} is not supported (supported: {allowed})")
-    params = {'num_layers': params} if isinstance(params, int) else dict(params)
-    mult = params.get('multiplier', _DEFAULT_MULTIPLIER[side].get(name, 1))
-    if side == 'decoder' and name in ('compress_time', 'compress_space'):
-      mult, params['residual'] = 1, False  # the reference ignores their parameters
-    out.append(Block(name, int(params.get('num_layers', 1)), int(mult),
-                     bool(params.get('residual', False)),
-                     bool(params.get('inject_noise', False)) and side == 'decoder'))
+    params = {'num_layers': params} if isinstance(params, int) else V.mapping(
+        params, f"VAE config {key}[{i}] parameters")
+    at = f'{key}[{i}]'
+    mult = 1
+    if name in _DEFAULT_MULTIPLIER[side]:
+      mult = V.integer(params, 'multiplier', 1, 64, _DEFAULT_MULTIPLIER[side][name],
+                       what=f'VAE {at}')
+    residual = side == 'decoder' and name == 'compress_all' and V.boolean(
+        params, 'residual', False, what=f'VAE {at}')
+    noise = side == 'decoder' and name in ('res_x', 'res_x_y') and V.boolean(
+        params, 'inject_noise', False, what=f'VAE {at}')
+    layers = V.integer(params, 'num_layers', 1, V.MAX_LAYERS, 1, what=f'VAE {at}') if (
+        name == 'res_x') else 1
+    out.append(Block(name, layers, mult, residual, noise))
   return tuple(out)

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Mapping
 
-from ltx_jax.errors import DataError, UsageError
+from ltx_jax.errors import CheckpointFormatError, DataError, UsageError
 from ltx_jax.models.vae import diffusers_config
 from ltx_jax.models.vae.blocks import Block, parse_blocks
+from ltx_jax.weights import values as V
 
 LOG_VAR_CHANNELS = {'per_channel': lambda c: 2 * c, 'uniform': lambda c: c + 1,
                     'constant': lambda c: c + 1}
@@ -50,12 +52,55 @@ class VAEConfig:
   scaling_factor: float = 1.0
 
   def __post_init__(self):
-    if self.latent_log_var not in LOG_VAR_CHANNELS:
+    w = 'VAE'
+    for key, hi in (('in_channels', 64), ('out_channels', 64), ('latent_channels', 4096),
+                    ('encoder_base_channels', V.MAX_CHANNELS),
+                    ('decoder_base_channels', V.MAX_CHANNELS), ('patch_size', 64)):
+      V.check_int(getattr(self, key), key, 1, hi, w)
+    for key in ('timestep_conditioning', 'encoder_causal', 'causal_decoder'):
+      V.check_bool(getattr(self, key), key, w)
+    V.check_number(self.scaling_factor, 'scaling_factor', 0.0, 1e6, w, open_low=True)
+    for key in ('encoder_blocks', 'decoder_blocks'):
+      blocks = V.check_list(getattr(self, key), key, w)
+      if not all(isinstance(b, Block) for b in blocks):
+        raise DataError(f"VAE config {key}: expected Blocks (parse official lists with "
+                        "VAEConfig.from_official)")
+    if isinstance(self.latent_log_var, str) and self.latent_log_var in LOG_VAR_CHANNELS:
+      self._check_channels()
+    if not isinstance(self.latent_log_var, str) or self.latent_log_var not in LOG_VAR_CHANNELS:
       raise UsageError(f"latent_log_var {self.latent_log_var!r} is not supported "
                        f"(supported: {sorted(LOG_VAR_CHANNELS)})")
-    if self.spatial_padding_mode not in ('zeros', 'replicate', 'reflect', 'circular'):
+    if not isinstance(self.spatial_padding_mode, str) or self.spatial_padding_mode not in (
+        'zeros', 'replicate', 'reflect', 'circular'):
       raise UsageError(f"spatial_padding_mode {self.spatial_padding_mode!r} is not supported "
                        "(supported: 'zeros', 'replicate', 'reflect', 'circular')")
+
+  def _check_channels(self) -> None:
+    """Channel counts every block can build: bounded, and divisible where a block splits them."""
+    def refuse(side, i, b, channels, why):
+      raise DataError(f"VAE config {side}_blocks[{i}] {b.name} (multiplier {b.multiplier}) at "
+                      f"{channels} channels: {why}")
+    c = self.encoder_base_channels
+    for i, b in enumerate(self.encoder_blocks):
+      cin, c = c, c * b.multiplier
+      if c > V.MAX_CHANNELS:
+        refuse('encoder', i, b, cin, f"more than {V.MAX_CHANNELS} channels")
+      if b.name.endswith('_res') and (c % math.prod(b.stride) or cin * math.prod(b.stride) % c):
+        refuse('encoder', i, b, cin, f"its space-to-depth needs output channels divisible by "
+               f"{math.prod(b.stride)} and dividing {math.prod(b.stride)} x its input")
+    steps = list(enumerate(self.decoder_blocks))
+    c = self.decoder_base_channels
+    for i, b in steps:
+      c *= b.multiplier
+      if c > V.MAX_CHANNELS:
+        refuse('decoder', i, b, c, f"more than {V.MAX_CHANNELS} channels after conv_in")
+    for i, b in reversed(steps):
+      if b.residual and math.prod(b.stride) % b.divisor:
+        refuse('decoder', i, b, c, f"a residual upsampler's multiplier must divide "
+               f"{math.prod(b.stride)}")
+      if c % b.divisor:
+        refuse('decoder', i, b, c, f"channels not divisible by {b.divisor}")
+      c //= b.divisor
 
   @property
   def spatial_compression(self) -> int:
@@ -105,34 +150,40 @@ class VAEConfig:
   @classmethod
   def from_official(cls, cfg: Mapping[str, Any] | str) -> 'VAEConfig':
     """The official `CausalVideoAutoencoder` JSON config (dict or JSON text) -> VAEConfig."""
-    cfg = json.loads(cfg) if isinstance(cfg, str) else dict(cfg)
+    w = 'VAE'
+    if isinstance(cfg, str):
+      try:
+        cfg = json.loads(cfg)
+      except json.JSONDecodeError as e:
+        raise CheckpointFormatError(f"VAE config is not JSON ({e})") from None
+    cfg = V.mapping(cfg, "the 'vae' entry of the 'config' metadata")
     dims = cfg.get('dims', 3)
-    if (tuple(dims) if isinstance(dims, list) else dims) != 3:
-      raise DataError(f"only dims=3 VAEs are supported, got {dims}")
-    if cfg.get('norm_layer', 'group_norm') != 'pixel_norm':
-      raise DataError(f"norm_layer {cfg.get('norm_layer', 'group_norm')!r} is not supported "
-                      "(every released LTX-Video VAE uses pixel_norm)")
-    if cfg.get('use_quant_conv', True):
-      raise DataError("use_quant_conv=True is not supported (released VAEs set it to false)")
-    if cfg.get('normalize_latent_channels', False):
-      raise DataError("normalize_latent_channels=True is not supported")
-    log_var = cfg.get('latent_log_var', 'per_channel' if cfg.get('double_z', True) else 'none')
-    if log_var not in LOG_VAR_CHANNELS:
-      raise DataError(f"latent_log_var {log_var!r} is not supported "
-                      f"(supported: {sorted(LOG_VAR_CHANNELS)})")
+    if isinstance(dims, bool) or dims != 3:
+      raise DataError(f"VAE config dims={dims!r}: only dims=3 VAEs are supported")
+    V.choice(cfg, 'norm_layer', ['pixel_norm'], 'group_norm', what=w)
+    V.choice(cfg, 'use_quant_conv', [False], True, what=w)
+    V.choice(cfg, 'normalize_latent_channels', [False], False, what=w)
+    double_z = V.boolean(cfg, 'double_z', True, what=w)
+    log_var = V.choice(cfg, 'latent_log_var', sorted(LOG_VAR_CHANNELS),
+                       'per_channel' if double_z else 'none', what=w)
     blocks = cfg.get('blocks')
     return cls(
         encoder_blocks=parse_blocks(cfg.get('encoder_blocks', blocks), 'encoder'),
         decoder_blocks=parse_blocks(cfg.get('decoder_blocks', blocks), 'decoder'),
-        in_channels=cfg.get('in_channels', 3), out_channels=cfg.get('out_channels', 3),
-        latent_channels=cfg['latent_channels'],
-        encoder_base_channels=cfg.get('encoder_base_channels', 128),
-        decoder_base_channels=cfg.get('decoder_base_channels', 128),
-        patch_size=cfg.get('patch_size', 1), latent_log_var=log_var,
-        spatial_padding_mode=cfg.get('spatial_padding_mode', 'zeros'),
-        timestep_conditioning=cfg.get('timestep_conditioning', False),
-        causal_decoder=cfg.get('causal_decoder', False),
-        scaling_factor=float(cfg.get('scaling_factor', 1.0)))
+        in_channels=V.integer(cfg, 'in_channels', 1, 64, 3, what=w),
+        out_channels=V.integer(cfg, 'out_channels', 1, 64, 3, what=w),
+        latent_channels=V.integer(cfg, 'latent_channels', 1, 4096, what=w),
+        encoder_base_channels=V.integer(cfg, 'encoder_base_channels', 1, V.MAX_CHANNELS, 128,
+                                        what=w),
+        decoder_base_channels=V.integer(cfg, 'decoder_base_channels', 1, V.MAX_CHANNELS, 128,
+                                        what=w),
+        patch_size=V.integer(cfg, 'patch_size', 1, 64, 1, what=w), latent_log_var=log_var,
+        spatial_padding_mode=V.choice(cfg, 'spatial_padding_mode',
+                                      ['zeros', 'replicate', 'reflect', 'circular'], 'zeros',
+                                      what=w),
+        timestep_conditioning=V.boolean(cfg, 'timestep_conditioning', False, what=w),
+        causal_decoder=V.boolean(cfg, 'causal_decoder', False, what=w),
+        scaling_factor=V.number(cfg, 'scaling_factor', 0.0, 1e6, 1.0, what=w, open_low=True))
 
   @classmethod
   def from_diffusers(cls, cfg: Mapping[str, Any]) -> 'VAEConfig':

@@ -128,8 +128,8 @@ COMPONENT = Component('vae', VAEConfig, abstract_vae, open_checkpoint)
 
 def load_vae(source: str | os.PathLike, *, dtype: precision.DTypeLike = jnp.float32,
              param_dtype: precision.DTypeLike | None = None,
-             mesh: jax.sharding.Mesh | None = None, rules: sharding_lib.Rules | None = None
-             ) -> VideoAutoencoder:
+             mesh: jax.sharding.Mesh | None = None, rules: sharding_lib.Rules | None = None,
+             allow_nonfinite: bool = False) -> VideoAutoencoder:
   """Loads the VAE strictly: every parameter from the file, every file tensor used.
 
   source: a diffusers `vae/` folder (or the repo folder above it), an official single file, or a
@@ -138,6 +138,7 @@ def load_vae(source: str | os.PathLike, *, dtype: precision.DTypeLike = jnp.floa
     each 'f32', 'bf16', 'fp16', 'fp8' or a dtype (`ltx_jax.weights.precision`).
   mesh, rules: place each parameter by its logical axis names (ltx_jax/sharding.py; the VAE's
     names are replicated by the default rules); default one device.
+  allow_nonfinite: load weights holding NaN or Inf (refused by default, naming the tensor).
   """
   return load_component(source, COMPONENT, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
-                        rules=rules)
+                        rules=rules, allow_nonfinite=allow_nonfinite)

@@ -82,7 +82,7 @@ class Decoder(nnx.Module):
     self.conv_in = CausalConv3d(in_channels, channels, **kw)
     layers = []
     for b in reversed(blocks):
-      cin, channels = channels, channels // b.multiplier
+      cin, channels = channels, channels // b.divisor
       if b.name == 'res_x':
         layers.append(MidBlock(channels, b.num_layers, inject_noise=b.inject_noise,
                                timestep_conditioning=tc, **kw))
@@ -90,7 +90,7 @@ class Decoder(nnx.Module):
         layers.append(ResnetBlock(cin, channels, inject_noise=b.inject_noise, **kw))
       else:
         layers.append(DepthToSpaceUpsample(cin, b.stride, residual=b.residual,
-                                           reduction=b.multiplier, **kw))
+                                           reduction=b.divisor, **kw))
     self.up_blocks = nnx.List(layers)
     self.conv_out = CausalConv3d(channels, out_channels * patch_size ** 2, **kw)
     if tc:
