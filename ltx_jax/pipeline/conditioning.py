@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -28,7 +29,8 @@ from ltx_jax.errors import DataError, UsageError
 __all__ = ['Condition', 'check_conditions', 'read_media', 'prepare_media', 'resize_media',
            'gaussian_blur', 'crf_compress', 'EncodedCondition', 'Combined',
            'extra_noise_shape', 'combine_conditions', 'noise_hard_conditions',
-           'token_timesteps', 'tokens_to_step']
+           'token_timesteps', 'tokens_to_step', 'PREPROCESSING', 'as_conditions',
+           'load_conditions', 'item_noise', 'describe']
 
 RESIZE_RULES = ('official', 'official_input', 'diffusers', 'none')
 _VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.gif')
@@ -490,3 +492,64 @@ def tokens_to_step(t, mask, eps: float = 1e-6):
   denoising_step: t - eps < 1 - mask, so hard-conditioned tokens are never stepped."""
   t = jnp.asarray(t, jnp.float32)
   return (t.reshape(t.shape + (1,) * (2 - t.ndim)) - eps) < (1.0 - jnp.asarray(mask))
+
+
+# -- the pipeline's host side ------------------------------------------------------------------
+
+PREPROCESSING = ('official', 'diffusers', 'none')
+
+
+def as_conditions(conditions: Any) -> list[Condition]:
+  """`conditions` (None, one `Condition` or a sequence of them) -> a list, checked by type."""
+  if conditions is None:
+    return []
+  if isinstance(conditions, Condition):
+    return [conditions]
+  if isinstance(conditions, (str, bytes)) or not isinstance(conditions, Sequence):
+    raise UsageError(f"conditions must be a list of ltx_jax.Condition, got "
+                     f"{type(conditions).__name__}")
+  for i, c in enumerate(conditions):
+    if not isinstance(c, Condition):
+      raise UsageError(f"conditions[{i}] is a {type(c).__name__}; expected ltx_jax.Condition")
+  return list(conditions)
+
+
+def load_conditions(conditions: Sequence[Condition], num_frames: int, height: int, width: int,
+                    preprocessing: str = 'official', *, temporal: int = 8, spatial: int = 32,
+                    crf: int = 29) -> list[np.ndarray]:
+  """Reads and checks every item, then prepares its pixels for the VAE: f32 [F, H, W, 3] in
+  [-1, 1] per item (frame-sized unless placed). All refusals come before the (slow) blur and
+  compression, and long before anything compiles.
+
+  preprocessing: 'official' (inference.py's crop, 3x3 blur, CRF-`crf` H.264 round trip, then
+    the pipeline's bilinear resize), 'diffusers' (Lanczos stretch to the frame, nothing else),
+    'none' (media used as given: it must already be the frame's size, or placed).
+  """
+  if preprocessing not in PREPROCESSING:
+    raise UsageError(f"condition_preprocessing={preprocessing!r}; choose one of "
+                     f"{', '.join(map(repr, PREPROCESSING))}")
+  media = [read_media(c) for c in conditions]  # uint8 [F, h, w, 3] each
+  sizes = [(m.shape[0], *((m.shape[1:3]) if c.placed or preprocessing == 'none'
+                          else (height, width))) for c, m in zip(conditions, media)]
+  check_conditions(conditions, sizes, num_frames, height, width, temporal=temporal,
+                   spatial=spatial)
+  official = preprocessing == 'official'
+  out = []
+  for c, m in zip(conditions, media):
+    rule = 'none' if (c.placed or preprocessing == 'none') else preprocessing
+    out.append(prepare_media(m, height, width, rule=rule, blur=official,
+                             crf=crf if official else None))
+  return out
+
+
+def item_noise(key, index: int, shape: tuple[int, ...]):
+  """N(0, 1) f32 noise of `shape` for the extra tokens of item `index` (from `key`)."""
+  return jax.random.normal(jax.random.fold_in(key, index), shape, jnp.float32)
+
+
+def describe(conditions: Sequence[Condition], preprocessing: str, noise_scale: float) -> dict:
+  """The conditioning of a run as plain data (for the CLI's sidecar)."""
+  return {'preprocessing': preprocessing, 'image_cond_noise_scale': float(noise_scale),
+          'items': [{'media': c.source, 'kind': 'image' if c.image is not None else 'video',
+                     'frame_index': int(c.frame_index), 'strength': float(c.strength),
+                     'media_x': c.media_x, 'media_y': c.media_y} for c in conditions]}

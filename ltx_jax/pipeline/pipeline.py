@@ -24,6 +24,7 @@ from ltx_jax import checks
 from ltx_jax import sharding as sharding_lib
 from ltx_jax.errors import UsageError
 from ltx_jax.models.transformer.rope import token_coords
+from ltx_jax.pipeline import conditioning as conditioning_lib
 from ltx_jax.pipeline import inputs as inputs_lib
 from ltx_jax.pipeline.plan import GenerationPlan
 from ltx_jax.sampling import guidance as guidance_lib
@@ -178,6 +179,8 @@ class LTXPipeline:
                skip_layer_strategy: str = 'attention_values',
                guidance_timesteps: Sequence[float] | None = None,
                cfg_star_rescale: bool = False,
+               conditions: Sequence[conditioning_lib.Condition] | None = None,
+               condition_preprocessing: str = 'official', image_cond_noise_scale: float = 0.15,
                progress: bool | None = None) -> LTXPipelineOutput:
     """Generates videos: `prepare` -> `denoise` -> `decode`.
 
@@ -202,7 +205,8 @@ class LTXPipeline:
         stochastic_sampling=stochastic_sampling, stg_scale=stg_scale, stg_rescale=stg_rescale,
         skip_block_list=skip_block_list, skip_layer_strategy=skip_layer_strategy,
         guidance_timesteps=guidance_timesteps, cfg_star_rescale=cfg_star_rescale,
-        progress=progress)
+        conditions=conditions, condition_preprocessing=condition_preprocessing,
+        image_cond_noise_scale=image_cond_noise_scale, progress=progress)
     final = self.denoise(plan)
     frames = None
     if output_type == 'np':
@@ -223,6 +227,8 @@ class LTXPipeline:
               skip_block_list: Sequence[int] | Sequence[Sequence[int]] | None = None,
               skip_layer_strategy: str = 'attention_values',
               guidance_timesteps: Sequence[float] | None = None, cfg_star_rescale: bool = False,
+              conditions: Sequence[conditioning_lib.Condition] | None = None,
+              condition_preprocessing: str = 'official', image_cond_noise_scale: float = 0.15,
               progress: bool | None = None) -> GenerationPlan:
     """Checks the arguments and builds the `GenerationPlan` of one run; runs T5 (and the VAE
     encoder for `image`), nothing else. B = prompts x num_videos_per_prompt; the latent grid is
@@ -244,6 +250,14 @@ class LTXPipeline:
       one list or one list per guidance_timesteps entry. stg_rescale (official
       `rescaling_scale`) applies with STG only; guidance_rescale is diffusers' (after CFG).
       cfg_star_rescale: CFG-star. stochastic_sampling: re-noise the predicted x0 each step.
+    conditions: `ltx_jax.Condition` items (images or 8N+1-frame segments at any frame, with a
+      strength), shared by all videos, as the official pipeline's conditioning items: items at
+      frame 0 replace the leading latents, later ones become extra tokens at their own
+      positions (dropped before decoding). Not together with `image`.
+    condition_preprocessing: the items' pixels: 'official' (crop to the aspect, 3x3 blur,
+      H.264 CRF-29 round trip, bilinear resize), 'diffusers' (Lanczos stretch) or 'none'.
+    image_cond_noise_scale: hard-conditioned tokens are re-noised to
+      start + scale * noise * t^2 before each step (conditions only; 0 disables).
     progress: a progress bar over denoising steps; None shows it on a terminal only. The bar
       is a host callback inside the loop, which keeps the loop out of the persistent
       compilation cache.
@@ -263,27 +277,36 @@ class LTXPipeline:
       key_noise, key_loop, key_decode = jax.random.split(jax.random.key(int(seed)), 3)
       start = self._starting_latents(latents, shape, key_noise)  # [B, F', H', W', C]
       pixels = _condition_pixels(image, n_prompts, height, width)  # [1 or P] x [H, W, 3]
+      items = self._load_conditions(conditions, image, num_frames, height, width,
+                                    condition_preprocessing, image_cond_noise_scale)
       groups = self._text_inputs(
           prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
           negative_prompt_attention_mask, use_cfg, max_sequence_length)
       if use_stg:
         groups.append(groups[-1])  # the perturbed rows see the positive prompt
       context, context_mask = _rows(groups, num_videos_per_prompt)
-      start, cond_mask = self._image_condition(pixels, start, height, width)
       tc, sc = self.compression
+      causal = self.transformer.config.causal_temporal_positioning
+      packed = start.reshape(shape[0], -1, shape[-1])  # [B, N, C]
+      coords = jnp.asarray(token_coords(grid, tc, sc, frame_rate, causal))
+      if items:
+        packed, coords, cond_mask = self._condition_tokens(
+            items, start, frame_rate, jax.random.fold_in(key_noise, 1))
+      else:
+        start, cond_mask = self._image_condition(pixels, start, height, width)
+        packed = start.reshape(shape[0], -1, shape[-1])
       spec = loop_lib.LoopSpec(
           grid=grid, cfg=use_cfg, stg=use_stg,
           stg_strategy=skip_layer_strategy if use_stg else None,
           cfg_star=bool(cfg_star_rescale) and use_cfg, conditioned=cond_mask is not None,
+          cond_noise_scale=float(image_cond_noise_scale) if items else 0.0,
           stochastic=bool(stochastic_sampling),
           progress=sys.stderr.isatty() if progress is None else bool(progress),
           partitioning=self.partitioning)
       return GenerationPlan(
-          spec=spec, latents=start.reshape(shape[0], -1, shape[-1]), sigmas=jnp.asarray(sigmas),
-          guidance=guidance, context=context, context_mask=context_mask,
-          coords=jnp.asarray(token_coords(grid, tc, sc, frame_rate,
-                                          self.transformer.config.causal_temporal_positioning)),
-          cond_mask=cond_mask, key=key_loop, decode_key=key_decode)
+          spec=spec, latents=packed, sigmas=jnp.asarray(sigmas), guidance=guidance,
+          context=context, context_mask=context_mask, coords=coords, cond_mask=cond_mask,
+          key=key_loop, decode_key=key_decode)
 
   def denoise(self, plan: GenerationPlan) -> jax.Array:
     """Runs the plan's schedule (one jitted `lax.scan`, compiled once per `plan.spec` and
@@ -366,6 +389,51 @@ class LTXPipeline:
                             (b, 1, *latents.shape[2:]))
     cond_mask = jnp.zeros(latents.shape[:4], jnp.float32).at[:, 0].set(1.0).reshape(b, -1)
     return latents.at[:, :1].set(init), cond_mask
+
+  def _load_conditions(self, conditions, image, num_frames: int, height: int, width: int,
+                       preprocessing: str, noise_scale: float) -> list:
+    """Host side of `conditions`: checked and read -> [(Condition, pixels [F, H, W, 3])]."""
+    items = conditioning_lib.as_conditions(conditions)
+    if not items:
+      return []
+    if image is not None:
+      raise UsageError("pass image= or conditions=, not both (image= is "
+                       "conditions=[ltx_jax.Condition(image=...)] with the diffusers handling)")
+    checks.check_finite('image_cond_noise_scale', noise_scale, 0.0, None)
+    tc, sc = self.compression
+    pixels = conditioning_lib.load_conditions(items, num_frames, height, width, preprocessing,
+                                              temporal=tc, spatial=sc)
+    return list(zip(items, pixels))
+
+  def _condition_tokens(self, items, start: jax.Array, frame_rate: float, key: jax.Array
+                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Encodes the items and puts them into the starting latents [B, F', H', W', C] ->
+    (latents [B, N, C], coords [1, 3, N], cond_mask [B, N]): the grid's tokens first, then
+    the extra tokens of items after frame 0 (`conditioning.combine_conditions`)."""
+    b = start.shape[0]
+    encoded, noise = [], []
+    with self.timer('image_encoding'):
+      for i, (c, pixels) in enumerate(items):
+        z = self.vae.encode(self._global(jnp.asarray(pixels)[None]).astype(self.vae.dtype))
+        z = np.asarray(self.vae.normalize(z).astype(jnp.float32))  # [1, f, h, w, C]
+        item = conditioning_lib.EncodedCondition(
+            np.broadcast_to(z, (b,) + z.shape[1:]), c.frame_index, float(c.strength),
+            c.media_x, c.media_y)
+        shape = conditioning_lib.extra_noise_shape(item)
+        encoded.append(item)
+        noise.append(None if shape is None else
+                     np.asarray(conditioning_lib.item_noise(key, i, shape)))
+    tc, sc = self.compression
+    comb = conditioning_lib.combine_conditions(
+        np.asarray(start), encoded, noise, temporal=tc, spatial=sc,
+        causal=self.transformer.config.causal_temporal_positioning)
+    e = comb.num_extra
+    order = lambda a, axis: np.concatenate(  # noqa: E731  extra tokens after the grid's
+        [np.take(a, np.arange(e, a.shape[axis]), axis), np.take(a, np.arange(e), axis)], axis)
+    coords = order(comb.coords[:1], 2)
+    coords[:, 0] *= np.float32(1.0 / frame_rate)  # the references' frame -> seconds
+    return (jnp.asarray(order(comb.latents, 1)), jnp.asarray(coords),
+            jnp.asarray(order(comb.mask, 1)))
 
   def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
                    negative_mask, use_cfg: bool, max_len: int):

@@ -30,7 +30,12 @@ class LoopSpec:
   stg: bool = False               # spatio-temporal guidance
   stg_strategy: str | None = None  # see ltx_jax.models.transformer.STG_STRATEGIES
   cfg_star: bool = False          # CFG-star: project the uncond prediction onto the cond one
-  conditioned: bool = False       # some tokens are given (image-to-video) and never stepped
+  # Some tokens are conditioned (cond_mask > 0): a token of strength s is seen at timestep
+  # min(t, 1 - s) and stepped only once t < 1 - s (strength 1: never).
+  conditioned: bool = False
+  # image_cond_noise_scale: before each step the hard-conditioned tokens (mask 1) become
+  # start + scale * noise * t^2 (the references' conditioning noise); 0 disables.
+  cond_noise_scale: float = 0.0
   stochastic: bool = False        # re-noise x0 to the next sigma instead of an Euler step
   # A host callback per step drives the progress bar; XLA's persistent cache does not store
   # programs with host callbacks, so a loop without it is the one a warm start reuses.
@@ -120,7 +125,7 @@ def denoise(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: jax.Array,
   sigmas: [S + 1] noise levels ending in 0.
   context, context_mask: [G*B, S_txt, D], [G*B, S_txt] for the G = spec.groups row groups.
   coords: [1, 3, N] per-token (time, y, x) coordinates for RoPE.
-  cond_mask: [B, N], 1 on given (conditioning) tokens, or None.
+  cond_mask: [B, N] f32 conditioning strength per token (0: free, 1: given), or None.
   Returns the final [B, N, C] f32 latents (replicated over the mesh, if any).
   """
   with sharding_lib.activate(spec.partitioning):
@@ -139,7 +144,11 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
     sigma, sigma_next, g, key = inputs
     t = jnp.full((b,), sigma * 1000.0, jnp.float32)
     if spec.conditioned:
-      t = t[:, None] * (1 - cond_mask)  # [B, N]: given tokens are clean (t = 0)
+      if spec.cond_noise_scale > 0:
+        noised = start + spec.cond_noise_scale * condition_noise(key, x.shape) * sigma ** 2
+        x = jnp.where(cond_mask[..., None] > 1.0 - 1e-6, noised, x)
+      # [B, N]: a token of strength s starts at 1 - s (the official min(t, 1 - mask))
+      t = jnp.minimum(sigma, 1.0 - cond_mask) * 1000.0
     skip = None
     if spec.stg:  # [L, G*B]: perturb the chosen layers for the last group of rows only
       skip = jnp.concatenate([jnp.ones((n_layers, (groups - 1) * b), jnp.float32),
@@ -154,16 +163,23 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
       x_next = (1 - sigma_next) * x0 + sigma_next * noise
     else:
       x_next = x + (sigma_next - sigma) * v
-    if spec.conditioned:
-      x_next = jnp.where(cond_mask[..., None] > 0, x, x_next)
+    if spec.conditioned:  # stepped once t < 1 - s; the others keep their values
+      x_next = jnp.where((sigma - 1e-6 < 1.0 - cond_mask)[..., None], x_next, x)
     if spec.progress:
       jax.debug.callback(PROGRESS.step, sigma)
     return sharding_lib.constrain(x_next, ('batch', 'tokens', None)), None
 
   keys = jax.random.split(key, sigmas.shape[0] - 1)
   latents = sharding_lib.constrain(latents.astype(jnp.float32), ('batch', 'tokens', None))
+  start = latents  # the conditioning noise re-noises hard tokens around their start
   latents, _ = jax.lax.scan(step, latents, (sigmas[:-1], sigmas[1:], guidance, keys))
   return sharding_lib.constrain(latents, (None, None, None))  # every process reads it all
+
+
+def condition_noise(step_key: jax.Array, shape) -> jax.Array:
+  """The conditioning noise of one step (drawn from the step's key, apart from the noise of
+  stochastic sampling), N(0, 1) f32 of `shape`."""
+  return jax.random.normal(jax.random.fold_in(step_key, 1), shape, jnp.float32)
 
 
 denoise_jit = jax.jit(denoise, static_argnums=(0, 1))
