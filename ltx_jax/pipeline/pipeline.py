@@ -255,7 +255,9 @@ class LTXPipeline:
       frame 0 replace the leading latents, later ones become extra tokens at their own
       positions (dropped before decoding). Not together with `image`.
     condition_preprocessing: the items' pixels: 'official' (crop to the aspect, 3x3 blur,
-      H.264 CRF-29 round trip, bilinear resize), 'diffusers' (Lanczos stretch) or 'none'.
+      H.264 CRF-29 round trip, bilinear resize), 'diffusers' (Lanczos stretch; and, as
+      LTXConditionPipeline, causal time coordinates whatever the transformer's setting) or
+      'none' (as given).
     image_cond_noise_scale: hard-conditioned tokens are re-noised to
       start + scale * noise * t^2 before each step (conditions only; 0 disables).
     progress: a progress bar over denoising steps; None shows it on a terminal only. The bar
@@ -291,7 +293,8 @@ class LTXPipeline:
       coords = jnp.asarray(token_coords(grid, tc, sc, frame_rate, causal))
       if items:
         packed, coords, cond_mask = self._condition_tokens(
-            items, start, frame_rate, jax.random.fold_in(key_noise, 1))
+            items, start, frame_rate, jax.random.fold_in(key_noise, 1),
+            causal=causal or condition_preprocessing == 'diffusers')
       else:
         start, cond_mask = self._image_condition(pixels, start, height, width)
         packed = start.reshape(shape[0], -1, shape[-1])
@@ -405,11 +408,13 @@ class LTXPipeline:
                                               temporal=tc, spatial=sc)
     return list(zip(items, pixels))
 
-  def _condition_tokens(self, items, start: jax.Array, frame_rate: float, key: jax.Array
-                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  def _condition_tokens(self, items, start: jax.Array, frame_rate: float, key: jax.Array, *,
+                        causal: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Encodes the items and puts them into the starting latents [B, F', H', W', C] ->
     (latents [B, N, C], coords [1, 3, N], cond_mask [B, N]): the grid's tokens first, then
-    the extra tokens of items after frame 0 (`conditioning.combine_conditions`)."""
+    the extra tokens of items after frame 0 (`conditioning.combine_conditions`). causal: the
+    time coordinates of latent frame f start at pixel max(t f + 1 - t, 0) (official: the
+    transformer's causal_temporal_positioning; LTXConditionPipeline: always)."""
     b = start.shape[0]
     encoded, noise = [], []
     with self.timer('image_encoding'):
@@ -425,8 +430,7 @@ class LTXPipeline:
                      np.asarray(conditioning_lib.item_noise(key, i, shape)))
     tc, sc = self.compression
     comb = conditioning_lib.combine_conditions(
-        np.asarray(start), encoded, noise, temporal=tc, spatial=sc,
-        causal=self.transformer.config.causal_temporal_positioning)
+        np.asarray(start), encoded, noise, temporal=tc, spatial=sc, causal=causal)
     e = comb.num_extra
     order = lambda a, axis: np.concatenate(  # noqa: E731  extra tokens after the grid's
         [np.take(a, np.arange(e, a.shape[axis]), axis), np.take(a, np.arange(e), axis)], axis)
