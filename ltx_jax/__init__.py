@@ -5,6 +5,7 @@ from ltx_jax.errors import (CheckpointFormatError, DataError, LoadError, LTXErro
                             SourceError, UsageError)
 from ltx_jax.models.t5 import T5Config, T5Encoder, load_text_encoder, load_tokenizer
 from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig, load_transformer
+from ltx_jax.models.upsampler import LatentUpsampler, UpsamplerConfig, load_latent_upsampler
 from ltx_jax.models.vae import VAEConfig, VideoAutoencoder, load_vae
 from ltx_jax.pipeline import Condition, GenerationPlan, LTXPipeline, LTXPipelineOutput
 from ltx_jax import presets, video_io
@@ -18,6 +19,7 @@ __all__ = [
     'LTXPipeline', 'LTXPipelineOutput', 'GenerationPlan', 'Condition', 'presets', 'video_io',
     'LTXVideoTransformer', 'TransformerConfig', 'load_transformer',
     'VAEConfig', 'VideoAutoencoder', 'load_vae',
+    'LatentUpsampler', 'UpsamplerConfig', 'load_latent_upsampler',
     'T5Config', 'T5Encoder', 'load_text_encoder', 'load_tokenizer',
     'configure_compilation_cache', 'enable_compilation_cache',
 ]

@@ -126,3 +126,53 @@ def test_matches_diffusers_conditions(setup, layout, monkeypatch, highest_precis
   err = rel_l2(got, want)
   print(f"{layout}: rel L2 {err:.2e}")
   assert err < 1e-4
+
+
+@pytest.mark.parametrize('with_image', [False, True], ids=['video', 'video+first_frame'])
+def test_video_to_video_matches_diffusers(setup, with_image, monkeypatch, highest_precision):
+  """ltx_jax's video= with denoise_strength against diffusers given the video's latents."""
+  from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+  from diffusers.pipelines.ltx import pipeline_ltx_condition as ref_module
+  from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+  from PIL import Image
+  ref, ours = setup
+  video = frames_of(FRAMES + 2, 40, 80, seed=7)  # longer than needed: the first FRAMES count
+  image = frames_of(1, 40, 80, seed=8)[0]
+  e, m, n, nm = texts(1)
+  noise = np.asarray(jax.random.normal(jax.random.key(4), (1, *GRID, LATENT)), np.float32)
+  common = dict(height=H, width=W, num_frames=FRAMES, frame_rate=25, timesteps=TIMESTEPS,
+                guidance_scale=3.0)
+  conditions = [Condition(image=image)] if with_image else None
+  plan = ours.prepare(prompt_embeds=e, prompt_attention_mask=m, negative_prompt_embeds=n,
+                      negative_prompt_attention_mask=nm, video=video, noise=noise,
+                      denoise_strength=0.5, conditions=conditions,
+                      condition_preprocessing='diffusers', image_cond_noise_scale=0.15,
+                      progress=False, **common)
+  assert plan.num_steps == 2
+  got = np.asarray(ours.denoise(plan))
+
+  queue = [noise.transpose(0, 4, 1, 2, 3)]
+  if with_image:
+    for k in jax.random.split(plan.key, plan.num_steps):
+      queue.append(np.asarray(condition_noise(k, plan.latents.shape)))
+  draws = NoiseQueue(queue)
+  monkeypatch.setattr(ref_module, 'randn_tensor', draws)
+  monkeypatch.setattr(DiagonalGaussianDistribution, 'sample',
+                      lambda self, generator=None: self.mode())
+  with torch.no_grad():
+    pixels = ref.video_processor.preprocess_video(
+        [Image.fromarray(f) for f in video[:FRAMES]], H, W)
+    z = ref.vae.encode(pixels).latent_dist.mode()
+    z = ref._normalize_latents(z, ref.vae.latents_mean, ref.vae.latents_std)
+    kw = dict(conditions=[LTXVideoCondition(image=Image.fromarray(image))]) if with_image \
+        else {}
+    t = torch.from_numpy
+    want = ref(prompt_embeds=t(e), prompt_attention_mask=t(m), negative_prompt_embeds=t(n),
+               negative_prompt_attention_mask=t(nm), latents=z, denoise_strength=0.5,
+               image_cond_noise_scale=0.15, output_type='latent', **kw, **common).frames
+  assert not draws.arrays, f"{len(draws.arrays)} noise draws unused"
+  want = want.permute(0, 2, 3, 4, 1).numpy() if want.ndim == 5 else \
+      want.numpy().reshape(1, *GRID, LATENT)
+  err = rel_l2(got, want)
+  print(f"video-to-video (image {with_image}): rel L2 {err:.2e}")
+  assert err < 1e-4

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ltx_jax import LoadError, UsageError, load_text_encoder, load_transformer, load_vae
+from ltx_jax import (LoadError, UsageError, load_latent_upsampler, load_text_encoder,
+                     load_transformer, load_vae)
 from ltx_jax.models.transformer import DIFFUSERS_TABLE, TransformerConfig, abstract_transformer
 from ltx_jax.sources import resolve_source
 from ltx_jax.weights import orbax_io, plan_from_table, precision, write_safetensors
@@ -147,7 +148,7 @@ def test_out_of_range_refused_by_convert(tmp_path):
 
 def test_loaders_share_one_signature():
   sigs = {f.__name__: inspect.signature(f).parameters
-          for f in (load_transformer, load_vae, load_text_encoder)}
+          for f in (load_transformer, load_vae, load_text_encoder, load_latent_upsampler)}
   shared = ('dtype', 'param_dtype', 'mesh', 'rules')
   for name, params in sigs.items():
     first, *rest = params.values()

@@ -30,7 +30,7 @@ __all__ = ['Condition', 'check_conditions', 'read_media', 'prepare_media', 'resi
            'gaussian_blur', 'crf_compress', 'EncodedCondition', 'Combined',
            'extra_noise_shape', 'combine_conditions', 'noise_hard_conditions',
            'token_timesteps', 'tokens_to_step', 'PREPROCESSING', 'as_conditions',
-           'load_conditions', 'item_noise', 'describe']
+           'load_conditions', 'load_input_video', 'item_noise', 'describe']
 
 RESIZE_RULES = ('official', 'official_input', 'diffusers', 'none')
 _VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.gif')
@@ -553,3 +553,27 @@ def describe(conditions: Sequence[Condition], preprocessing: str, noise_scale: f
           'items': [{'media': c.source, 'kind': 'image' if c.image is not None else 'video',
                      'frame_index': int(c.frame_index), 'strength': float(c.strength),
                      'media_x': c.media_x, 'media_y': c.media_y} for c in conditions]}
+
+
+def load_input_video(video: Any, num_frames: int, height: int, width: int,
+                     preprocessing: str = 'official', *, crf: int = 29) -> np.ndarray:
+  """The video of video-to-video (a path or uint8 [F, H, W, 3]) -> f32 pixels
+  [num_frames, height, width, 3] in [-1, 1]: its first num_frames frames, prepared as
+  inference.py's `--input_media_path` ('official': crop to the aspect, bicubic resize, blur,
+  CRF), diffusers' processor ('diffusers': Lanczos stretch) or as given ('none')."""
+  if preprocessing not in PREPROCESSING:
+    raise UsageError(f"condition_preprocessing={preprocessing!r}; choose one of "
+                     f"{', '.join(map(repr, PREPROCESSING))}")
+  name = str(video) if isinstance(video, (str, os.PathLike)) else 'the input video'
+  frames = _read_video(video)
+  if frames.shape[0] < num_frames:
+    raise UsageError(f"video {name!r} has {frames.shape[0]} frames; video-to-video with "
+                     f"num_frames={num_frames} needs at least that many")
+  frames = frames[:num_frames]
+  if preprocessing == 'none' and frames.shape[1:3] != (height, width):
+    raise UsageError(f"video {name!r} is {frames.shape[2]}x{frames.shape[1]}, the output "
+                     f"{width}x{height}; resize it or use condition_preprocessing='official'")
+  official = preprocessing == 'official'
+  rule = {'official': 'official_input', 'diffusers': 'diffusers', 'none': 'none'}[preprocessing]
+  return prepare_media(frames, height, width, rule=rule, blur=official,
+                       crf=crf if official else None)

@@ -26,7 +26,7 @@ from ltx_jax.errors import UsageError
 from ltx_jax.models.transformer.rope import token_coords
 from ltx_jax.pipeline import conditioning as conditioning_lib
 from ltx_jax.pipeline import inputs as inputs_lib
-from ltx_jax.pipeline.plan import GenerationPlan
+from ltx_jax.pipeline.plan import GenerationPlan, trim_schedule
 from ltx_jax.sampling import guidance as guidance_lib
 from ltx_jax.sampling import loop as loop_lib
 from ltx_jax.sampling.schedules import SchedulerConfig, sigmas_for
@@ -164,7 +164,7 @@ class LTXPipeline:
 
   def __call__(self, prompt: str | Sequence[str] | None = None,
                negative_prompt: str | Sequence[str] | None = None, image: Any = None,
-               height: int = 512, width: int = 704, num_frames: int = 161,
+               video: Any = None, height: int = 512, width: int = 704, num_frames: int = 161,
                frame_rate: float = 25.0, num_inference_steps: int = 50,
                timesteps: Sequence[float] | None = None, guidance_scale: float = 3.0,
                guidance_rescale: float = 0.0, seed: int = 0, latents: Any = None,
@@ -181,7 +181,9 @@ class LTXPipeline:
                cfg_star_rescale: bool = False,
                conditions: Sequence[conditioning_lib.Condition] | None = None,
                condition_preprocessing: str = 'official', image_cond_noise_scale: float = 0.15,
-               progress: bool | None = None) -> LTXPipelineOutput:
+               progress: bool | None = None, skip_initial_inference_steps: int = 0,
+               skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
+               noise: Any = None) -> LTXPipelineOutput:
     """Generates videos: `prepare` -> `denoise` -> `decode`.
 
     decode_timestep, decode_noise_scale: the decoder's noise (see `decode`); the scale defaults
@@ -194,7 +196,7 @@ class LTXPipeline:
       raise UsageError(f"output_type={output_type!r}; choose 'np' or 'latent'")
     decode_timestep, decode_noise_scale = _decode_noise(decode_timestep, decode_noise_scale)
     plan = self.prepare(
-        prompt, negative_prompt, image, height=height, width=width, num_frames=num_frames,
+        prompt, negative_prompt, image, video=video, height=height, width=width, num_frames=num_frames,
         frame_rate=frame_rate, num_inference_steps=num_inference_steps, timesteps=timesteps,
         guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, seed=seed,
         latents=latents, prompt_embeds=prompt_embeds,
@@ -206,7 +208,10 @@ class LTXPipeline:
         skip_block_list=skip_block_list, skip_layer_strategy=skip_layer_strategy,
         guidance_timesteps=guidance_timesteps, cfg_star_rescale=cfg_star_rescale,
         conditions=conditions, condition_preprocessing=condition_preprocessing,
-        image_cond_noise_scale=image_cond_noise_scale, progress=progress)
+        image_cond_noise_scale=image_cond_noise_scale,
+        progress=progress, skip_initial_inference_steps=skip_initial_inference_steps,
+        skip_final_inference_steps=skip_final_inference_steps, denoise_strength=denoise_strength,
+        noise=noise)
     final = self.denoise(plan)
     frames = None
     if output_type == 'np':
@@ -215,7 +220,7 @@ class LTXPipeline:
 
   def prepare(self, prompt: str | Sequence[str] | None = None,
               negative_prompt: str | Sequence[str] | None = None, image: Any = None, *,
-              height: int = 512, width: int = 704, num_frames: int = 161,
+              video: Any = None, height: int = 512, width: int = 704, num_frames: int = 161,
               frame_rate: float = 25.0, num_inference_steps: int = 50,
               timesteps: Sequence[float] | None = None, guidance_scale: float = 3.0,
               guidance_rescale: float = 0.0, seed: int = 0, latents: Any = None,
@@ -229,7 +234,9 @@ class LTXPipeline:
               guidance_timesteps: Sequence[float] | None = None, cfg_star_rescale: bool = False,
               conditions: Sequence[conditioning_lib.Condition] | None = None,
               condition_preprocessing: str = 'official', image_cond_noise_scale: float = 0.15,
-              progress: bool | None = None) -> GenerationPlan:
+              progress: bool | None = None, skip_initial_inference_steps: int = 0,
+              skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
+              noise: Any = None) -> GenerationPlan:
     """Checks the arguments and builds the `GenerationPlan` of one run; runs T5 (and the VAE
     encoder for `image`), nothing else. B = prompts x num_videos_per_prompt; the latent grid is
     (F', H', W') = ((num_frames - 1) / t + 1, height / s, width / s) for the VAE's (t, s)
@@ -240,9 +247,20 @@ class LTXPipeline:
     image: first-frame conditioning, one for all prompts or one per prompt (path, PIL image or
       [h, w, 3] array): latent frame 0 becomes the image's latents, marked given in cond_mask.
     timesteps: explicit schedule on the 0..1000 scale (overrides num_inference_steps).
-    latents: starting latents, normalised, [B, F', H', W', C]; by default N(0, 1) from `seed`.
-      They are used as given (no re-noising): to start from clean latents part-way down a
-      schedule, noise them to its first sigma (see `GenerationPlan.skip_steps`).
+    video: video-to-video: a video (path or uint8 [F, H, W, 3], at least num_frames frames)
+      encoded after `condition_preprocessing` (the official input handling: crop, bicubic
+      resize, blur, CRF) and used as `latents` (with `skip_initial_inference_steps` or
+      `denoise_strength` below 1 to keep part of it).
+    latents: starting latents, normalised, [B, F', H', W', C]; by default the noise. When the
+      schedule's first timestep t0 is below 1 (a `timesteps` list starting below 1000,
+      `skip_initial_inference_steps`, `denoise_strength`) they are re-noised to it as the
+      official pipeline does, t0 * noise + (1 - t0) * latents; at t0 = 1 they are used as given.
+    noise: the starting noise [B, F', H', W', C] f32 (default N(0, 1) from `seed`).
+    skip_initial_inference_steps, skip_final_inference_steps: the official pipeline's: drop the
+      first / last steps of the `num_inference_steps` schedule (the last kept step goes to 0);
+      skipping initial steps needs `latents`. Not with an explicit `timesteps` list (trim it).
+    denoise_strength: diffusers' LTXConditionPipeline's: keep the last int(S * strength) of the
+      S steps (1: all); below 1 it needs `latents`.
     seed: one key split into (starting noise, loop, decode).
     guidance_scale, stg_scale, stg_rescale: a value, or one value per entry of
       `guidance_timesteps` (0..1000; each step uses the first entry <= its timestep, as the
@@ -267,7 +285,12 @@ class LTXPipeline:
     with self.timer('prepare'):
       grid = self._check_video(height, width, num_frames, num_videos_per_prompt, seed)
       frame_rate = checks.check_frame_rate(frame_rate)
-      sigmas = sigmas_for(self.scheduler, num_inference_steps, math.prod(grid), timesteps)
+      if video is not None and latents is not None:
+        raise UsageError("pass video= (encoded here) or latents=, not both")
+      sigmas = self._schedule(num_inference_steps, timesteps, math.prod(grid),
+                              latents if video is None else video,
+                              skip_initial_inference_steps, skip_final_inference_steps,
+                              denoise_strength)
       guidance, (use_cfg, use_stg) = guidance_lib.per_step(
           sigmas[:-1] * 1000, self.transformer.config.num_layers, guidance_timesteps,
           guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
@@ -277,7 +300,10 @@ class LTXPipeline:
       n_prompts = _prompt_count(prompt, prompt_embeds)
       shape = (n_prompts * num_videos_per_prompt, *grid, self.transformer.config.in_channels)
       key_noise, key_loop, key_decode = jax.random.split(jax.random.key(int(seed)), 3)
-      start = self._starting_latents(latents, shape, key_noise)  # [B, F', H', W', C]
+      if video is not None:  # video-to-video: its latents, re-noised to the first sigma
+        latents = self._video_latents(video, shape[0], num_frames, height, width,
+                                      condition_preprocessing)
+      start = self._starting_latents(latents, noise, shape, key_noise, float(sigmas[0]))
       pixels = _condition_pixels(image, n_prompts, height, width)  # [1 or P] x [H, W, 3]
       items = self._load_conditions(conditions, image, num_frames, height, width,
                                     condition_preprocessing, image_cond_noise_scale)
@@ -371,15 +397,33 @@ class LTXPipeline:
       raise UsageError(f"seed={seed!r} must be an integer")
     return (num_frames - 1) // tc + 1, height // sc, width // sc
 
-  def _starting_latents(self, latents, shape, key) -> jax.Array:
-    """The given latents (checked against `shape`) or N(0, 1) noise of `shape`, f32."""
+  def _schedule(self, num_inference_steps, timesteps, seq_len: int, latents, skip_initial,
+                skip_final, denoise_strength) -> np.ndarray:
+    """The run's [S + 1] f32 sigmas: the full schedule less the skipped steps (official
+    skip_initial / skip_final_inference_steps, diffusers' denoise_strength), checked."""
+    sigmas = sigmas_for(self.scheduler, num_inference_steps, seq_len, timesteps)
+    first, last = _skipped_steps(sigmas.shape[0] - 1, timesteps is not None, latents is not None,
+                                 skip_initial, skip_final, denoise_strength)
+    return trim_schedule(sigmas, first, last)
+
+  def _starting_latents(self, latents, noise, shape, key, t0: float) -> jax.Array:
+    """[B, F', H', W', C] f32: the noise (given, or N(0, 1) from `key`) without latents; the
+    given latents re-noised to t0 < 1 (t0 * noise + (1 - t0) * latents), or as given at 1."""
+    def checked(name, x):
+      x = jnp.asarray(x, jnp.float32)
+      if x.shape != shape:
+        raise UsageError(f"{name} have shape {tuple(x.shape)}; expected {shape} "
+                         "(batch, latent frames, height, width, channels)")
+      return x
+    noise = (jax.random.normal(key, shape, jnp.float32) if noise is None
+             else checked('noise', noise))
     if latents is None:
-      return jax.random.normal(key, shape, jnp.float32)
-    latents = jnp.asarray(latents, jnp.float32)
-    if latents.shape != shape:
-      raise UsageError(f"latents have shape {tuple(latents.shape)}; expected {shape} "
-                       "(batch, latent frames, height, width, channels)")
-    return latents
+      return noise
+    latents = checked('latents', latents)
+    if t0 >= 1:
+      return latents
+    t0 = jnp.float32(t0)
+    return t0 * noise + (1 - t0) * latents
 
   def _image_condition(self, pixels: list[np.ndarray] | None, latents: jax.Array, height: int,
                        width: int) -> tuple[jax.Array, jax.Array | None]:
@@ -392,6 +436,15 @@ class LTXPipeline:
                             (b, 1, *latents.shape[2:]))
     cond_mask = jnp.zeros(latents.shape[:4], jnp.float32).at[:, 0].set(1.0).reshape(b, -1)
     return latents.at[:, :1].set(init), cond_mask
+
+  def _video_latents(self, video, batch: int, num_frames: int, height: int, width: int,
+                     preprocessing: str) -> jax.Array:
+    """The input video of video-to-video -> its normalised latents [B, F', H', W', C]."""
+    pixels = conditioning_lib.load_input_video(video, num_frames, height, width, preprocessing)
+    with self.timer('image_encoding'):
+      z = self.vae.encode(self._global(jnp.asarray(pixels)[None]).astype(self.vae.dtype))
+      z = self.vae.normalize(z).astype(jnp.float32)
+      return jax.block_until_ready(jnp.broadcast_to(z, (batch,) + z.shape[1:]))
 
   def _load_conditions(self, conditions, image, num_frames: int, height: int, width: int,
                        preprocessing: str, noise_scale: float) -> list:
@@ -505,6 +558,37 @@ def _condition_pixels(image, n_prompts: int, height: int, width: int
                      "one per prompt")
   return [inputs_lib.resize_and_crop(inputs_lib.load_image(im), height, width)
           for im in images]
+
+
+def _skipped_steps(steps: int, explicit: bool, has_latents: bool, skip_initial, skip_final,
+                   denoise_strength) -> tuple[int, int]:
+  """Checked -> (steps dropped at the start, at the end) of a schedule of `steps` steps."""
+  for name, v in (('skip_initial_inference_steps', skip_initial),
+                  ('skip_final_inference_steps', skip_final)):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+      raise UsageError(f"{name}={v!r} must be an integer >= 0")
+  strength = checks.check_finite('denoise_strength', denoise_strength, 0.0, 1.0)
+  first, last = int(skip_initial), int(skip_final)
+  if explicit and (first or last):
+    raise UsageError(f"skip_initial_inference_steps={first} / skip_final_inference_steps="
+                     f"{last} apply to a num_inference_steps schedule (the official pipeline "
+                     "ignores them with timesteps); pass the trimmed timesteps list instead")
+  if first + last >= steps:
+    raise UsageError(f"skip_initial_inference_steps={first} + skip_final_inference_steps="
+                     f"{last} must be less than the {steps} inference steps")
+  if strength < 1:
+    if first:
+      raise UsageError(f"pass one of denoise_strength={strength} and "
+                       f"skip_initial_inference_steps={first}")
+    kept = min(int(steps * strength), steps)
+    if kept < 1:
+      raise UsageError(f"denoise_strength={strength} keeps int({steps} * {strength}) = 0 of "
+                       f"the {steps} steps; use at least {1 / steps:g}")
+    first = steps - kept
+  if first and not has_latents:
+    raise UsageError("skip_initial_inference_steps / denoise_strength start part-way down the "
+                     "schedule from given latents: pass latents=")
+  return first, last
 
 
 def _decode_noise(decode_timestep, decode_noise_scale) -> tuple[float, float]:

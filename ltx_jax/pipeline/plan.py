@@ -19,11 +19,21 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ltx_jax.errors import UsageError
 from ltx_jax.sampling.loop import Guidance, LoopSpec
 
-__all__ = ['GenerationPlan']
+__all__ = ['GenerationPlan', 'trim_schedule']
+
+
+def trim_schedule(sigmas, initial: int = 0, final: int = 0):
+  """[S + 1] sigmas ending in 0 -> the schedule without its first `initial` and last `final`
+  steps, still ending in 0: the last kept step jumps to 0 (the official pipeline's
+  `skip_initial_inference_steps` / `skip_final_inference_steps`). numpy or jax arrays."""
+  s = sigmas.shape[0] - 1
+  kept = sigmas[initial:s - final]
+  return (jnp if isinstance(sigmas, jax.Array) else np).concatenate([kept, sigmas[-1:] * 0])
 
 
 @functools.partial(jax.tree_util.register_dataclass, meta_fields=['spec'],
@@ -99,6 +109,16 @@ class GenerationPlan:
                        f"0..{self.num_steps - 1}")
     return dataclasses.replace(self, sigmas=self.sigmas[n:],
                                guidance=Guidance(*(g[n:] for g in self.guidance)))
+
+  def skip_final_steps(self, n: int) -> 'GenerationPlan':
+    """The plan without its last `n` steps: the step before them goes straight to 0 (the
+    official `skip_final_inference_steps`)."""
+    if not isinstance(n, int) or not 0 <= n < self.num_steps:
+      raise UsageError(f"skip_final_steps({n!r}): the plan has {self.num_steps} steps; skip "
+                       f"0..{self.num_steps - 1}")
+    kept = self.num_steps - n
+    return dataclasses.replace(self, sigmas=trim_schedule(self.sigmas, 0, n),
+                               guidance=Guidance(*(g[:kept] for g in self.guidance)))
 
   def check(self) -> None:
     """Consistent shapes (a UsageError naming the field otherwise): what `denoise` checks

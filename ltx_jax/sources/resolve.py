@@ -6,12 +6,16 @@ Recognised sources (`resolve_source(spec)`):
   single_file a folder holding an official `ltxv-*.safetensors` (transformer + VAE), a T5 as a
               `.gguf` file or a `text_encoder/` folder, a tokenizer (`tokenizer/`, `spiece.model`,
               or the .gguf's vocabulary), optionally `vae/` (a diffusers VAE that overrides the
-              file's); or the .safetensors file itself (its folder is searched)
+              file's) and `ltxv-spatial-upscaler-*.safetensors`; or the .safetensors file itself
+              (its folder is searched)
   orbax       a checkpoint written by tools/convert.py
   hub         `owner/name` (+ `file=` for a single file) fetched with huggingface_hub into its
               usual cache; offline, only what the cache holds
 A `ModelSource` names where each component lives, in a form the component's loader accepts, and
 the detected `Release` (see release.py). Nothing is loaded; only headers and configs are read.
+The latent upsampler of the multi-scale recipe is optional: a diffusers `latent_upsampler/` folder
+(LTXLatentUpsamplerModel) in the repo folder, or an official spatial upscaler file beside the
+single file (the one of the release's version when there are several, else the newest).
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from pathlib import Path
 
 from ltx_jax.errors import SourceError
 from ltx_jax.models.transformer.config import TransformerConfig
+from ltx_jax.models.upsampler.loading import DIFFUSERS_FOLDER as UPSAMPLER_FOLDER, diffusers_folder
 from ltx_jax.models.vae.config import VAEConfig
 from ltx_jax.sources.release import Evidence, Release, detect, size_of, vae_generation
 from ltx_jax.weights import orbax_io
 from ltx_jax.weights.safetensors_io import CheckpointFormatError, official_config, open_safetensors
 
-COMPONENTS = ('transformer', 'vae', 'text_encoder', 'tokenizer', 'scheduler')
+COMPONENTS = ('transformer', 'vae', 'text_encoder', 'tokenizer', 'scheduler', 'latent_upsampler')
 OFFICIAL_TRANSFORMER = 'model.diffusion_model.'
+SPATIAL_UPSCALER_GLOB = 'ltxv-spatial-upscaler-*.safetensors'
 HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')  # owner/name
 
 
@@ -46,6 +52,7 @@ class ModelSource:
   text_encoder: Path | None = None
   tokenizer: Path | None = None
   scheduler: Path | None = None  # a JSON file, the official file (metadata) or the manifest
+  latent_upsampler: Path | None = None  # optional: a diffusers folder or an official file
   hub_repo: str | None = None
 
   def require(self, *components: str) -> None:
@@ -173,7 +180,7 @@ def _has_fp8(store) -> bool:
 
 def _diffusers(root: Path, release, allow_custom, hints) -> ModelSource:
   facts: dict = {}
-  found = {c: root / c if (root / c).is_dir() else None for c in COMPONENTS}
+  found = {c: root / c if (root / c).is_dir() else None for c in COMPONENTS[:-1]}
   if found['transformer'] is not None:
     cfg = TransformerConfig.from_diffusers(
         json.loads((root / 'transformer' / 'config.json').read_text()))
@@ -182,9 +189,11 @@ def _diffusers(root: Path, release, allow_custom, hints) -> ModelSource:
     facts['vae_generation'] = _vae_facts(_diffusers_vae_config(root / 'vae'))
   scheduler = root / 'scheduler' / 'scheduler_config.json'
   ev = Evidence(hints=tuple(hints) + (_hint_name(root),), **facts)
+  upsampler = root / UPSAMPLER_FOLDER
   return ModelSource('diffusers', root, detect(ev, release=release, allow_custom=allow_custom),
                      found['transformer'], found['vae'], found['text_encoder'],
-                     found['tokenizer'], scheduler if scheduler.is_file() else None)
+                     found['tokenizer'], scheduler if scheduler.is_file() else None,
+                     upsampler if diffusers_folder(upsampler) == upsampler else None)
 
 
 def _hint_name(root: Path) -> str:
@@ -248,8 +257,16 @@ def _single_file(root: Path, chosen: Path | None, release, allow_custom, hints) 
                    else None)
   scheduler = chosen if 'scheduler' in meta else None
   ev = Evidence(hints=tuple(hints) + (chosen.stem,), **facts)
-  return ModelSource('single_file', root, detect(ev, release=release, allow_custom=allow_custom),
-                     transformer, vae, text_encoder, tokenizer, scheduler)
+  detected = detect(ev, release=release, allow_custom=allow_custom)
+  return ModelSource('single_file', root, detected, transformer, vae, text_encoder, tokenizer,
+                     scheduler, _spatial_upscaler(root, detected.version))
+
+
+def _spatial_upscaler(root: Path, version: str) -> Path | None:
+  """The official spatial upscaler beside a single file: the one named for `version`, else the
+  newest by name, else None."""
+  files = sorted(root.glob(SPATIAL_UPSCALER_GLOB))
+  return next((f for f in files if f.stem.endswith('-' + version)), files[-1] if files else None)
 
 
 # ------------------------------------------------------------------------------------- hub
@@ -265,7 +282,7 @@ def fetch_from_hub(repo_id: str, file: str | None = None, *, offline: bool | Non
   from huggingface_hub import constants, snapshot_download
   patterns = ([file, 'text_encoder/*', 'tokenizer/*'] if file else
               ['model_index.json', 'transformer/*', 'vae/*', 'text_encoder/*', 'tokenizer/*',
-               'scheduler/*'])
+               'scheduler/*', f'{UPSAMPLER_FOLDER}/*'])
   local_only = constants.HF_HUB_OFFLINE if offline is None else offline
   try:
     folder = Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache_dir,

@@ -48,6 +48,8 @@ class Source:
   reshape: tuple[int, ...] | None = None
 
   def target_shape(self, src_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if self.perm and len(self.perm) != len(src_shape):
+      return tuple(src_shape)  # another rank: reported as a shape mismatch by the caller
     shape = tuple(src_shape[p] for p in self.perm) if self.perm else tuple(src_shape)
     if self.reshape is not None:
       if int(np.prod(shape)) != int(np.prod(self.reshape)):
