@@ -190,3 +190,49 @@ def test_matches_official_conditioning_items(setup, layout, preprocessing, noise
   print(f"{layout} {preprocessing} noise {noise_scale}: {n_extra} extra tokens, "
         f"rel L2 {err:.2e}")
   assert err < 1e-4
+
+
+def test_video_to_video_matches_official(setup, monkeypatch, highest_precision):
+  """video= with skip_initial_inference_steps and a first-frame item against media_items."""
+  from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+  from PIL import Image
+  from ltx_video.pipelines import crf_compressor
+  from ltx_video.pipelines import pipeline_ltx_video as official
+  from test_conditioning_media import _official_loader
+  ref, ours = setup
+  video = media(FRAMES, 40, 60, seed=21)
+  image = media(1, 40, 60, seed=22)
+  e, m, n, nm = texts(2)
+  noise = np.asarray(jax.random.normal(jax.random.key(6), (1, *GRID, LATENT)), np.float32)
+  common = dict(height=H, width=W, num_frames=FRAMES, frame_rate=25, num_inference_steps=4,
+                guidance_scale=3.0, stg_scale=0.0,  # the official default is 1.0
+                skip_initial_inference_steps=2)
+  plan = ours.prepare(prompt_embeds=e, prompt_attention_mask=m, negative_prompt_embeds=n,
+                      negative_prompt_attention_mask=nm, video=video, noise=noise,
+                      conditions=[Condition(image=image[0])], progress=False, **common)
+  assert plan.num_steps == 2
+  got = np.asarray(ours.denoise(plan))
+
+  queue = [noise.reshape(1, -1, LATENT)]
+  queue += [np.asarray(condition_noise(k, plan.latents.shape))
+            for k in jax.random.split(plan.key, plan.num_steps)]
+  draws = NoiseQueue(queue)
+  monkeypatch.setattr(official, 'randn_tensor', draws)
+  monkeypatch.setattr(DiagonalGaussianDistribution, 'sample',
+                      lambda self, generator=None: self.mode())
+  load = _official_loader(crf_compressor.compress)
+  media_items = torch.cat([load(Image.fromarray(f), H, W, just_crop=False) for f in video], 2)
+  t = torch.from_numpy
+  with torch.no_grad():
+    out = ref(prompt_embeds=t(e), prompt_attention_mask=t(m), negative_prompt_embeds=t(n),
+              negative_prompt_attention_mask=t(nm), negative_prompt=None,
+              generator=torch.Generator().manual_seed(0), output_type='latent', is_video=True,
+              vae_per_channel_normalize=True, media_items=media_items,
+              conditioning_items=[official.ConditioningItem(
+                  official_media(image, 'official', H, W), 0, 1.0)],
+              image_cond_noise_scale=0.15, decode_timestep=0.05, decode_noise_scale=0.0,
+              **common).images
+  assert not draws.arrays, f"{len(draws.arrays)} noise draws unused"
+  err = rel_l2(got, out.permute(0, 2, 3, 4, 1).numpy())
+  print(f"official video-to-video: rel L2 {err:.2e}")
+  assert err < 1e-4
