@@ -125,9 +125,14 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
             kwargs: dict) -> dict:
   import jax
   import ltx_jax
+  from ltx_jax.pipeline import conditioning
   return {
       'prompt': job.prompt, 'negative_prompt': c.negative_prompt, 'seed': job.seed,
       'image': c.image or None,
+      'conditions': conditioning.describe(config_lib.conditions(c), c.condition_preprocessing,
+                                          c.image_cond_noise_scale),
+      'input_video': ({'path': c.input_video, 'denoise_strength': c.denoise_strength,
+                       'preprocessing': c.condition_preprocessing} if c.input_video else None),
       'release': {'detected': pipe.release, 'preset': c.preset or None},
       'source': source, 'pipeline_kwargs': kwargs, 'config': c.to_dict(),
       'devices': devices(), 'mesh': mesh_facts(pipe),
@@ -163,6 +168,8 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     if loaded is not None:
       loaded(pipe, source)
     kwargs = pipeline_kwargs(c)
+    items = config_lib.conditions(c)  # image (frame 0) and conditions
+    video = os.path.expanduser(c.input_video) if c.input_video else None
     logging.info("model: %s; %d prompt(s) x %d seed(s) at %dx%d, %d frames%s",
                  pipe.release, len({j.prompt for j in plan.jobs}), len(c.seeds), c.width,
                  c.height, c.num_frames,
@@ -170,8 +177,8 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     written = []
     for job in plan.jobs:
       before = stages.snapshot()
-      out = pipe(prompt=job.prompt, image=os.path.expanduser(c.image) if c.image else None,
-                 seed=job.seed, progress=c.progress and sys.stderr.isatty(), **kwargs)
+      out = pipe(prompt=job.prompt, conditions=items or None, video=video, seed=job.seed,
+                 progress=c.progress and sys.stderr.isatty(), **kwargs)
       frames = out.frames[0]  # [F, H, W, 3] uint8
       paths = job.paths(c)
       if not main:

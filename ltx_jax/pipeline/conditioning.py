@@ -30,7 +30,7 @@ __all__ = ['Condition', 'check_conditions', 'read_media', 'prepare_media', 'resi
            'gaussian_blur', 'crf_compress', 'EncodedCondition', 'Combined',
            'extra_noise_shape', 'combine_conditions', 'noise_hard_conditions',
            'token_timesteps', 'tokens_to_step', 'PREPROCESSING', 'as_conditions',
-           'load_conditions', 'load_input_video', 'item_noise', 'describe']
+           'check_media', 'load_conditions', 'parse_condition', 'load_input_video', 'item_noise', 'describe']
 
 RESIZE_RULES = ('official', 'official_input', 'diffusers', 'none')
 _VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.gif')
@@ -514,17 +514,11 @@ def as_conditions(conditions: Any) -> list[Condition]:
   return list(conditions)
 
 
-def load_conditions(conditions: Sequence[Condition], num_frames: int, height: int, width: int,
-                    preprocessing: str = 'official', *, temporal: int = 8, spatial: int = 32,
-                    crf: int = 29) -> list[np.ndarray]:
-  """Reads and checks every item, then prepares its pixels for the VAE: f32 [F, H, W, 3] in
-  [-1, 1] per item (frame-sized unless placed). All refusals come before the (slow) blur and
-  compression, and long before anything compiles.
-
-  preprocessing: 'official' (inference.py's crop, 3x3 blur, CRF-`crf` H.264 round trip, then
-    the pipeline's bilinear resize), 'diffusers' (Lanczos stretch to the frame, nothing else),
-    'none' (media used as given: it must already be the frame's size, or placed).
-  """
+def check_media(conditions: Sequence[Condition], num_frames: int, height: int, width: int,
+                preprocessing: str = 'official', *, temporal: int = 8, spatial: int = 32
+                ) -> list[np.ndarray]:
+  """Reads every item and refuses, one line each, what does not fit the video (the cheap part
+  of `load_conditions`: no blur or compression). Returns the uint8 media [F, h, w, 3]."""
   if preprocessing not in PREPROCESSING:
     raise UsageError(f"condition_preprocessing={preprocessing!r}; choose one of "
                      f"{', '.join(map(repr, PREPROCESSING))}")
@@ -533,6 +527,22 @@ def load_conditions(conditions: Sequence[Condition], num_frames: int, height: in
                           else (height, width))) for c, m in zip(conditions, media)]
   check_conditions(conditions, sizes, num_frames, height, width, temporal=temporal,
                    spatial=spatial)
+  return media
+
+
+def load_conditions(conditions: Sequence[Condition], num_frames: int, height: int, width: int,
+                    preprocessing: str = 'official', *, temporal: int = 8, spatial: int = 32,
+                    crf: int = 29) -> list[np.ndarray]:
+  """Reads and checks every item (`check_media`), then prepares its pixels for the VAE: f32
+  [F, H, W, 3] in [-1, 1] per item (frame-sized unless placed). All refusals come before the
+  (slow) blur and compression, and long before anything compiles.
+
+  preprocessing: 'official' (inference.py's crop, 3x3 blur, CRF-`crf` H.264 round trip, then
+    the pipeline's bilinear resize), 'diffusers' (Lanczos stretch to the frame, nothing else),
+    'none' (media used as given: it must already be the frame's size, or placed).
+  """
+  media = check_media(conditions, num_frames, height, width, preprocessing, temporal=temporal,
+                      spatial=spatial)
   official = preprocessing == 'official'
   out = []
   for c, m in zip(conditions, media):
@@ -540,6 +550,28 @@ def load_conditions(conditions: Sequence[Condition], num_frames: int, height: in
     out.append(prepare_media(m, height, width, rule=rule, blur=official,
                              crf=crf if official else None))
   return out
+
+
+def parse_condition(text: str, *, video_suffixes: Sequence[str] = _VIDEO_SUFFIXES
+                    ) -> Condition:
+  """'PATH:FRAME[:STRENGTH]' -> a Condition (a video by the path's suffix, else an image)."""
+  parts = str(text).rsplit(':', 2)
+  def number(v, kind):
+    try:
+      return kind(v)
+    except ValueError:
+      return None
+  if len(parts) == 3 and number(parts[1], int) is not None and number(parts[2], float) is not None:
+    path, frame, strength = parts[0], int(parts[1]), float(parts[2])
+  else:
+    parts = str(text).rsplit(':', 1)
+    if len(parts) != 2 or number(parts[1], int) is None or not parts[0]:
+      raise UsageError(f"condition {text!r} must be PATH:FRAME or PATH:FRAME:STRENGTH, e.g. "
+                       "'first.png:0' or 'clip.mp4:0:0.8'")
+    path, frame, strength = parts[0], int(parts[1]), 1.0
+  path = os.path.expanduser(path)
+  kind = 'video' if Path(path).suffix.lower() in video_suffixes else 'image'
+  return Condition(**{kind: path}, frame_index=frame, strength=strength)
 
 
 def item_noise(key, index: int, shape: tuple[int, ...]):

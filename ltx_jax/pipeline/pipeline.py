@@ -196,7 +196,8 @@ class LTXPipeline:
       raise UsageError(f"output_type={output_type!r}; choose 'np' or 'latent'")
     decode_timestep, decode_noise_scale = _decode_noise(decode_timestep, decode_noise_scale)
     plan = self.prepare(
-        prompt, negative_prompt, image, video=video, height=height, width=width, num_frames=num_frames,
+        prompt, negative_prompt, image, video=video, height=height, width=width,
+        num_frames=num_frames,
         frame_rate=frame_rate, num_inference_steps=num_inference_steps, timesteps=timesteps,
         guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, seed=seed,
         latents=latents, prompt_embeds=prompt_embeds,
@@ -300,13 +301,14 @@ class LTXPipeline:
       n_prompts = _prompt_count(prompt, prompt_embeds)
       shape = (n_prompts * num_videos_per_prompt, *grid, self.transformer.config.in_channels)
       key_noise, key_loop, key_decode = jax.random.split(jax.random.key(int(seed)), 3)
-      if video is not None:  # video-to-video: its latents, re-noised to the first sigma
-        latents = self._video_latents(video, shape[0], num_frames, height, width,
-                                      condition_preprocessing)
-      start = self._starting_latents(latents, noise, shape, key_noise, float(sigmas[0]))
       pixels = _condition_pixels(image, n_prompts, height, width)  # [1 or P] x [H, W, 3]
+      video_pixels = self._load_video(video, float(sigmas[0]), num_frames, height, width,
+                                      condition_preprocessing)
       items = self._load_conditions(conditions, image, num_frames, height, width,
                                     condition_preprocessing, image_cond_noise_scale)
+      if video_pixels is not None:  # video-to-video: its latents, re-noised to the first sigma
+        latents = self._encode_video(video_pixels, shape[0])
+      start = self._starting_latents(latents, noise, shape, key_noise, float(sigmas[0]))
       groups = self._text_inputs(
           prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
           negative_prompt_attention_mask, use_cfg, max_sequence_length)
@@ -437,10 +439,18 @@ class LTXPipeline:
     cond_mask = jnp.zeros(latents.shape[:4], jnp.float32).at[:, 0].set(1.0).reshape(b, -1)
     return latents.at[:, :1].set(init), cond_mask
 
-  def _video_latents(self, video, batch: int, num_frames: int, height: int, width: int,
-                     preprocessing: str) -> jax.Array:
-    """The input video of video-to-video -> its normalised latents [B, F', H', W', C]."""
-    pixels = conditioning_lib.load_input_video(video, num_frames, height, width, preprocessing)
+  def _load_video(self, video, t0: float, num_frames: int, height: int, width: int,
+                  preprocessing: str) -> np.ndarray | None:
+    """Host side of `video=`: read, checked and prepared -> pixels [F, H, W, 3] or None."""
+    if video is None:
+      return None
+    if t0 >= 1:
+      raise UsageError("video= starts from the video's latents: pass denoise_strength < 1 or "
+                       "skip_initial_inference_steps > 0 (or a timesteps list below 1000)")
+    return conditioning_lib.load_input_video(video, num_frames, height, width, preprocessing)
+
+  def _encode_video(self, pixels: np.ndarray, batch: int) -> jax.Array:
+    """Video-to-video pixels [F, H, W, 3] -> normalised latents [B, F', H', W', C]."""
     with self.timer('image_encoding'):
       z = self.vae.encode(self._global(jnp.asarray(pixels)[None]).astype(self.vae.dtype))
       z = self.vae.normalize(z).astype(jnp.float32)
