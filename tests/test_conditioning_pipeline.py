@@ -93,7 +93,7 @@ LAYOUTS = {
 }
 CASES = ([(k, 'official', 0.15) for k in LAYOUTS] +
          [('first_hard', 'none', 0.0), ('first_last', 'none', 0.15),
-          ('extend_backward', 'official', 0.0), ('first_soft', 'none', 0.0)])
+          ('first_soft', 'none', 0.0)])
 
 
 def texts(seed=0, length=6):

@@ -25,12 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltx_jax.errors import DataError, UsageError
+# The loop applies these per step; re-exported here with the rest of the conditioning API.
+from ltx_jax.sampling.loop import noise_hard_conditions, token_timesteps, tokens_to_step
 
 __all__ = ['Condition', 'check_conditions', 'read_media', 'prepare_media', 'resize_media',
            'gaussian_blur', 'crf_compress', 'EncodedCondition', 'Combined',
            'extra_noise_shape', 'combine_conditions', 'noise_hard_conditions',
            'token_timesteps', 'tokens_to_step', 'PREPROCESSING', 'as_conditions',
-           'check_media', 'load_conditions', 'parse_condition', 'load_input_video', 'item_noise', 'describe']
+           'check_media', 'load_conditions', 'parse_condition', 'load_input_video',
+           'item_noise', 'describe']
 
 RESIZE_RULES = ('official', 'official_input', 'diffusers', 'none')
 _VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.gif')
@@ -288,7 +291,8 @@ def crf_compress(image: np.ndarray, crf: int = 29) -> np.ndarray:
   with tempfile.TemporaryDirectory(prefix='ltx_crf_') as tmp:
     path = os.path.join(tmp, 'frame.mp4')
     enc = [exe, '-v', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', f'{w}x{h}',
-           '-r', '1', '-i', '-', '-sws_flags', 'bilinear', '-c:v', 'libx264', '-thread_type', 'slice', '-preset', 'veryfast',
+           '-r', '1', '-i', '-', '-sws_flags', 'bilinear', '-c:v', 'libx264',
+           '-thread_type', 'slice', '-preset', 'veryfast',
            '-crf', str(int(crf)), '-pix_fmt', 'yuv420p', '-f', 'mp4', path]
     dec = [exe, '-v', 'error', '-i', path, '-frames:v', '1', '-sws_flags', 'bilinear',
            '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-']
@@ -470,30 +474,6 @@ def combine_conditions(latents: np.ndarray, items: Sequence[EncodedCondition],
   return Combined(out_latents, out_coords, out_mask, sum(e.shape[1] for e in extra_latents))
 
 
-def noise_hard_conditions(t, init_latents, latents, mask, noise, scale: float = 0.15,
-                          eps: float = 1e-6):
-  """Re-noises the hard-conditioned tokens (mask = 1) to init + scale * noise * t^2, t the
-  current sigma in [0, 1] (the references' image_cond_noise_scale, applied before every step);
-  other tokens pass unchanged. [B, N, C] latents and noise, [B, N] mask -> jax [B, N, C]."""
-  t = jnp.asarray(t, jnp.float32)
-  noised = init_latents + jnp.float32(scale) * jnp.asarray(noise) * (t * t)
-  return jnp.where((jnp.asarray(mask) > 1.0 - eps)[..., None], noised, latents)
-
-
-def token_timesteps(t, mask):
-  """Per-token timesteps [B, N]: a token conditioned with strength s starts at 1 - s and
-  follows the schedule once it falls below (hard tokens: 0). t: the step's sigma, [] or [B]."""
-  t = jnp.asarray(t, jnp.float32)
-  return jnp.minimum(t.reshape(t.shape + (1,) * (2 - t.ndim)), 1.0 - jnp.asarray(mask))
-
-
-def tokens_to_step(t, mask, eps: float = 1e-6):
-  """[B, N] bool: the tokens a step updates (the others keep their values), as the official
-  denoising_step: t - eps < 1 - mask, so hard-conditioned tokens are never stepped."""
-  t = jnp.asarray(t, jnp.float32)
-  return (t.reshape(t.shape + (1,) * (2 - t.ndim)) - eps) < (1.0 - jnp.asarray(mask))
-
-
 # -- the pipeline's host side ------------------------------------------------------------------
 
 PREPROCESSING = ('official', 'diffusers', 'none')
@@ -561,7 +541,8 @@ def parse_condition(text: str, *, video_suffixes: Sequence[str] = _VIDEO_SUFFIXE
       return kind(v)
     except ValueError:
       return None
-  if len(parts) == 3 and number(parts[1], int) is not None and number(parts[2], float) is not None:
+  if (len(parts) == 3 and number(parts[1], int) is not None
+      and number(parts[2], float) is not None):
     path, frame, strength = parts[0], int(parts[1]), float(parts[2])
   else:
     parts = str(text).rsplit(':', 1)

@@ -85,6 +85,38 @@ class _Progress:
 PROGRESS = _Progress()
 
 
+# -- conditioning masks (cond_mask [B, N]: each token's strength) ------------------------------
+
+def noise_hard_conditions(t, init_latents, latents, mask, noise, scale: float = 0.15,
+                          eps: float = 1e-6):
+  """Re-noises the hard-conditioned tokens (mask = 1) to init + scale * noise * t^2, t the
+  current sigma in [0, 1] (the references' image_cond_noise_scale, applied before every step);
+  other tokens pass unchanged. [B, N, C] latents and noise, [B, N] mask -> jax [B, N, C]."""
+  t = jnp.asarray(t, jnp.float32)
+  noised = init_latents + jnp.float32(scale) * jnp.asarray(noise) * (t * t)
+  return jnp.where((jnp.asarray(mask) > 1.0 - eps)[..., None], noised, latents)
+
+
+def token_timesteps(t, mask):
+  """Per-token timesteps [B, N]: a token conditioned with strength s starts at 1 - s and
+  follows the schedule once it falls below (hard tokens: 0). t: the step's sigma, [] or [B]."""
+  t = jnp.asarray(t, jnp.float32)
+  return jnp.minimum(t.reshape(t.shape + (1,) * (2 - t.ndim)), 1.0 - jnp.asarray(mask))
+
+
+def tokens_to_step(t, mask, eps: float = 1e-6):
+  """[B, N] bool: the tokens a step updates (the others keep their values), as the official
+  denoising_step: t - eps < 1 - mask, so hard-conditioned tokens are never stepped."""
+  t = jnp.asarray(t, jnp.float32)
+  return (t.reshape(t.shape + (1,) * (2 - t.ndim)) - eps) < (1.0 - jnp.asarray(mask))
+
+
+def condition_noise(step_key: jax.Array, shape) -> jax.Array:
+  """The conditioning noise of one step (drawn from the step's key, apart from the noise of
+  stochastic sampling), N(0, 1) f32 of `shape`."""
+  return jax.random.normal(jax.random.fold_in(step_key, 1), shape, jnp.float32)
+
+
 def _std(x: jax.Array) -> jax.Array:
   """Per-sample standard deviation over all but the batch axis, [B, 1, 1]."""
   return jnp.std(x, axis=tuple(range(1, x.ndim)), keepdims=True)
@@ -145,10 +177,9 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
     t = jnp.full((b,), sigma * 1000.0, jnp.float32)
     if spec.conditioned:
       if spec.cond_noise_scale > 0:
-        noised = start + spec.cond_noise_scale * condition_noise(key, x.shape) * sigma ** 2
-        x = jnp.where(cond_mask[..., None] > 1.0 - 1e-6, noised, x)
-      # [B, N]: a token of strength s starts at 1 - s (the official min(t, 1 - mask))
-      t = jnp.minimum(sigma, 1.0 - cond_mask) * 1000.0
+        x = noise_hard_conditions(sigma, start, x, cond_mask, condition_noise(key, x.shape),
+                                  spec.cond_noise_scale)
+      t = token_timesteps(sigma, cond_mask) * 1000.0  # [B, N]
     skip = None
     if spec.stg:  # [L, G*B]: perturb the chosen layers for the last group of rows only
       skip = jnp.concatenate([jnp.ones((n_layers, (groups - 1) * b), jnp.float32),
@@ -164,7 +195,7 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
     else:
       x_next = x + (sigma_next - sigma) * v
     if spec.conditioned:  # stepped once t < 1 - s; the others keep their values
-      x_next = jnp.where((sigma - 1e-6 < 1.0 - cond_mask)[..., None], x_next, x)
+      x_next = jnp.where(tokens_to_step(sigma, cond_mask)[..., None], x_next, x)
     if spec.progress:
       jax.debug.callback(PROGRESS.step, sigma)
     return sharding_lib.constrain(x_next, ('batch', 'tokens', None)), None
@@ -174,12 +205,6 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
   start = latents  # the conditioning noise re-noises hard tokens around their start
   latents, _ = jax.lax.scan(step, latents, (sigmas[:-1], sigmas[1:], guidance, keys))
   return sharding_lib.constrain(latents, (None, None, None))  # every process reads it all
-
-
-def condition_noise(step_key: jax.Array, shape) -> jax.Array:
-  """The conditioning noise of one step (drawn from the step's key, apart from the noise of
-  stochastic sampling), N(0, 1) f32 of `shape`."""
-  return jax.random.normal(jax.random.fold_in(step_key, 1), shape, jnp.float32)
 
 
 denoise_jit = jax.jit(denoise, static_argnums=(0, 1))
