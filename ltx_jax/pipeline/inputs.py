@@ -10,7 +10,7 @@ import numpy as np
 
 from ltx_jax.errors import DataError, UsageError
 
-__all__ = ['as_prompts', 'load_image', 'resize_and_crop', 'to_uint8']
+__all__ = ['as_prompts', 'load_image', 'resize_and_crop']
 
 
 def as_prompts(prompt: str | Sequence[str] | None, name: str = 'prompt') -> list[str] | None:
@@ -60,8 +60,3 @@ def resize_and_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
   pil = pil.resize((nw, nh), Image.Resampling.BILINEAR)
   top, left = (nh - height) // 2, (nw - width) // 2
   return np.asarray(pil, np.float32)[top:top + height, left:left + width] / 255.0
-
-
-def to_uint8(video: np.ndarray) -> np.ndarray:
-  """[-1, 1] floats -> uint8, rounding like diffusers' postprocessing."""
-  return np.round(np.clip(np.asarray(video, np.float32) / 2 + 0.5, 0, 1) * 255).astype(np.uint8)
