@@ -507,13 +507,13 @@ class LTXPipeline:
     tc, sc = self.compression
     comb = conditioning_lib.combine_conditions(
         np.asarray(start), encoded, noise, temporal=tc, spatial=sc, causal=causal)
-    e = comb.num_extra
-    order = lambda a, axis: np.concatenate(  # noqa: E731  extra tokens after the grid's
-        [np.take(a, np.arange(e, a.shape[axis]), axis), np.take(a, np.arange(e), axis)], axis)
-    coords = order(comb.coords[:1], 2)
+    # combine_conditions puts the extra tokens first (as the references); the plan keeps the
+    # grid's tokens first (attention does not depend on the order).
+    grid_first = lambda a, axis: np.roll(a, -comb.num_extra, axis)  # noqa: E731
+    coords = grid_first(comb.coords[:1], 2)
     coords[:, 0] *= np.float32(1.0 / frame_rate)  # the references' frame -> seconds
-    return (jnp.asarray(order(comb.latents, 1)), jnp.asarray(coords),
-            jnp.asarray(order(comb.mask, 1)))
+    return (jnp.asarray(grid_first(comb.latents, 1)), jnp.asarray(coords),
+            jnp.asarray(grid_first(comb.mask, 1)))
 
   def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
                    negative_mask, use_cfg: bool, max_len: int):
