@@ -54,9 +54,9 @@ def test_tiled_and_default_decode_on_gpu():
   with jax.default_matmul_precision('highest'):
     full = vae.decode(z, 0.05, tiling=False)
     auto = vae.decode(z, 0.05)  # fits the device: the untiled program
-    tiled = tiling_lib.decode(vae, z, 0.05, None, TilingConfig(spatial_tile=16, spatial_overlap=8,
-                                                               temporal_tile=8,
-                                                               temporal_overlap=4), force=True)
+    tiled = tiling_lib.decode(vae, z, 0.05, None, TilingConfig(spatial_tile=24, spatial_overlap=12,
+                                                               temporal_tile=12,
+                                                               temporal_overlap=6), force=True)
   assert np.array_equal(np.asarray(auto), np.asarray(full))
   err = rel_l2(tiled, full)
   print(f"tiled vs untiled decode on GPU: rel L2 {err:.2e}")

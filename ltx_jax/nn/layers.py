@@ -62,6 +62,9 @@ def fp8_matmul(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
   xf = x.astype(jnp.float32)
   scale = jnp.maximum(jnp.max(jnp.abs(xf)), jnp.finfo(jnp.float32).tiny) / FP8_MAX
   xq = jnp.clip(xf / scale, -FP8_MAX, FP8_MAX).astype(FP8)
+  # A barrier keeps the fp8 tensor: XLA may otherwise fold the f32 -> fp8 -> bf16 round trip
+  # away (xla_allow_excess_precision), leaving a bf16 GEMM that never sees fp8 operands.
+  xq = jax.lax.optimization_barrier(xq)
   lhs = xq.astype(dtype) * scale.astype(dtype)
   rhs = kernel.astype(dtype)
   acc = jnp.float32 if cpu_half_precision(dtype) else None

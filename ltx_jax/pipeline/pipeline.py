@@ -22,13 +22,14 @@ from flax import nnx
 
 from ltx_jax import checks
 from ltx_jax import sharding as sharding_lib
-from ltx_jax.errors import UsageError
+from ltx_jax.errors import CheckpointFormatError, UsageError
 from ltx_jax.models.transformer.rope import token_coords
 from ltx_jax.pipeline import conditioning as conditioning_lib
 from ltx_jax.pipeline import inputs as inputs_lib
-from ltx_jax.pipeline.plan import GenerationPlan, trim_schedule
+from ltx_jax.pipeline.plan import GenerationPlan, noised_to, trim_schedule
 from ltx_jax.sampling import guidance as guidance_lib
 from ltx_jax.sampling import loop as loop_lib
+from ltx_jax.sampling.latent_ops import tone_map_latents
 from ltx_jax.sampling.schedules import SchedulerConfig, sigmas_for
 
 
@@ -58,12 +59,16 @@ class LTXPipeline:
   def __init__(self, transformer, vae, text_encoder=None, tokenizer=None,
                scheduler: SchedulerConfig | None = None, *, release: str | None = None,
                partitioning: sharding_lib.Partitioning | None = None,
-               timer: Callable[[str], contextlib.AbstractContextManager] | None = None):
+               timer: Callable[[str], contextlib.AbstractContextManager] | None = None,
+               allowed_inference_steps: Sequence[float] | None = None):
     """partitioning: the mesh the components' parameters live on, with the rules and context
     attention for the activations (ltx_jax/sharding.py); None: one device.
     timer: `timer(stage)` returns a context manager entered around each stage's work, with
     the stage's results ready (block_until_ready) before it exits: 'prepare' (its host work),
     'text_encoding', 'image_encoding' (inside 'prepare'), 'denoise', 'decode'. Default: none.
+    allowed_inference_steps: the timesteps (0..1 scale) a distilled checkpoint was trained on
+    (its file's metadata; `from_pretrained` reads it): a schedule with any other timestep
+    (compared at 4 decimals, as the official pipeline) is refused. None: any.
     """
     self.transformer = transformer
     self.vae = vae
@@ -74,6 +79,8 @@ class LTXPipeline:
     self.partitioning = partitioning
     self.timer = timer or no_timer
     self.source = None  # the resolved ltx_jax.sources.ModelSource, when loaded from one
+    self.allowed_inference_steps = (None if allowed_inference_steps is None else
+                                    tuple(round(float(t), 4) for t in allowed_inference_steps))
     self._transformer_split = nnx.split(transformer)
     self._text_split = nnx.split(text_encoder) if text_encoder is not None else None
 
@@ -113,10 +120,11 @@ class LTXPipeline:
                         offline=offline)
     ms.require('transformer', 'vae', 'text_encoder', 'tokenizer')
     sched = read_scheduler_config(ms)
-    scheduler = None
+    scheduler, allowed = None, None
     if sched is not None:
       scheduler = (SchedulerConfig.from_official(sched['config']) if sched['format'] == 'official'
                    else SchedulerConfig.from_diffusers(sched['config']))
+      allowed = _allowed_steps(sched)
     te_dtype = dtype if text_encoder_dtype is None else text_encoder_dtype
     partitioning = (None if mesh is None else
                     sharding_lib.Partitioning.create(mesh, rules, context_attention))
@@ -128,7 +136,7 @@ class LTXPipeline:
     pipe = cls(transformer, load_vae(ms.vae, dtype=dtype, **where),
                load_text_encoder(ms.text_encoder, dtype=te_dtype, attention=attention, **where),
                load_tokenizer(ms.tokenizer), scheduler, release=ms.release.name,
-               partitioning=partitioning)
+               partitioning=partitioning, allowed_inference_steps=allowed)
     pipe.source = ms
     return pipe
 
@@ -195,11 +203,13 @@ class LTXPipeline:
                condition_preprocessing: str = 'official', image_cond_noise_scale: float = 0.15,
                progress: bool | None = None, skip_initial_inference_steps: int = 0,
                skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
-               noise: Any = None) -> LTXPipelineOutput:
+               noise: Any = None, tone_map_compression_ratio: float = 0.0
+               ) -> LTXPipelineOutput:
     """Generates videos: `prepare` -> `denoise` -> `decode`.
 
     decode_timestep, decode_noise_scale: the decoder's noise (see `decode`); the scale defaults
-    to decode_timestep (as diffusers). output_type: 'np' (frames) or 'latent' (no decode).
+    to decode_timestep (as diffusers). tone_map_compression_ratio: compresses the latents'
+    large values before decoding (official; 0..1, 0 = off). output_type: 'np' (frames) or 'latent' (no decode).
     The other arguments are `prepare`'s. Every argument is checked before anything compiles.
     Returns `.latents` [B, F', H', W', C] and, unless output_type='latent', `.frames` uint8
     [B, F, H, W, 3].
@@ -207,6 +217,7 @@ class LTXPipeline:
     if output_type not in ('np', 'latent'):
       raise UsageError(f"output_type={output_type!r}; choose 'np' or 'latent'")
     decode_timestep, decode_noise_scale = _decode_noise(decode_timestep, decode_noise_scale)
+    checks.check_finite('tone_map_compression_ratio', tone_map_compression_ratio, 0.0, 1.0)
     plan = self.prepare(
         prompt, negative_prompt, image, video=video, height=height, width=width,
         num_frames=num_frames,
@@ -228,7 +239,8 @@ class LTXPipeline:
     final = self.denoise(plan)
     frames = None
     if output_type == 'np':
-      frames = self.decode(final, decode_timestep, decode_noise_scale, plan.decode_key)
+      frames = self.decode(final, decode_timestep, decode_noise_scale, plan.decode_key,
+                           tone_map_compression_ratio=tone_map_compression_ratio)
     return LTXPipelineOutput(latents=np.asarray(final), frames=frames)
 
   def prepare(self, prompt: str | Sequence[str] | None = None,
@@ -371,15 +383,31 @@ class LTXPipeline:
     return plan.unpack(packed)
 
   def decode(self, latents: jax.Array, decode_timestep: float = 0.0,
-             decode_noise_scale: float = 0.0, key: jax.Array | None = None) -> np.ndarray:
-    """Normalised latents [B, F', H', W', C] -> uint8 frames [B, F, H, W, 3], F = t*(F'-1)+1.
+             decode_noise_scale: float = 0.0, key: jax.Array | None = None, *,
+             tone_map_compression_ratio: float = 0.0) -> np.ndarray:
+    """Normalised latents [B, F', H', W', C] -> uint8 frames [B, F, H, W, 3], F = t*(F'-1)+1:
+    `decode_video`'s frames converted to 8 bits on the device, on the host."""
+    return np.asarray(self.decode_video(
+        latents, decode_timestep, decode_noise_scale, key,
+        tone_map_compression_ratio=tone_map_compression_ratio, as_uint8=True))
+
+  def decode_video(self, latents: jax.Array, decode_timestep: float = 0.0,
+                   decode_noise_scale: float = 0.0, key: jax.Array | None = None, *,
+                   tone_map_compression_ratio: float = 0.0, as_uint8: bool = False
+                   ) -> jax.Array:
+    """Normalised latents [B, F', H', W', C] -> the decoder's frames, f32 [B, F, H, W, 3] in
+    about [-1, 1] (as_uint8: uint8, converted on the device), F = t*(F'-1)+1.
 
     With a timestep-conditioned VAE (0.9.1+) the latents are first mixed with noise,
     (1 - decode_noise_scale) * z + decode_noise_scale * N(0, 1), and the decoder is told
     decode_timestep; `key` (default key(0)) draws that noise and the decoder's own noise
-    injection. On a single-process mesh the rows are split over its batch axes (data, fsdp:
+    injection. tone_map_compression_ratio (0..1, official): then the normalised latents' large
+    values are compressed (`ltx_jax.sampling.latent_ops.tone_map_latents`; 0 leaves them). On a
+    single-process mesh the rows are split over its batch axes (data, fsdp:
     ltx_jax/sharding.py) where they divide; every process receives all frames.
     """
+    ratio = checks.check_finite('tone_map_compression_ratio', tone_map_compression_ratio, 0.0,
+                                1.0)
     with self.timer('decode'):
       z = self.vae.denormalize(self._global(latents))
       timestep = None
@@ -389,14 +417,15 @@ class LTXPipeline:
         noise = self._global(jax.random.normal(k_mix, z.shape, jnp.float32))
         z = (1 - decode_noise_scale) * z + decode_noise_scale * noise
         timestep = self._global(jnp.full((z.shape[0],), decode_timestep, jnp.float32))
+      if ratio > 0:  # on the normalised latents, after the noise (as the official pipeline)
+        z = self.vae.denormalize(tone_map_latents(self.vae.normalize(z), ratio))
       z = z.astype(self.vae.dtype)
       if self.partitioning is not None and jax.process_count() == 1:
         # Rows over the batch axes (single process: a tiled decode spreads its tiles over the
         # mesh's devices only where every row is addressable).
         z = jax.device_put(z, self.partitioning.sharding(z.shape, ('batch',) + (None,) * 4))
-      # uint8 on device (a quarter of the f32 bytes), then one transfer to the host.
-      frames = self.vae.decode(z, timestep, key=k_inject, mesh=self.mesh, as_uint8=True)
-      return np.asarray(sharding_lib.gather(frames))
+      frames = self.vae.decode(z, timestep, key=k_inject, mesh=self.mesh, as_uint8=as_uint8)
+      return jax.block_until_ready(sharding_lib.gather(frames))
 
   # -- prepare's parts -----------------------------------------------------------------------
 
@@ -419,7 +448,16 @@ class LTXPipeline:
     sigmas = sigmas_for(self.scheduler, num_inference_steps, seq_len, timesteps)
     first, last = _skipped_steps(sigmas.shape[0] - 1, timesteps is not None, latents is not None,
                                  skip_initial, skip_final, denoise_strength)
-    return trim_schedule(sigmas, first, last)
+    sigmas = trim_schedule(sigmas, first, last)
+    if self.allowed_inference_steps is not None:
+      bad = [t for t in (round(float(x), 4) for x in sigmas[:-1])
+             if t not in self.allowed_inference_steps]
+      if bad:
+        raise UsageError(
+            f"timesteps {[round(1000 * t, 1) for t in bad]} are not among this distilled "
+            "checkpoint's allowed inference steps (0..1000 scale): "
+            f"{[round(1000 * t, 1) for t in self.allowed_inference_steps]}")
+    return sigmas
 
   def _starting_latents(self, latents, noise, shape, key, t0: float) -> jax.Array:
     """[B, F', H', W', C] f32: the noise (given, or N(0, 1) from `key`) without latents; the
@@ -432,13 +470,7 @@ class LTXPipeline:
       return x
     noise = (jax.random.normal(key, shape, jnp.float32) if noise is None
              else checked('noise', noise))
-    if latents is None:
-      return noise
-    latents = checked('latents', latents)
-    if t0 >= 1:
-      return latents
-    t0 = jnp.float32(t0)
-    return t0 * noise + (1 - t0) * latents
+    return noise if latents is None else noised_to(checked('latents', latents), noise, t0)
 
   def _image_condition(self, pixels: list[np.ndarray] | None, latents: jax.Array, height: int,
                        width: int) -> tuple[jax.Array, jax.Array | None]:
@@ -581,6 +613,19 @@ def _condition_pixels(image, n_prompts: int, height: int, width: int
                      "one per prompt")
   return [inputs_lib.resize_and_crop(inputs_lib.load_image(im), height, width)
           for im in images]
+
+
+def _allowed_steps(sched: dict) -> list[float] | None:
+  """An official file's `allowed_inference_steps` (0..1 scale; distilled files), or None."""
+  allowed = sched['config'].get('allowed_inference_steps') if sched['format'] == 'official' \
+      else None
+  if allowed is None:
+    return None
+  try:
+    return [float(t) for t in allowed]
+  except (TypeError, ValueError):
+    raise CheckpointFormatError(f"the checkpoint's allowed_inference_steps {allowed!r} are not "
+                                "a list of numbers") from None
 
 
 def _skipped_steps(steps: int, explicit: bool, has_latents: bool, skip_initial, skip_final,

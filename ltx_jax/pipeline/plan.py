@@ -24,7 +24,7 @@ import numpy as np
 from ltx_jax.errors import UsageError
 from ltx_jax.sampling.loop import Guidance, LoopSpec
 
-__all__ = ['GenerationPlan', 'trim_schedule']
+__all__ = ['GenerationPlan', 'noised_to', 'trim_schedule']
 
 
 def trim_schedule(sigmas, initial: int = 0, final: int = 0):
@@ -34,6 +34,16 @@ def trim_schedule(sigmas, initial: int = 0, final: int = 0):
   s = sigmas.shape[0] - 1
   kept = sigmas[initial:s - final]
   return (jnp if isinstance(sigmas, jax.Array) else np).concatenate([kept, sigmas[-1:] * 0])
+
+
+def noised_to(latents: jax.Array, noise: jax.Array, t0: float) -> jax.Array:
+  """Clean `latents` noised to the first timestep t0 of a schedule as the official pipeline
+  does: t0 * noise + (1 - t0) * latents when t0 < 1; at t0 = 1 the latents as given. f32."""
+  latents = jnp.asarray(latents, jnp.float32)
+  if t0 >= 1:
+    return latents
+  t0 = jnp.float32(t0)
+  return t0 * jnp.asarray(noise, jnp.float32) + (1 - t0) * latents
 
 
 @functools.partial(jax.tree_util.register_dataclass, meta_fields=['spec'],
@@ -102,6 +112,12 @@ class GenerationPlan:
     if self.cond_mask is not None:
       new = jnp.where(self.cond_mask[..., None] > 0, self.latents, new)
     return dataclasses.replace(self, latents=new)
+
+  def renoised(self, latents: jax.Array, noise: jax.Array) -> 'GenerationPlan':
+    """The plan starting from clean `latents` [B, F', H', W', C] noised to its first sigma with
+    `noise` (`noised_to`), as `LTXPipeline.prepare` treats given latents: e.g. a second pass
+    on upsampled latents prepared before the first pass ran."""
+    return self.with_video_latents(noised_to(latents, noise, float(self.sigmas[0])))
 
   def skip_steps(self, n: int) -> 'GenerationPlan':
     """The plan without its first `n` steps: it starts at sigmas[n] (the latents should be
