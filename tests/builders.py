@@ -112,9 +112,11 @@ OFFICIAL_VAE = dict(
                     ['compress_space', {}], ['res_x', {'num_layers': 1}]])
 
 
-def official_single_file(path: Path, scheduler: dict, seed: int = 0, causal: bool = True):
+def official_single_file(path: Path, scheduler: dict, seed: int = 0, causal: bool = True,
+                         vae_config: dict | None = None):
   """An official single file (transformer + VAE + scheduler config) with random weights,
-  written from official modules and read back by the official loaders. Returns them."""
+  written from official modules and read back by the official loaders (vae_config: an official
+  VAE config, default OFFICIAL_VAE). Returns them."""
   from ltx_video.models.autoencoders.causal_video_autoencoder import CausalVideoAutoencoder
   from ltx_video.models.transformers.transformer3d import Transformer3DModel
   from ltx_video.schedulers.rf import RectifiedFlowScheduler
@@ -123,7 +125,8 @@ def official_single_file(path: Path, scheduler: dict, seed: int = 0, causal: boo
   tcfg = official_transformer_config(causal=causal)
   transformer = Transformer3DModel.from_config(tcfg)
   randomize_torch_module(transformer, seed=seed, std=0.1)
-  vae = CausalVideoAutoencoder.from_config(json.loads(json.dumps(OFFICIAL_VAE)))
+  vae_config = OFFICIAL_VAE if vae_config is None else vae_config
+  vae = CausalVideoAutoencoder.from_config(json.loads(json.dumps(vae_config)))
   randomize_torch_module(vae, seed=seed + 1)
   with torch.no_grad():
     for name, p in vae.named_parameters():
@@ -140,7 +143,7 @@ def official_single_file(path: Path, scheduler: dict, seed: int = 0, causal: boo
   for k, v in stats.items():
     tensors[f'vae.per_channel_statistics.{k}'] = np.asarray(v, np.float32)
   write_safetensors(path, tensors, {'config': json.dumps(
-      {'transformer': tcfg, 'vae': OFFICIAL_VAE, 'scheduler': scheduler})})
+      {'transformer': tcfg, 'vae': vae_config, 'scheduler': scheduler})})
   return (Transformer3DModel.from_pretrained(str(path)).float().eval(),
           CausalVideoAutoencoder.from_pretrained(str(path)).float().eval(),
           RectifiedFlowScheduler.from_pretrained(str(path)))

@@ -21,7 +21,7 @@ from ltx_jax.errors import LTXError, UsageError
 from ltx_jax.sources.resolve import HUB_ID
 
 DTYPES = ('float32', 'bfloat16', 'float16')
-TASKS = ('t2v', 'i2v')
+TASKS = ('t2v', 'i2v', 'keyframes', 'extend', 'v2v')
 SMOKE = 'smoke'  # model.source naming ltx_jax.smoke's random-weight plumbing model
 
 
@@ -33,7 +33,14 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.prompt = 'A red fox trots through fresh snow in a quiet birch forest at dawn, soft light.'
   c.prompt_file = ''  # one prompt per line (blank lines and lines starting with # skipped)
   c.negative_prompt = presets.NEGATIVE
-  c.image = ''  # i2v: the first frame (path)
+  c.image = ''  # i2v: the first frame (path); shorthand for conditions=('PATH:0',)
+  # Conditioning items 'PATH:FRAME[:STRENGTH]' (an image, or a video of 8N+1 frames by its
+  # suffix), e.g. ('first.png:0', 'last.png:120') or ('clip.mp4:0',); strength 1 by default.
+  c.conditions = ()
+  c.condition_preprocessing = 'official'  # 'official' (blur + CRF 29), 'diffusers', 'none'
+  c.image_cond_noise_scale = 0.15  # noise on hard-conditioned tokens (0: none)
+  c.input_video = ''  # v2v: the video to re-render (path)
+  c.denoise_strength = 1.0  # v2v: the share of the schedule run on it (below 1)
   c.seeds = (171198,)
   c.output_dir = 'outputs'
   c.overwrite = False
@@ -249,20 +256,74 @@ def check_output_dir(c) -> Path:
   return Path(c.output_dir).expanduser()
 
 
-def check_image(c) -> None:
-  if c.task == 'i2v' and not c.image:
-    _fail("config.image is empty; image-to-video needs --config.image=PATH")
-  if c.image:
-    from ltx_jax.pipeline.inputs import load_image
+def conditions(c) -> list:
+  """The config's conditioning items: `image` (at frame 0) first, then `conditions`."""
+  from ltx_jax.pipeline.conditioning import Condition, parse_condition
+  items = ([Condition(image=os.path.expanduser(c.image))] if c.image else [])
+  texts = (c.conditions,) if isinstance(c.conditions, str) else tuple(c.conditions)
+  for i, text in enumerate(texts):
     try:
-      load_image(os.path.expanduser(c.image))
+      items.append(parse_condition(text))
+    except UsageError as e:
+      _fail(f"config.conditions[{i}]: {e}")
+  return items
+
+
+def check_conditions(c, compression: tuple[int, int]) -> None:
+  """Conditioning items and the video-to-video input, read and checked against the video."""
+  from ltx_jax.pipeline import conditioning
+  tc, sc = compression
+  items = conditions(c)
+  need = {'i2v': (len(items) >= 1, "config.image is empty; image-to-video needs "
+                  "--config.image=PATH (or --config.conditions)"),
+          'keyframes': (len(items) >= 2, "config.conditions: keyframes need two or more "
+                        "items, e.g. '(\"first.png:0\", \"last.png:120\")'"),
+          'extend': (any(x.video is not None for x in items), "config.conditions: extension "
+                     "needs a video item, e.g. '(\"clip.mp4:0\",)'"),
+          'v2v': (bool(c.input_video), "config.input_video is empty; video-to-video needs "
+                  "--config.input_video=PATH")}
+  ok, msg = need.get(c.task, (True, ''))
+  if not ok:
+    _fail(msg)
+  try:
+    checks.check_finite('image_cond_noise_scale', c.image_cond_noise_scale, 0.0, None)
+    checks.check_finite('denoise_strength', c.denoise_strength, 0.0, 1.0)
+  except UsageError as e:
+    _fail(f"config.{e}")
+  if c.condition_preprocessing not in conditioning.PREPROCESSING:
+    _fail(f"config.condition_preprocessing={c.condition_preprocessing!r}; choose one of "
+          f"{', '.join(conditioning.PREPROCESSING)}")
+  try:
+    conditioning.check_media(items, c.num_frames, c.height, c.width,
+                             c.condition_preprocessing, temporal=tc, spatial=sc)
+  except LTXError as e:
+    _fail(f"config.{'image/conditions' if c.image else 'conditions'}: {e}")
+  if c.input_video:
+    if c.multi_scale:
+      _fail("config.input_video runs a single pass; set --config.multi_scale=False")
+    if c.denoise_strength >= 1:
+      _fail(f"config.denoise_strength={c.denoise_strength}: video-to-video keeps part of the "
+            "input only below 1 (e.g. 0.6)")
+    try:
+      frames = conditioning.read_media(conditioning.Condition(
+          video=os.path.expanduser(c.input_video)))
     except LTXError as e:
-      _fail(f"config.image: {e}")
+      _fail(f"config.input_video: {e}")
+    if frames.shape[0] < c.num_frames:
+      _fail(f"config.input_video={c.input_video!r} has {frames.shape[0]} frames; "
+            f"num_frames={c.num_frames} needs at least that many")
 
 
 def pipeline_kwargs(c) -> dict:
-  """The LTXPipeline.__call__ arguments of a config (prompt, image and seed are per job)."""
+  """The LTXPipeline.__call__ arguments of a config as plain values (prompt, seed, the
+  conditioning items and the input video are per job: `conditions`, `input_video`)."""
   kw = {k: c[k] for k in _DIRECT}
+  if c.image or c.conditions:
+    kw['condition_preprocessing'] = c.condition_preprocessing
+    kw['image_cond_noise_scale'] = c.image_cond_noise_scale
+  if c.input_video:
+    kw['condition_preprocessing'] = c.condition_preprocessing
+    kw['denoise_strength'] = c.denoise_strength
   if c.timesteps:
     kw['timesteps'] = list(c.timesteps)
   else:
@@ -406,7 +467,7 @@ def check(c) -> Plan:
                           for s in seeds):
     _fail(f"config.seeds={c.seeds!r} must be a non-empty tuple of integers >= 0, "
           "e.g. --config.seeds='(1,2,3)'")
-  check_image(c)
+  check_conditions(c, (tc, sc))
   prompts = read_prompts(c)
   out = check_output_dir(c)
   jobs = [Job(i, p, int(s), out / f"{i:03d}-{slug(p)}-seed{s}")

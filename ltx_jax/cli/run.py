@@ -168,9 +168,14 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
             kwargs: dict, skipped_steps: int = 0) -> dict:
   import jax
   import ltx_jax
+  from ltx_jax.pipeline import conditioning
   return {
       'prompt': job.prompt, 'negative_prompt': c.negative_prompt, 'seed': job.seed,
       'image': c.image or None,
+      'conditions': conditioning.describe(config_lib.conditions(c), c.condition_preprocessing,
+                                          c.image_cond_noise_scale),
+      'input_video': ({'path': c.input_video, 'denoise_strength': c.denoise_strength,
+                       'preprocessing': c.condition_preprocessing} if c.input_video else None),
       'release': {'detected': pipe.release, 'preset': c.preset or None},
       'source': source, 'pipeline_kwargs': kwargs, 'config': c.to_dict(),
       'passes': _passes(c, kwargs),
@@ -229,6 +234,9 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
       loaded(pipe, source)
     kwargs = config_lib.multi_scale_kwargs(c) if c.multi_scale else pipeline_kwargs(c)
     cache = config_lib.step_cache(c)
+    items = config_lib.conditions(c)  # image (frame 0) and conditions
+    if c.input_video:  # single pass only (config.check refuses it with multi_scale)
+      kwargs['video'] = os.path.expanduser(c.input_video)
     logging.info("model: %s; %d prompt(s) x %d seed(s) at %dx%d, %d frames%s",
                  pipe.release, len({j.prompt for j in plan.jobs}), len(c.seeds), c.width,
                  c.height, c.num_frames,
@@ -236,9 +244,8 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     written = []
     for job in plan.jobs:
       before = stages.snapshot()
-      out = generate(prompt=job.prompt, image=os.path.expanduser(c.image) if c.image else None,
-                     seed=job.seed, progress=c.progress and sys.stderr.isatty(), cache=cache,
-                     **kwargs)
+      out = generate(prompt=job.prompt, conditions=items or None, seed=job.seed,
+                     progress=c.progress and sys.stderr.isatty(), cache=cache, **kwargs)
       frames = out.frames[0]  # [F, H, W, 3] uint8
       paths = job.paths(c)
       if not main:

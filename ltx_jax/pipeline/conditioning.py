@@ -20,15 +20,20 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ltx_jax.errors import DataError, UsageError
+# The loop applies these per step; re-exported here with the rest of the conditioning API.
+from ltx_jax.sampling.loop import noise_hard_conditions, token_timesteps, tokens_to_step
 
 __all__ = ['Condition', 'check_conditions', 'read_media', 'prepare_media', 'resize_media',
            'gaussian_blur', 'crf_compress', 'EncodedCondition', 'Combined',
            'extra_noise_shape', 'combine_conditions', 'noise_hard_conditions',
-           'token_timesteps', 'tokens_to_step']
+           'token_timesteps', 'tokens_to_step', 'PREPROCESSING', 'as_conditions',
+           'check_media', 'load_conditions', 'parse_condition', 'load_input_video',
+           'item_noise', 'describe']
 
 RESIZE_RULES = ('official', 'official_input', 'diffusers', 'none')
 _VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.gif')
@@ -286,7 +291,8 @@ def crf_compress(image: np.ndarray, crf: int = 29) -> np.ndarray:
   with tempfile.TemporaryDirectory(prefix='ltx_crf_') as tmp:
     path = os.path.join(tmp, 'frame.mp4')
     enc = [exe, '-v', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', f'{w}x{h}',
-           '-r', '1', '-i', '-', '-sws_flags', 'bilinear', '-c:v', 'libx264', '-thread_type', 'slice', '-preset', 'veryfast',
+           '-r', '1', '-i', '-', '-sws_flags', 'bilinear', '-c:v', 'libx264',
+           '-thread_type', 'slice', '-preset', 'veryfast',
            '-crf', str(int(crf)), '-pix_fmt', 'yuv420p', '-f', 'mp4', path]
     dec = [exe, '-v', 'error', '-i', path, '-frames:v', '1', '-sws_flags', 'bilinear',
            '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-']
@@ -468,25 +474,119 @@ def combine_conditions(latents: np.ndarray, items: Sequence[EncodedCondition],
   return Combined(out_latents, out_coords, out_mask, sum(e.shape[1] for e in extra_latents))
 
 
-def noise_hard_conditions(t, init_latents, latents, mask, noise, scale: float = 0.15,
-                          eps: float = 1e-6):
-  """Re-noises the hard-conditioned tokens (mask = 1) to init + scale * noise * t^2, t the
-  current sigma in [0, 1] (the references' image_cond_noise_scale, applied before every step);
-  other tokens pass unchanged. [B, N, C] latents and noise, [B, N] mask -> jax [B, N, C]."""
-  t = jnp.asarray(t, jnp.float32)
-  noised = init_latents + jnp.float32(scale) * jnp.asarray(noise) * (t * t)
-  return jnp.where((jnp.asarray(mask) > 1.0 - eps)[..., None], noised, latents)
+# -- the pipeline's host side ------------------------------------------------------------------
+
+PREPROCESSING = ('official', 'diffusers', 'none')
 
 
-def token_timesteps(t, mask):
-  """Per-token timesteps [B, N]: a token conditioned with strength s starts at 1 - s and
-  follows the schedule once it falls below (hard tokens: 0). t: the step's sigma, [] or [B]."""
-  t = jnp.asarray(t, jnp.float32)
-  return jnp.minimum(t.reshape(t.shape + (1,) * (2 - t.ndim)), 1.0 - jnp.asarray(mask))
+def as_conditions(conditions: Any) -> list[Condition]:
+  """`conditions` (None, one `Condition` or a sequence of them) -> a list, checked by type."""
+  if conditions is None:
+    return []
+  if isinstance(conditions, Condition):
+    return [conditions]
+  if isinstance(conditions, (str, bytes)) or not isinstance(conditions, Sequence):
+    raise UsageError(f"conditions must be a list of ltx_jax.Condition, got "
+                     f"{type(conditions).__name__}")
+  for i, c in enumerate(conditions):
+    if not isinstance(c, Condition):
+      raise UsageError(f"conditions[{i}] is a {type(c).__name__}; expected ltx_jax.Condition")
+  return list(conditions)
 
 
-def tokens_to_step(t, mask, eps: float = 1e-6):
-  """[B, N] bool: the tokens a step updates (the others keep their values), as the official
-  denoising_step: t - eps < 1 - mask, so hard-conditioned tokens are never stepped."""
-  t = jnp.asarray(t, jnp.float32)
-  return (t.reshape(t.shape + (1,) * (2 - t.ndim)) - eps) < (1.0 - jnp.asarray(mask))
+def check_media(conditions: Sequence[Condition], num_frames: int, height: int, width: int,
+                preprocessing: str = 'official', *, temporal: int = 8, spatial: int = 32
+                ) -> list[np.ndarray]:
+  """Reads every item and refuses, one line each, what does not fit the video (the cheap part
+  of `load_conditions`: no blur or compression). Returns the uint8 media [F, h, w, 3]."""
+  if preprocessing not in PREPROCESSING:
+    raise UsageError(f"condition_preprocessing={preprocessing!r}; choose one of "
+                     f"{', '.join(map(repr, PREPROCESSING))}")
+  media = [read_media(c) for c in conditions]  # uint8 [F, h, w, 3] each
+  sizes = [(m.shape[0], *((m.shape[1:3]) if c.placed or preprocessing == 'none'
+                          else (height, width))) for c, m in zip(conditions, media)]
+  check_conditions(conditions, sizes, num_frames, height, width, temporal=temporal,
+                   spatial=spatial)
+  return media
+
+
+def load_conditions(conditions: Sequence[Condition], num_frames: int, height: int, width: int,
+                    preprocessing: str = 'official', *, temporal: int = 8, spatial: int = 32,
+                    crf: int = 29) -> list[np.ndarray]:
+  """Reads and checks every item (`check_media`), then prepares its pixels for the VAE: f32
+  [F, H, W, 3] in [-1, 1] per item (frame-sized unless placed). All refusals come before the
+  (slow) blur and compression, and long before anything compiles.
+
+  preprocessing: 'official' (inference.py's crop, 3x3 blur, CRF-`crf` H.264 round trip, then
+    the pipeline's bilinear resize), 'diffusers' (Lanczos stretch to the frame, nothing else),
+    'none' (media used as given: it must already be the frame's size, or placed).
+  """
+  media = check_media(conditions, num_frames, height, width, preprocessing, temporal=temporal,
+                      spatial=spatial)
+  official = preprocessing == 'official'
+  out = []
+  for c, m in zip(conditions, media):
+    rule = 'none' if (c.placed or preprocessing == 'none') else preprocessing
+    out.append(prepare_media(m, height, width, rule=rule, blur=official,
+                             crf=crf if official else None))
+  return out
+
+
+def parse_condition(text: str, *, video_suffixes: Sequence[str] = _VIDEO_SUFFIXES
+                    ) -> Condition:
+  """'PATH:FRAME[:STRENGTH]' -> a Condition (a video by the path's suffix, else an image)."""
+  parts = str(text).rsplit(':', 2)
+  def number(v, kind):
+    try:
+      return kind(v)
+    except ValueError:
+      return None
+  if (len(parts) == 3 and number(parts[1], int) is not None
+      and number(parts[2], float) is not None):
+    path, frame, strength = parts[0], int(parts[1]), float(parts[2])
+  else:
+    parts = str(text).rsplit(':', 1)
+    if len(parts) != 2 or number(parts[1], int) is None or not parts[0]:
+      raise UsageError(f"condition {text!r} must be PATH:FRAME or PATH:FRAME:STRENGTH, e.g. "
+                       "'first.png:0' or 'clip.mp4:0:0.8'")
+    path, frame, strength = parts[0], int(parts[1]), 1.0
+  path = os.path.expanduser(path)
+  kind = 'video' if Path(path).suffix.lower() in video_suffixes else 'image'
+  return Condition(**{kind: path}, frame_index=frame, strength=strength)
+
+
+def item_noise(key, index: int, shape: tuple[int, ...]):
+  """N(0, 1) f32 noise of `shape` for the extra tokens of item `index` (from `key`)."""
+  return jax.random.normal(jax.random.fold_in(key, index), shape, jnp.float32)
+
+
+def describe(conditions: Sequence[Condition], preprocessing: str, noise_scale: float) -> dict:
+  """The conditioning of a run as plain data (for the CLI's sidecar)."""
+  return {'preprocessing': preprocessing, 'image_cond_noise_scale': float(noise_scale),
+          'items': [{'media': c.source, 'kind': 'image' if c.image is not None else 'video',
+                     'frame_index': int(c.frame_index), 'strength': float(c.strength),
+                     'media_x': c.media_x, 'media_y': c.media_y} for c in conditions]}
+
+
+def load_input_video(video: Any, num_frames: int, height: int, width: int,
+                     preprocessing: str = 'official', *, crf: int = 29) -> np.ndarray:
+  """The video of video-to-video (a path or uint8 [F, H, W, 3]) -> f32 pixels
+  [num_frames, height, width, 3] in [-1, 1]: its first num_frames frames, prepared as
+  inference.py's `--input_media_path` ('official': crop to the aspect, bicubic resize, blur,
+  CRF), diffusers' processor ('diffusers': Lanczos stretch) or as given ('none')."""
+  if preprocessing not in PREPROCESSING:
+    raise UsageError(f"condition_preprocessing={preprocessing!r}; choose one of "
+                     f"{', '.join(map(repr, PREPROCESSING))}")
+  name = str(video) if isinstance(video, (str, os.PathLike)) else 'the input video'
+  frames = _read_video(video)
+  if frames.shape[0] < num_frames:
+    raise UsageError(f"video {name!r} has {frames.shape[0]} frames; video-to-video with "
+                     f"num_frames={num_frames} needs at least that many")
+  frames = frames[:num_frames]
+  if preprocessing == 'none' and frames.shape[1:3] != (height, width):
+    raise UsageError(f"video {name!r} is {frames.shape[2]}x{frames.shape[1]}, the output "
+                     f"{width}x{height}; resize it or use condition_preprocessing='official'")
+  official = preprocessing == 'official'
+  rule = {'official': 'official_input', 'diffusers': 'diffusers', 'none': 'none'}[preprocessing]
+  return prepare_media(frames, height, width, rule=rule, blur=official,
+                       crf=crf if official else None)

@@ -24,6 +24,7 @@ from ltx_jax import checks
 from ltx_jax import sharding as sharding_lib
 from ltx_jax.errors import CheckpointFormatError, UsageError
 from ltx_jax.models.transformer.rope import token_coords
+from ltx_jax.pipeline import conditioning as conditioning_lib
 from ltx_jax.pipeline import inputs as inputs_lib
 from ltx_jax.pipeline.plan import GenerationPlan, noised_to, trim_schedule
 from ltx_jax.sampling import cache as cache_lib
@@ -190,7 +191,7 @@ class LTXPipeline:
 
   def __call__(self, prompt: str | Sequence[str] | None = None,
                negative_prompt: str | Sequence[str] | None = None, image: Any = None,
-               height: int = 512, width: int = 704, num_frames: int = 161,
+               video: Any = None, height: int = 512, width: int = 704, num_frames: int = 161,
                frame_rate: float = 25.0, num_inference_steps: int = 50,
                timesteps: Sequence[float] | None = None, guidance_scale: float = 3.0,
                guidance_rescale: float = 0.0, seed: int = 0, latents: Any = None,
@@ -205,6 +206,8 @@ class LTXPipeline:
                skip_layer_strategy: str = 'attention_values',
                guidance_timesteps: Sequence[float] | None = None,
                cfg_star_rescale: bool = False,
+               conditions: Sequence[conditioning_lib.Condition] | None = None,
+               condition_preprocessing: str = 'official', image_cond_noise_scale: float = 0.15,
                progress: bool | None = None, skip_initial_inference_steps: int = 0,
                skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
                noise: Any = None, tone_map_compression_ratio: float = 0.0,
@@ -224,7 +227,8 @@ class LTXPipeline:
     decode_timestep, decode_noise_scale = _decode_noise(decode_timestep, decode_noise_scale)
     checks.check_finite('tone_map_compression_ratio', tone_map_compression_ratio, 0.0, 1.0)
     plan = self.prepare(
-        prompt, negative_prompt, image, height=height, width=width, num_frames=num_frames,
+        prompt, negative_prompt, image, video=video, height=height, width=width,
+        num_frames=num_frames,
         frame_rate=frame_rate, num_inference_steps=num_inference_steps, timesteps=timesteps,
         guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, seed=seed,
         latents=latents, prompt_embeds=prompt_embeds,
@@ -235,6 +239,8 @@ class LTXPipeline:
         stochastic_sampling=stochastic_sampling, stg_scale=stg_scale, stg_rescale=stg_rescale,
         skip_block_list=skip_block_list, skip_layer_strategy=skip_layer_strategy,
         guidance_timesteps=guidance_timesteps, cfg_star_rescale=cfg_star_rescale,
+        conditions=conditions, condition_preprocessing=condition_preprocessing,
+        image_cond_noise_scale=image_cond_noise_scale,
         progress=progress, skip_initial_inference_steps=skip_initial_inference_steps,
         skip_final_inference_steps=skip_final_inference_steps, denoise_strength=denoise_strength,
         noise=noise, cache=cache)
@@ -248,7 +254,7 @@ class LTXPipeline:
 
   def prepare(self, prompt: str | Sequence[str] | None = None,
               negative_prompt: str | Sequence[str] | None = None, image: Any = None, *,
-              height: int = 512, width: int = 704, num_frames: int = 161,
+              video: Any = None, height: int = 512, width: int = 704, num_frames: int = 161,
               frame_rate: float = 25.0, num_inference_steps: int = 50,
               timesteps: Sequence[float] | None = None, guidance_scale: float = 3.0,
               guidance_rescale: float = 0.0, seed: int = 0, latents: Any = None,
@@ -260,6 +266,8 @@ class LTXPipeline:
               skip_block_list: Sequence[int] | Sequence[Sequence[int]] | None = None,
               skip_layer_strategy: str = 'attention_values',
               guidance_timesteps: Sequence[float] | None = None, cfg_star_rescale: bool = False,
+              conditions: Sequence[conditioning_lib.Condition] | None = None,
+              condition_preprocessing: str = 'official', image_cond_noise_scale: float = 0.15,
               progress: bool | None = None, skip_initial_inference_steps: int = 0,
               skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
               noise: Any = None,
@@ -275,6 +283,10 @@ class LTXPipeline:
     image: first-frame conditioning, one for all prompts or one per prompt (path, PIL image or
       [h, w, 3] array): latent frame 0 becomes the image's latents, marked given in cond_mask.
     timesteps: explicit schedule on the 0..1000 scale (overrides num_inference_steps).
+    video: video-to-video: a video (path or uint8 [F, H, W, 3], at least num_frames frames)
+      encoded after `condition_preprocessing` (the official input handling: crop, bicubic
+      resize, blur, CRF) and used as `latents` (with `skip_initial_inference_steps` or
+      `denoise_strength` below 1 to keep part of it).
     latents: starting latents, normalised, [B, F', H', W', C]; by default the noise. When the
       schedule's first timestep t0 is below 1 (a `timesteps` list starting below 1000,
       `skip_initial_inference_steps`, `denoise_strength`) they are re-noised to it as the
@@ -292,6 +304,16 @@ class LTXPipeline:
       one list or one list per guidance_timesteps entry. stg_rescale (official
       `rescaling_scale`) applies with STG only; guidance_rescale is diffusers' (after CFG).
       cfg_star_rescale: CFG-star. stochastic_sampling: re-noise the predicted x0 each step.
+    conditions: `ltx_jax.Condition` items (images or 8N+1-frame segments at any frame, with a
+      strength), shared by all videos, as the official pipeline's conditioning items: items at
+      frame 0 replace the leading latents, later ones become extra tokens at their own
+      positions (dropped before decoding). Not together with `image`.
+    condition_preprocessing: the items' pixels: 'official' (crop to the aspect, 3x3 blur,
+      H.264 CRF-29 round trip, bilinear resize), 'diffusers' (Lanczos stretch; and, as
+      LTXConditionPipeline, causal time coordinates whatever the transformer's setting) or
+      'none' (as given).
+    image_cond_noise_scale: hard-conditioned tokens are re-noised to
+      start + scale * noise * t^2 before each step (conditions only; 0 disables).
     progress: a progress bar over denoising steps; None shows it on a terminal only. The bar
       is a host callback inside the loop, which keeps the loop out of the persistent
       compilation cache.
@@ -303,7 +325,10 @@ class LTXPipeline:
       grid = self._check_video(height, width, num_frames, num_videos_per_prompt, seed)
       frame_rate = checks.check_frame_rate(frame_rate)
       cache = cache_lib.check_cache(cache)
-      sigmas = self._schedule(num_inference_steps, timesteps, math.prod(grid), latents,
+      if video is not None and latents is not None:
+        raise UsageError("pass video= (encoded here) or latents=, not both")
+      sigmas = self._schedule(num_inference_steps, timesteps, math.prod(grid),
+                              latents if video is None else video,
                               skip_initial_inference_steps, skip_final_inference_steps,
                               denoise_strength)
       guidance, (use_cfg, use_stg) = guidance_lib.per_step(
@@ -315,29 +340,43 @@ class LTXPipeline:
       n_prompts = _prompt_count(prompt, prompt_embeds)
       shape = (n_prompts * num_videos_per_prompt, *grid, self.transformer.config.in_channels)
       key_noise, key_loop, key_decode = jax.random.split(jax.random.key(int(seed)), 3)
-      start = self._starting_latents(latents, noise, shape, key_noise, float(sigmas[0]))
       pixels = _condition_pixels(image, n_prompts, height, width)  # [1 or P] x [H, W, 3]
+      video_pixels = self._load_video(video, float(sigmas[0]), num_frames, height, width,
+                                      condition_preprocessing)
+      items = self._load_conditions(conditions, image, num_frames, height, width,
+                                    condition_preprocessing, image_cond_noise_scale)
+      if video_pixels is not None:  # video-to-video: its latents, re-noised to the first sigma
+        latents = self._encode_video(video_pixels, shape[0])
+      start = self._starting_latents(latents, noise, shape, key_noise, float(sigmas[0]))
       groups = self._text_inputs(
           prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
           negative_prompt_attention_mask, use_cfg, max_sequence_length)
       if use_stg:
         groups.append(groups[-1])  # the perturbed rows see the positive prompt
       context, context_mask = _rows(groups, num_videos_per_prompt)
-      start, cond_mask = self._image_condition(pixels, start, height, width)
       tc, sc = self.compression
+      causal = self.transformer.config.causal_temporal_positioning
+      packed = start.reshape(shape[0], -1, shape[-1])  # [B, N, C]
+      coords = jnp.asarray(token_coords(grid, tc, sc, frame_rate, causal))
+      if items:
+        packed, coords, cond_mask = self._condition_tokens(
+            items, start, frame_rate, jax.random.fold_in(key_noise, 1),
+            causal=causal or condition_preprocessing == 'diffusers')
+      else:
+        start, cond_mask = self._image_condition(pixels, start, height, width)
+        packed = start.reshape(shape[0], -1, shape[-1])
       spec = loop_lib.LoopSpec(
           grid=grid, cfg=use_cfg, stg=use_stg,
           stg_strategy=skip_layer_strategy if use_stg else None,
           cfg_star=bool(cfg_star_rescale) and use_cfg, conditioned=cond_mask is not None,
+          cond_noise_scale=float(image_cond_noise_scale) if items else 0.0,
           stochastic=bool(stochastic_sampling),
           progress=sys.stderr.isatty() if progress is None else bool(progress),
           partitioning=self.partitioning, cache=None if cache is None else cache.kind)
       return GenerationPlan(
-          spec=spec, latents=start.reshape(shape[0], -1, shape[-1]), sigmas=jnp.asarray(sigmas),
-          guidance=guidance, context=context, context_mask=context_mask,
-          coords=jnp.asarray(token_coords(grid, tc, sc, frame_rate,
-                                          self.transformer.config.causal_temporal_positioning)),
-          cond_mask=cond_mask, key=key_loop, decode_key=key_decode,
+          spec=spec, latents=packed, sigmas=jnp.asarray(sigmas), guidance=guidance,
+          context=context, context_mask=context_mask, coords=coords, cond_mask=cond_mask,
+          key=key_loop, decode_key=key_decode,
           cache=None if cache is None else cache_lib.params(cache))
 
   def denoise(self, plan: GenerationPlan) -> jax.Array:
@@ -465,6 +504,69 @@ class LTXPipeline:
                             (b, 1, *latents.shape[2:]))
     cond_mask = jnp.zeros(latents.shape[:4], jnp.float32).at[:, 0].set(1.0).reshape(b, -1)
     return latents.at[:, :1].set(init), cond_mask
+
+  def _load_video(self, video, t0: float, num_frames: int, height: int, width: int,
+                  preprocessing: str) -> np.ndarray | None:
+    """Host side of `video=`: read, checked and prepared -> pixels [F, H, W, 3] or None."""
+    if video is None:
+      return None
+    if t0 >= 1:
+      raise UsageError("video= starts from the video's latents: pass denoise_strength < 1 or "
+                       "skip_initial_inference_steps > 0 (or a timesteps list below 1000)")
+    return conditioning_lib.load_input_video(video, num_frames, height, width, preprocessing)
+
+  def _encode_video(self, pixels: np.ndarray, batch: int) -> jax.Array:
+    """Video-to-video pixels [F, H, W, 3] -> normalised latents [B, F', H', W', C]."""
+    with self.timer('image_encoding'):
+      z = self.vae.encode(self._global(jnp.asarray(pixels)[None]).astype(self.vae.dtype))
+      z = self.vae.normalize(z).astype(jnp.float32)
+      return jax.block_until_ready(jnp.broadcast_to(z, (batch,) + z.shape[1:]))
+
+  def _load_conditions(self, conditions, image, num_frames: int, height: int, width: int,
+                       preprocessing: str, noise_scale: float) -> list:
+    """Host side of `conditions`: checked and read -> [(Condition, pixels [F, H, W, 3])]."""
+    items = conditioning_lib.as_conditions(conditions)
+    if not items:
+      return []
+    if image is not None:
+      raise UsageError("pass image= or conditions=, not both (image= is "
+                       "conditions=[ltx_jax.Condition(image=...)] with the diffusers handling)")
+    checks.check_finite('image_cond_noise_scale', noise_scale, 0.0, None)
+    tc, sc = self.compression
+    pixels = conditioning_lib.load_conditions(items, num_frames, height, width, preprocessing,
+                                              temporal=tc, spatial=sc)
+    return list(zip(items, pixels))
+
+  def _condition_tokens(self, items, start: jax.Array, frame_rate: float, key: jax.Array, *,
+                        causal: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Encodes the items and puts them into the starting latents [B, F', H', W', C] ->
+    (latents [B, N, C], coords [1, 3, N], cond_mask [B, N]): the grid's tokens first, then
+    the extra tokens of items after frame 0 (`conditioning.combine_conditions`). causal: the
+    time coordinates of latent frame f start at pixel max(t f + 1 - t, 0) (official: the
+    transformer's causal_temporal_positioning; LTXConditionPipeline: always)."""
+    b = start.shape[0]
+    encoded, noise = [], []
+    with self.timer('image_encoding'):
+      for i, (c, pixels) in enumerate(items):
+        z = self.vae.encode(self._global(jnp.asarray(pixels)[None]).astype(self.vae.dtype))
+        z = np.asarray(self.vae.normalize(z).astype(jnp.float32))  # [1, f, h, w, C]
+        item = conditioning_lib.EncodedCondition(
+            np.broadcast_to(z, (b,) + z.shape[1:]), c.frame_index, float(c.strength),
+            c.media_x, c.media_y)
+        shape = conditioning_lib.extra_noise_shape(item)
+        encoded.append(item)
+        noise.append(None if shape is None else
+                     np.asarray(conditioning_lib.item_noise(key, i, shape)))
+    tc, sc = self.compression
+    comb = conditioning_lib.combine_conditions(
+        np.asarray(start), encoded, noise, temporal=tc, spatial=sc, causal=causal)
+    # combine_conditions puts the extra tokens first (as the references); the plan keeps the
+    # grid's tokens first (attention does not depend on the order).
+    grid_first = lambda a, axis: np.roll(a, -comb.num_extra, axis)  # noqa: E731
+    coords = grid_first(comb.coords[:1], 2)
+    coords[:, 0] *= np.float32(1.0 / frame_rate)  # the references' frame -> seconds
+    return (jnp.asarray(grid_first(comb.latents, 1)), jnp.asarray(coords),
+            jnp.asarray(grid_first(comb.mask, 1)))
 
   def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
                    negative_mask, use_cfg: bool, max_len: int):

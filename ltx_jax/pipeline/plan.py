@@ -66,7 +66,9 @@ class GenerationPlan:
   context: jax.Array        # [G*B, S_txt, D] text embeddings, row groups [uncond,] cond[, stg]
   context_mask: jax.Array   # [G*B, S_txt] f32, 1 on real text tokens
   coords: jax.Array         # [1, 3, N] f32 per-token (time in s, y px, x px) for RoPE
-  cond_mask: jax.Array | None  # [B, N] f32, 1 on given tokens (kept, timestep 0); None: none
+  # [B, N] f32 conditioning strength per token: 0 free, 1 given (never stepped, timestep 0),
+  # s in between starts at noise level 1 - s (ltx_jax.sampling.loop); None: no conditioning.
+  cond_mask: jax.Array | None
   key: jax.Array            # PRNG key of the loop (stochastic sampling's noise)
   decode_key: jax.Array     # PRNG key for `LTXPipeline.decode` (its noise), from the same seed
   cache: CacheParams | None = None  # the step cache's traced threshold, when spec.cache is set
@@ -101,7 +103,7 @@ class GenerationPlan:
 
   def with_video_latents(self, latents: jax.Array) -> 'GenerationPlan':
     """The plan starting from `latents` [B, F', H', W', C] (normalised) on the grid tokens;
-    conditioning tokens after the grid and given grid tokens (cond_mask 1) are kept."""
+    conditioning tokens after the grid and conditioned grid tokens (cond_mask > 0) are kept."""
     latents = jnp.asarray(latents, jnp.float32)
     want = (self.batch, *self.spec.grid, self.latents.shape[-1])
     if latents.shape != want:

@@ -31,7 +31,12 @@ class LoopSpec:
   stg: bool = False               # spatio-temporal guidance
   stg_strategy: str | None = None  # see ltx_jax.models.transformer.STG_STRATEGIES
   cfg_star: bool = False          # CFG-star: project the uncond prediction onto the cond one
-  conditioned: bool = False       # some tokens are given (image-to-video) and never stepped
+  # Some tokens are conditioned (cond_mask > 0): a token of strength s is seen at timestep
+  # min(t, 1 - s) and stepped only once t < 1 - s (strength 1: never).
+  conditioned: bool = False
+  # image_cond_noise_scale: before each step the hard-conditioned tokens (mask 1) become
+  # start + scale * noise * t^2 (the references' conditioning noise); 0 disables.
+  cond_noise_scale: float = 0.0
   stochastic: bool = False        # re-noise x0 to the next sigma instead of an Euler step
   # A host callback per step drives the progress bar; XLA's persistent cache does not store
   # programs with host callbacks, so a loop without it is the one a warm start reuses.
@@ -84,6 +89,38 @@ class _Progress:
 PROGRESS = _Progress()
 
 
+# -- conditioning masks (cond_mask [B, N]: each token's strength) ------------------------------
+
+def noise_hard_conditions(t, init_latents, latents, mask, noise, scale: float = 0.15,
+                          eps: float = 1e-6):
+  """Re-noises the hard-conditioned tokens (mask = 1) to init + scale * noise * t^2, t the
+  current sigma in [0, 1] (the references' image_cond_noise_scale, applied before every step);
+  other tokens pass unchanged. [B, N, C] latents and noise, [B, N] mask -> jax [B, N, C]."""
+  t = jnp.asarray(t, jnp.float32)
+  noised = init_latents + jnp.float32(scale) * jnp.asarray(noise) * (t * t)
+  return jnp.where((jnp.asarray(mask) > 1.0 - eps)[..., None], noised, latents)
+
+
+def token_timesteps(t, mask):
+  """Per-token timesteps [B, N]: a token conditioned with strength s starts at 1 - s and
+  follows the schedule once it falls below (hard tokens: 0). t: the step's sigma, [] or [B]."""
+  t = jnp.asarray(t, jnp.float32)
+  return jnp.minimum(t.reshape(t.shape + (1,) * (2 - t.ndim)), 1.0 - jnp.asarray(mask))
+
+
+def tokens_to_step(t, mask, eps: float = 1e-6):
+  """[B, N] bool: the tokens a step updates (the others keep their values), as the official
+  denoising_step: t - eps < 1 - mask, so hard-conditioned tokens are never stepped."""
+  t = jnp.asarray(t, jnp.float32)
+  return (t.reshape(t.shape + (1,) * (2 - t.ndim)) - eps) < (1.0 - jnp.asarray(mask))
+
+
+def condition_noise(step_key: jax.Array, shape) -> jax.Array:
+  """The conditioning noise of one step (drawn from the step's key, apart from the noise of
+  stochastic sampling), N(0, 1) f32 of `shape`."""
+  return jax.random.normal(jax.random.fold_in(step_key, 1), shape, jnp.float32)
+
+
 def _std(x: jax.Array) -> jax.Array:
   """Per-sample standard deviation over all but the batch axis, [B, 1, 1]."""
   return jnp.std(x, axis=tuple(range(1, x.ndim)), keepdims=True)
@@ -125,7 +162,7 @@ def denoise(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: jax.Array,
   sigmas: [S + 1] noise levels ending in 0.
   context, context_mask: [G*B, S_txt, D], [G*B, S_txt] for the G = spec.groups row groups.
   coords: [1, 3, N] per-token (time, y, x) coordinates for RoPE.
-  cond_mask: [B, N], 1 on given (conditioning) tokens, or None.
+  cond_mask: [B, N] f32 conditioning strength per token (0: free, 1: given), or None.
   cache: the step cache's traced threshold (and coefficients), exactly when spec.cache is set.
   Returns the final [B, N, C] f32 latents (replicated over the mesh, if any) and bool [S],
   whether each step ran every transformer block (all True without a step cache).
@@ -160,7 +197,10 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
     i, sigma, sigma_next, g, key = inputs
     t = jnp.full((b,), sigma * 1000.0, jnp.float32)
     if spec.conditioned:
-      t = t[:, None] * (1 - cond_mask)  # [B, N]: given tokens are clean (t = 0)
+      if spec.cond_noise_scale > 0:
+        x = noise_hard_conditions(sigma, start, x, cond_mask, condition_noise(key, x.shape),
+                                  spec.cond_noise_scale)
+      t = token_timesteps(sigma, cond_mask) * 1000.0  # [B, N]
     skip = None
     if spec.stg:  # [L, G*B]: perturb the chosen layers for the last group of rows only
       skip = jnp.concatenate([jnp.ones((n_layers, (groups - 1) * b), jnp.float32),
@@ -173,14 +213,15 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
       x_next = (1 - sigma_next) * x0 + sigma_next * noise
     else:
       x_next = x + (sigma_next - sigma) * v
-    if spec.conditioned:
-      x_next = jnp.where(cond_mask[..., None] > 0, x, x_next)
+    if spec.conditioned:  # stepped once t < 1 - s; the others keep their values
+      x_next = jnp.where(tokens_to_step(sigma, cond_mask)[..., None], x_next, x)
     if spec.progress:
       jax.debug.callback(PROGRESS.step, sigma)
     return (sharding_lib.constrain(x_next, ('batch', 'tokens', None)), cache_state), ran
 
   keys = jax.random.split(key, num_steps)
   latents = sharding_lib.constrain(latents.astype(jnp.float32), ('batch', 'tokens', None))
+  start = latents  # the conditioning noise re-noises hard tokens around their start
   cache_state = None
   if spec.cache is not None:
     rows, n = groups * b, latents.shape[1]
