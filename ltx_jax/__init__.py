@@ -7,7 +7,8 @@ from ltx_jax.models.t5 import T5Config, T5Encoder, load_text_encoder, load_token
 from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig, load_transformer
 from ltx_jax.models.upsampler import LatentUpsampler, UpsamplerConfig, load_latent_upsampler
 from ltx_jax.models.vae import VAEConfig, VideoAutoencoder, load_vae
-from ltx_jax.pipeline import Condition, GenerationPlan, LTXPipeline, LTXPipelineOutput
+from ltx_jax.pipeline import (Condition, GenerationPlan, LTXLongVideoOutput, LTXLongVideoPipeline,
+                              LTXPipeline, LTXPipelineOutput)
 from ltx_jax import presets, video_io
 
 from ltx_jax.version import __version__
@@ -17,6 +18,7 @@ __all__ = [
     'LTXError', 'UsageError', 'DataError', 'SourceError', 'ReleaseError',
     'CheckpointFormatError', 'LoadError',
     'LTXPipeline', 'LTXPipelineOutput', 'GenerationPlan', 'Condition', 'presets', 'video_io',
+    'LTXLongVideoPipeline', 'LTXLongVideoOutput',
     'LTXVideoTransformer', 'TransformerConfig', 'load_transformer',
     'VAEConfig', 'VideoAutoencoder', 'load_vae',
     'LatentUpsampler', 'UpsamplerConfig', 'load_latent_upsampler',
