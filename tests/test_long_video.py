@@ -255,3 +255,61 @@ def test_bad_arguments(pipe, kwargs, message):
   assert isinstance(e.value, UsageError) or 'cannot read' in str(e.value)
   assert '\n' not in str(e.value)
   assert blend_loop.denoise_blended_jit._cache_size() == before
+
+
+def test_chunked_decode_is_the_vae_tiling(pipe):
+  """The host-blended temporal chunks equal the VAE's own temporal tiling (same tiles and
+  ramps), within one uint8 step."""
+  import jax.numpy as jnp
+  from ltx_jax.models.vae.tiling import TilingConfig, to_uint8
+  long_pipe = LTXLongVideoPipeline(pipe)
+  z = np.random.default_rng(0).standard_normal((1, 9, HL, WL, LATENT)).astype(np.float32)
+  spatial = TilingConfig(spatial_tile=8, spatial_overlap=1, temporal_tile=2, temporal_overlap=1)
+  ours = long_pipe.decode(z, 0.05, None, tiling=spatial, temporal_tile=4, temporal_overlap=1,
+                          last_frame_fix=False)
+  vae = pipe.vae
+  want = vae.decode(vae.denormalize(jnp.asarray(z)), jnp.full((1,), 0.05), tiling=TilingConfig(
+      spatial_tile=8, spatial_overlap=1, temporal_tile=4, temporal_overlap=1))
+  want = np.asarray(to_uint8(want))
+  assert ours.shape == want.shape == (1, 33, H, W, 3)
+  assert np.abs(ours.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_cli_long_video(tmp_path):
+  """configs/long.py's keys on the smoke model: one video of three windows with a prompt per
+  window from a file; the refusals name config.long_video.*."""
+  import importlib.util
+  import json
+  from pathlib import Path
+  from ltx_jax import video_io
+  from ltx_jax.cli import config as config_lib
+  from ltx_jax.cli import run
+  root = Path(__file__).resolve().parents[1]
+  spec = importlib.util.spec_from_file_location('long', root / 'configs' / 'long.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert module.get_config().long_video.enabled
+  c = module.get_config('')
+  c.model.source, c.model.dtype, c.model.hash_files = config_lib.SMOKE, 'float32', False
+  c.height, c.width, c.num_frames, c.frame_rate = 64, 96, 41, 8.0  # 6 latent frames
+  c.long_video.temporal_tile_size, c.long_video.temporal_overlap = 24, 8  # windows of 3
+  c.num_inference_steps, c.timesteps, c.guidance_scale = 2, (), 1.0
+  c.max_sequence_length, c.seeds, c.progress = 16, (0,), False
+  c.output_dir = str(tmp_path / 'out')
+  windows = tmp_path / 'windows.txt'
+  windows.write_text('a cat on a mat\n# skipped\na dog in the park\n')
+  c.long_video.prompt_file = str(windows)
+  (video,) = run.run(c)
+  assert video_io.read_mp4_info(video)['frames'] == 41
+  meta = json.loads(video.with_suffix('.json').read_text())
+  assert meta['prompt'] == 'a cat on a mat | a dog in the park'
+  assert meta['pipeline_kwargs']['temporal_tile_size'] == 24
+  for key, value, message in (
+      ('temporal_overlap', 80, r'config\.long_video\.temporal_overlap=80 must be below'),
+      ('adain_factor', 1.5, r'config\.long_video\.adain_factor=1.5'),
+      ('prompt_file', str(tmp_path / 'none.txt'), r'cannot read config\.long_video')):
+    bad = module.get_config('')
+    bad.update_from_flattened_dict({f'long_video.{key}': value})
+    bad.model.source, bad.output_dir = config_lib.SMOKE, str(tmp_path / 'bad')
+    with pytest.raises(UsageError, match=message):
+      config_lib.check(bad)

@@ -163,6 +163,10 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     if loaded is not None:
       loaded(pipe, source)
     kwargs = pipeline_kwargs(c)
+    generate = pipe
+    if c.long_video.enabled:  # temporal sliding windows; config.image is the cond_image
+      from ltx_jax.pipeline import LTXLongVideoPipeline
+      generate, kwargs = LTXLongVideoPipeline(pipe), config_lib.long_video_kwargs(c)
     logging.info("model: %s; %d prompt(s) x %d seed(s) at %dx%d, %d frames%s",
                  pipe.release, len({j.prompt for j in plan.jobs}), len(c.seeds), c.width,
                  c.height, c.num_frames,
@@ -170,8 +174,10 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     written = []
     for job in plan.jobs:
       before = stages.snapshot()
-      out = pipe(prompt=job.prompt, image=os.path.expanduser(c.image) if c.image else None,
-                 seed=job.seed, progress=c.progress and sys.stderr.isatty(), **kwargs)
+      image = os.path.expanduser(c.image) if c.image else None
+      out = generate(prompt=job.prompt, seed=job.seed,
+                     progress=c.progress and sys.stderr.isatty(), **kwargs,
+                     **({'cond_image': image} if c.long_video.enabled else {'image': image}))
       frames = out.frames[0]  # [F, H, W, 3] uint8
       paths = job.paths(c)
       if not main:

@@ -42,7 +42,8 @@ from ltx_jax.sampling import guidance as guidance_lib
 from ltx_jax.sampling import loop as loop_lib
 from ltx_jax.sampling.schedules import sigmas_for
 
-__all__ = ['LTXLongVideoPipeline', 'LTXLongVideoOutput', 'split_windows', 'window_prompts']
+__all__ = ['LTXLongVideoPipeline', 'LTXLongVideoOutput', 'split_windows', 'window_prompts',
+           'check_windows', 'check_strengths']
 
 
 @dataclasses.dataclass
@@ -177,8 +178,26 @@ def crossfade(prev: np.ndarray, new: np.ndarray, overlap: int) -> np.ndarray:
   return np.concatenate([prev[:, :-overlap], mixed, new[:, overlap:]], axis=1)
 
 
-def _strength(name: str, value: Any) -> float:
-  return checks.check_finite(name, value, 0.0, 1.0)
+def check_windows(num_frames: int, temporal_tile_size: int, temporal_overlap: int,
+                  temporal: int) -> tuple[int, int, list[tuple[int, int]]]:
+  """Window length and overlap in pixel frames (floored to latent frames of `temporal`
+  pixel frames) -> (tile, overlap, windows) in latent frames, or a UsageError."""
+  tile = _int('temporal_tile_size', temporal_tile_size, 2 * temporal) // temporal
+  overlap = _int('temporal_overlap', temporal_overlap, 0) // temporal
+  if overlap >= tile:
+    raise UsageError(f"temporal_overlap={temporal_overlap} must be below temporal_tile_size="
+                     f"{temporal_tile_size} in latent frames (floored to multiples of {temporal})")
+  windows = split_windows((num_frames - 1) // temporal + 1, tile, overlap)
+  if len(windows) > 1 and overlap < 1:
+    raise UsageError(f"temporal_overlap={temporal_overlap} must be >= {temporal} (one latent "
+                     "frame) when the video needs several windows: each window after the first "
+                     "drops its first latent frame")
+  return tile, overlap, windows
+
+
+def check_strengths(**strengths: Any) -> dict[str, float]:
+  """Each strength (or factor) a number in [0, 1] -> floats."""
+  return {k: checks.check_finite(k, v, 0.0, 1.0) for k, v in strengths.items()}
 
 
 def _int(name: str, value: Any, minimum: int) -> int:
@@ -288,24 +307,11 @@ class LTXLongVideoPipeline:
       raise UsageError(f"noise={noise!r} must be a callable (start, shape) -> array")
     grid = ((num_frames - 1) // tc + 1, height // sc, width // sc)
     n_frames, h, w = grid
-    tile = _int('temporal_tile_size', temporal_tile_size, 2 * tc) // tc
-    overlap = _int('temporal_overlap', temporal_overlap, 0) // tc
-    if overlap >= tile:
-      raise UsageError(f"temporal_overlap={temporal_overlap} must be below temporal_tile_size="
-                       f"{temporal_tile_size} in latent frames (floored to multiples of {tc})")
-    windows = split_windows(n_frames, tile, overlap)
-    if len(windows) > 1 and overlap < 1:
-      raise UsageError(f"temporal_overlap={temporal_overlap} must be >= {tc} (one latent frame) "
-                       "when the video needs several windows: each window after the first "
-                       "drops its first latent frame")
-    strengths = dict(
-        cond_strength=_strength('cond_strength', cond_strength),
-        temporal_overlap_cond_strength=_strength('temporal_overlap_cond_strength',
-                                                 temporal_overlap_cond_strength),
-        adain_factor=_strength('adain_factor', adain_factor),
-        guiding_strength=_strength('guiding_strength', guiding_strength),
-        negative_index_strength=_strength('negative_index_strength',
-                                          negative_index_strength))
+    tile, overlap, windows = check_windows(num_frames, temporal_tile_size, temporal_overlap, tc)
+    strengths = check_strengths(
+        cond_strength=cond_strength, temporal_overlap_cond_strength=temporal_overlap_cond_strength,
+        adain_factor=adain_factor, guiding_strength=guiding_strength,
+        negative_index_strength=negative_index_strength)
     prompts = window_prompts(prompt, prompt_segments, len(windows))
     if negative_prompt is not None and not isinstance(negative_prompt, str):
       raise UsageError(f"negative_prompt={negative_prompt!r} must be a string")
@@ -429,15 +435,14 @@ class LTXLongVideoPipeline:
     return s
 
   def _decode_tiling(self, h, w, horizontal, vertical, overlap) -> TilingConfig:
-    """diffusers' tile counts and overlap (latent pixels) -> square spatial tiles of ours."""
+    """diffusers' tile counts and overlap (latent pixels) -> square spatial tiles of ours (the
+    larger of diffusers' tile height and width)."""
     horizontal = _int('decode_horizontal_tiles', horizontal, 1)
     vertical = _int('decode_vertical_tiles', vertical, 1)
     overlap = _int('decode_overlap', overlap, 0)
     tile = max((h + (vertical - 1) * overlap) // vertical,
                (w + (horizontal - 1) * overlap) // horizontal, 1)
-    if tile < 1 or (max(horizontal, vertical) > 1 and overlap >= tile):
-      raise UsageError(f"decode_overlap={overlap} must be below the tile size {tile} latent "
-                       f"pixels that {vertical} x {horizontal} tiles give at {h} x {w}")
+    # An overlap as large as the tile (tiny latents) shrinks to tile - 1.
     return TilingConfig(spatial_tile=tile, spatial_overlap=min(overlap, tile - 1),
                         temporal_tile=2, temporal_overlap=1)
 
