@@ -226,13 +226,10 @@ def _latents_arg(name: str, value: Any, frames: int | None, grid_hw: tuple[int, 
 @dataclasses.dataclass(frozen=True)
 class _Window:
   """One window's host inputs."""
-  start: int
-  end: int
   latents: np.ndarray   # [1, T_eff, H', W', C] conditioning latents c (window + appended)
   strength: np.ndarray  # [T_eff] f32 per frame
   appended: int         # frames appended after the window's own
   coords: np.ndarray    # [1, 3, N]
-  prompt: str
 
 
 # ------------------------------------------------------------------------------ pipeline
@@ -282,7 +279,8 @@ class LTXLongVideoPipeline:
     sigmas: an explicit per-window schedule run as given (diffusers with its
       LTXEulerAncestralRFScheduler at eta=0, which is this loop), each step sigmas[i] ->
       sigmas[i + 1]; else num_inference_steps of the pipeline's scheduler (all steps; diffusers
-      stops one step early there). skip_steps_sigma_threshold: steps starting above it are
+      stops one step early there, on its scheduler's default schedule: pass sigmas to match
+      it). skip_steps_sigma_threshold: steps starting above it are
       skipped (None or <= 0: none).
     seed: window noise N(0, 1) from key(seed) folded with the window's start; `noise(start,
       shape)` -> [1, T, H', W', C] replaces it (e.g. to reproduce another implementation).
@@ -354,42 +352,22 @@ class LTXLongVideoPipeline:
 
     # ---- windows ----
     key_windows, key_decode = jax.random.split(jax.random.key(int(seed)))
-    spec_base = dict(cfg=use_cfg, progress=show, partitioning=pipe.partitioning)
-    graph, state = pipe._transformer_split
     programs: dict = {}
     out = first = None
     bar = _bar(len(windows), 'windows', show)
     for w_idx, (start, end) in enumerate(windows):
       win = self._window(w_idx, start, end, base, out, guide, negative, overlap, strengths,
-                         pixels is not None, (tc, sc), frame_rate, prompts[w_idx])
-      t_eff = win.latents.shape[1]
-      strength = np.repeat(win.strength, h * w)[None]  # [1, N]
-      free = (1 - strength)[..., None]
-      shape = (1, t_eff, h, w, channels)
+                         pixels is not None, (tc, sc), frame_rate)
+      shape = win.latents.shape  # [1, T_eff, H', W', C]
       z = (np.asarray(noise(start, shape), np.float32) if noise is not None else
            np.asarray(jax.random.normal(jax.random.fold_in(key_windows, start), shape)))
       if z.shape != shape:
         raise UsageError(f"noise({start}, {shape}) returned shape {list(z.shape)}")
-      clean = win.latents.reshape(1, -1, channels)
-      x = z.reshape(1, -1, channels) * free + clean * (1 - free)
-      context, context_mask = texts[win.prompt]
-      spec = loop_lib.LoopSpec(grid=(t_eff, h, w), **spec_base)
-      args = pipe._global(x, clean, strength.astype(np.float32), sched, context, context_mask,
-                          guidance, win.coords)
-      programs.setdefault(('denoise', spec, _shapes(args)),
-                          ('denoise', blend_loop.denoise_blended_jit, ((spec, graph),
-                                                                       _abstract((state,) + args))))
-      with pipe.timer('denoise'):
-        if show:
-          loop_lib.PROGRESS.start(len(sched) - 1)
-        try:
-          result = np.asarray(blend_loop.denoise_blended_jit(spec, graph, state, *args))
-        finally:
-          loop_lib.PROGRESS.close()
-      result = result.reshape(shape)[:, :t_eff - win.appended]  # the window's own frames
+      result = self._denoise_window(win, z, texts[prompts[w_idx]], sched, guidance,
+                                    use_cfg, show, programs)
       if out is None:
         out = first = result
-      else:
+      else:  # the window's first frame dropped, AdaIN to the first window, cross-faded in
         result = result[:, 1:]
         if strengths['adain_factor'] > 0:
           result = adain(result, first, strengths['adain_factor'])
@@ -409,6 +387,32 @@ class LTXLongVideoPipeline:
                               programs=tuple(programs.values()))
 
   # -- parts -----------------------------------------------------------------------------------
+
+  def _denoise_window(self, win: '_Window', noise: np.ndarray, text, sched: np.ndarray,
+                      guidance, use_cfg: bool, show: bool, programs: dict) -> np.ndarray:
+    """One window through the jitted soft-blend loop -> its own frames [1, T, H', W', C]
+    (host), the appended conditioning frames dropped."""
+    pipe = self.pipe
+    _, t_eff, h, w, c = win.latents.shape
+    strength = np.repeat(win.strength, h * w)[None]  # [1, N]
+    clean = win.latents.reshape(1, -1, c)  # [1, N, C]
+    free = (1 - strength)[..., None]
+    x = noise.reshape(1, -1, c) * free + clean * (1 - free)  # held tokens start at c
+    spec = loop_lib.LoopSpec(grid=(t_eff, h, w), cfg=use_cfg, progress=show,
+                             partitioning=pipe.partitioning)
+    graph, state = pipe._transformer_split
+    args = pipe._global(x, clean, strength, sched, *text, guidance, win.coords)
+    programs.setdefault(('denoise', spec, _shapes(args)),
+                        ('denoise', blend_loop.denoise_blended_jit,
+                         ((spec, graph), _abstract((state,) + args))))
+    with pipe.timer('denoise'):
+      if show:
+        loop_lib.PROGRESS.start(len(sched) - 1)
+      try:
+        result = np.asarray(blend_loop.denoise_blended_jit(spec, graph, state, *args))
+      finally:
+        loop_lib.PROGRESS.close()
+    return result.reshape(win.latents.shape)[:, :t_eff - win.appended]
 
   def _schedule(self, num_inference_steps, sigmas, threshold, tokens: int) -> np.ndarray:
     """-> the sigmas [S + 1] f32 each window runs (the skipped steps removed)."""
@@ -458,7 +462,7 @@ class LTXLongVideoPipeline:
     return out
 
   def _window(self, w_idx, start, end, base, out, guide, negative, overlap, strengths,
-              has_image, compression, frame_rate, prompt) -> _Window:
+              has_image, compression, frame_rate) -> _Window:
     """A window's conditioning latents, per-frame strengths and coordinates (diffusers'
     order: previous tail, guidance, negative index)."""
     tc, sc = compression
@@ -497,7 +501,7 @@ class LTXLongVideoPipeline:
     n_negative = 1 if (negative is not None and strengths['negative_index_strength'] > 0) else 0
     coords = window_coords(latents.shape[1], latents.shape[2], latents.shape[3], n_overlap,
                            max(guiding, 0), n_negative, tc, sc, frame_rate)
-    return _Window(start, end, latents, strength, appended, coords, prompt)
+    return _Window(latents, strength, appended, coords)
 
   def decode(self, latents: np.ndarray, decode_timestep: float = 0.05,
              decode_noise_scale: float | None = None, key: jax.Array | None = None, *,
