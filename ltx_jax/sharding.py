@@ -58,8 +58,6 @@ RULES: Rules = {
     'act_heads': 'tensor',
     'act_adaln': None,
 }
-DEFAULT_RULES = RULES
-TP_RULES: Rules = {'heads': 'model', 'mlp': 'model'}  # tensor parallel over a mesh axis 'model'
 CONTEXT_ATTENTION = ('allgather', 'ring')
 
 
@@ -90,13 +88,43 @@ def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, context: int = 1, *
                        axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
-def mesh_from_config(c: Any) -> Mesh | None:
+LONG_VIDEO_TOKENS = 8192  # from here on default_mesh_sizes puts chips on 'context'
+
+
+def default_mesh_sizes(num_devices: int, num_tokens: int | None = None, batch_rows: int = 2
+                       ) -> dict[str, int]:
+  """Mesh sizes for `num_devices` chips (a TPU slice, or any devices) and a video of
+  `num_tokens` latent tokens generated `batch_rows` rows at a time (2 with classifier-free
+  guidance, 3 with STG as well).
+
+  fsdp over every chip: weights split all ways, batch rows as far as they divide. A long video
+  (num_tokens >= LONG_VIDEO_TOKENS) moves the chips the rows cannot occupy to 'context' (the
+  largest such count that divides the tokens), so no chip repeats another's work: 8 chips,
+  2 rows, 27,588 tokens (1216x704, 257 frames) -> fsdp 2, context 4. Weights then split only
+  over fsdp: see README's TPU section for when that does not fit.
+  """
+  context = 1
+  if num_tokens is not None and num_tokens >= LONG_VIDEO_TOKENS:
+    idle = num_devices // math.gcd(num_devices, max(batch_rows, 1))
+    context = max(c for c in range(1, idle + 1) if idle % c == 0 and num_tokens % c == 0)
+  return {'data': 1, 'fsdp': num_devices // context, 'tensor': 1, 'context': context}
+
+
+def default_mesh(num_tokens: int | None = None, batch_rows: int = 2, *,
+                 devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """`make_mesh` with `default_mesh_sizes` for `devices` (default: all, every process)."""
+  devices = list(jax.devices() if devices is None else devices)
+  return make_mesh(**default_mesh_sizes(len(devices), num_tokens, batch_rows), devices=devices)
+
+
+def mesh_from_config(c: Any, num_tokens: int | None = None) -> Mesh | None:
   """A mesh from a config with keys data, fsdp, tensor, context (ml_collections or dict);
-  None when every size is 1 and there is one device (the single-device default)."""
+  None when every size is 1 and there is one device (the single-device default). Every size 1
+  on several devices (a TPU slice): `default_mesh(num_tokens)`, fsdp over every chip."""
   get = (lambda k: c[k]) if isinstance(c, Mapping) else (lambda k: getattr(c, k))
   sizes = {k: int(get(k)) for k in MESH_AXES}
-  if all(s == 1 for s in sizes.values()) and jax.device_count() == 1:
-    return None
+  if all(s == 1 for s in sizes.values()):
+    return None if jax.device_count() == 1 else default_mesh(num_tokens)
   return make_mesh(**sizes)
 
 
@@ -124,16 +152,6 @@ def spec_for(shape: Sequence[int], names: Sequence[str | None] | None,
     used.update(axes)
     spec.append(None if not axes else axes[0] if len(axes) == 1 else tuple(axes))
   return PartitionSpec(*spec)
-
-
-def logical_to_spec(axes: Sequence[str | None] | None, rules: Rules | None = None
-                    ) -> PartitionSpec:
-  """('layers', 'embed', 'mlp') -> PartitionSpec(None, 'fsdp', 'tensor'): the rules alone,
-  before the fallback rule looks at shapes."""
-  rules = RULES if rules is None else rules
-  if not axes:
-    return PartitionSpec()
-  return PartitionSpec(*(rules.get(a) if a is not None else None for a in axes))
 
 
 def variable_names(var: nnx.Variable) -> tuple[str | None, ...] | None:
@@ -289,12 +307,6 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     return x
   assert len(names) == x.ndim, (x.shape, names)
   return jax.lax.with_sharding_constraint(x, p.sharding(x.shape, names))
-
-
-def mesh_axis_size(name: str) -> int:
-  p = active()
-  return 1 if p is None else dict(p.mesh.shape).get(name, 1)
-
 
 
 def shard_module(model: nnx.Module, mesh: Mesh | None, rules: Rules | None = None

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import functools
 import io
-import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from ltx_jax import sharding
+from ltx_jax.models.random import random_weights
 from ltx_jax.models.t5 import T5Config, T5Encoder, T5Tokenizer
 from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig
 from ltx_jax.models.vae import VAEConfig, VideoAutoencoder
@@ -31,8 +29,7 @@ from ltx_jax.pipeline import LTXPipeline
 from ltx_jax.sampling import SchedulerConfig
 from ltx_jax.weights import precision
 
-__all__ = ['RELEASE', 'T5', 'TRANSFORMER', 'VAE', 'build_pipeline', 'random_module',
-           'tokenizer']
+__all__ = ['RELEASE', 'T5', 'TRANSFORMER', 'VAE', 'build_pipeline', 'tokenizer']
 
 RELEASE = 'smoke'
 TEXT_DIM = 32
@@ -94,35 +91,6 @@ def tokenizer() -> T5Tokenizer:
   return T5Tokenizer(spm.SentencePieceProcessor(model_proto=tokenizer_model()))
 
 
-def _draw(rng: np.random.Generator, path: tuple, shape: tuple[int, ...]) -> np.ndarray:
-  """A value in the spirit of each leaf's own initializer (ones for norm scales, fan-in
-  scaled normals for kernels)."""
-  name = str(path[-1])
-  if name in ('scale', 'latents_std'):
-    return np.ones(shape)
-  if name == 'latents_mean':
-    return np.zeros(shape)
-  if name == 'timestep_scale_multiplier':
-    return np.full(shape, 1000.0)
-  if name == 'kernel':
-    fan_in = math.prod(shape[-5:-1]) if len(shape) >= 5 else shape[-2]  # conv or dense
-    return rng.standard_normal(shape) / math.sqrt(fan_in)
-  if name == 'embedding':
-    return rng.standard_normal(shape)
-  return 0.02 * rng.standard_normal(shape)  # biases, modulation tables, noise scales
-
-
-def random_module(factory: Callable[[], nnx.Module], seed: int, dtype) -> nnx.Module:
-  """`factory()`'s module with random weights, drawn on the host from `seed`."""
-  graph, state = nnx.split(nnx.eval_shape(factory))
-  rng = np.random.default_rng(seed)
-  state = nnx.map_state(
-      lambda path, x: jnp.asarray(_draw(rng, path, x.shape),
-                                  x.dtype if path[-1] in ('latents_mean', 'latents_std') else dtype),
-      state)
-  return nnx.merge(graph, state)
-
-
 def build_pipeline(seed: int = 0, dtype=jnp.float32, *, text_encoder_dtype=None,
                    attention: str = 'auto', mesh: jax.sharding.Mesh | None = None,
                    rules: sharding.Rules | None = None,
@@ -137,15 +105,13 @@ def build_pipeline(seed: int = 0, dtype=jnp.float32, *, text_encoder_dtype=None,
   dtype = precision.parse(dtype, what='compute')  # 'f32', 'bf16', jnp.bfloat16, ...
   te_dtype = dtype if text_encoder_dtype is None else precision.parse(text_encoder_dtype,
                                                                       what='compute')
-  transformer = random_module(
+  transformer = random_weights(
       lambda: LTXVideoTransformer(TRANSFORMER, dtype=dtype, param_dtype=dtype,
-                                  attention=attention, rngs=nnx.Rngs(0)), seed, dtype)
-  vae = random_module(
-      lambda: VideoAutoencoder(VAE, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0)),
-      seed + 1, dtype)
-  text_encoder = random_module(
-      lambda: T5Encoder(T5, dtype=te_dtype, attention=attention, rngs=nnx.Rngs(0)), seed + 2,
-      te_dtype)
+                                  attention=attention, rngs=nnx.Rngs(0)), seed)
+  vae = random_weights(
+      lambda: VideoAutoencoder(VAE, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0)), seed + 1)
+  text_encoder = random_weights(
+      lambda: T5Encoder(T5, dtype=te_dtype, attention=attention, rngs=nnx.Rngs(0)), seed + 2)
   partitioning = None
   if mesh is not None:
     for module in (transformer, vae, text_encoder):

@@ -37,3 +37,19 @@ def highest_precision():
   import jax
   with jax.default_matmul_precision('highest'):
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+  """`gpu`-marked tests run only where JAX's default backend is a GPU (run them with
+  JAX_PLATFORMS=cuda); elsewhere they are skipped with the reason."""
+  marked = [item for item in items if item.get_closest_marker('gpu')]
+  if not marked:
+    return
+  import jax
+  backend = jax.default_backend()
+  if backend == 'gpu':
+    return
+  skip = pytest.mark.skip(reason=f"needs an NVIDIA GPU as JAX's default backend (have {backend}; "
+                                 "run with JAX_PLATFORMS=cuda on a GPU machine)")
+  for item in marked:
+    item.add_marker(skip)

@@ -67,14 +67,13 @@ def sharding_report(model, mesh):
 def memory_check():
   """fsdp=8: per-device bytes of a transformer wide enough that biases do not matter."""
   import jax
-  import jax.numpy as jnp
   from flax import nnx
-  from ltx_jax import sharding, smoke
+  from ltx_jax import sharding
+  from ltx_jax.models.random import random_weights
   from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig
   cfg = TransformerConfig(num_layers=2, num_heads=4, head_dim=64, in_channels=16,
                           out_channels=16, cross_attention_dim=256, caption_channels=64)
-  model = smoke.random_module(lambda: LTXVideoTransformer(cfg, rngs=nnx.Rngs(0)), 0,
-                              jnp.float32)
+  model = random_weights(lambda: LTXVideoTransformer(cfg, rngs=nnx.Rngs(0)), 0)
   total = sharding.placed_bytes(model)
   mesh = sharding.make_mesh(fsdp=-1)
   sharding.shard_module(model, mesh)

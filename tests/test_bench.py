@@ -1,16 +1,19 @@
-"""tools/bench.py keeps working: every case at tiny size, FLOP counts, the report. No speed
+"""tools/bench keeps working: every case at tiny size, FLOP counts, the report. No speed
 assertions (timings on shared CI machines flake)."""
 
-import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from ltx_jax.bench import cases as cases_lib
-from ltx_jax.bench import flops as flops_lib
-from ltx_jax.bench import loop as loop_lib
-from ltx_jax.bench import run as run_lib
+from tools.bench import cases as cases_lib
+from tools.bench import flops as flops_lib
+from tools.bench import loop as loop_lib
+from tools.bench import run as run_lib
 from ltx_jax.models.t5.config import T5Config
 from ltx_jax.models.transformer.config import LTXV_2B
 
@@ -74,6 +77,23 @@ def test_pipeline_case_scanned_and_python_loops_agree():
   # The same schedule stepped in one scan or in two calls (keys differ only for stochastic
   # sampling, which this run does not use).
   assert jnp.allclose(scanned, python, atol=1e-5)
+
+
+def test_timed_loop_is_the_pipelines_loop():
+  """The loop the benchmark times (the public `denoise` stage on the plan `prepare` makes for
+  the benchmark's call) gives the latents of the pipeline's own call."""
+  pipe = loop_lib.jax_pipeline()
+  timed = loop_lib.loop_functions(pipe, 2)['scanned']()  # [1, F', H', W', C]
+  latents = loop_lib.run_jax_pipeline(pipe, 2, output_type='latent')  # [1, F', H', W', C]
+  np.testing.assert_allclose(np.asarray(timed), latents, atol=1e-6)
+
+
+def test_command_line_entry_points():
+  root = Path(__file__).resolve().parents[1]
+  for cmd in ([sys.executable, str(root / 'tools' / 'bench.py'), '--help'],
+              [sys.executable, '-m', 'tools.bench', '--help']):
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and '--preset' in out.stdout, out.stderr
 
 
 def test_pipeline_bench_and_report():

@@ -125,7 +125,8 @@ def test_spec_fallback_rule():
   assert sharding.spec_for((3, 6), ('batch', 'mlp'), mesh) == P(None, 'tensor')
   assert sharding.spec_for((4, 4), ('embed', 'embed'), mesh) == P('fsdp', None)
   assert sharding.spec_for((4,), ('conv_in',), mesh) == P(None)  # unlisted: replicated
-  assert sharding.logical_to_spec(('layers', 'embed', 'mlp')) == P(None, 'fsdp', 'tensor')
+  # Where every size divides, the rules alone decide.
+  assert sharding.spec_for((4, 16, 8), ('layers', 'embed', 'mlp'), mesh) == P(None, 'fsdp', 'tensor')
 
 
 def test_make_mesh_sizes():

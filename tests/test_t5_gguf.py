@@ -104,7 +104,7 @@ def test_parity(tmp_path, highest_precision, qtype):
     ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)
                 ).last_hidden_state.numpy()
   te = load_text_encoder(path, dtype=jnp.float32)
-  assert te.cfg == SMALL
+  assert te.config == SMALL
   out = te(jnp.asarray(ids), jnp.asarray(mask))
   assert rel_l2(out, ref) <= 1e-5
 

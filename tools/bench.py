@@ -4,15 +4,14 @@
   python tools/bench.py --cases dit,vae --runs 5       # a subset
   python tools/bench.py --preset gpu                   # real sizes, bf16, cuDNN attention
 
-On CPU, XLA gets the flags of `ltx_jax.bench.xla_flags.CPU` unless XLA_FLAGS is set, and PyTorch
-as many threads as XLA (all cores). The logic is in ltx_jax/bench/.
+The same as `python -m tools.bench` from the repository root; the code is in tools/bench/.
+XLA runs with the XLA_FLAGS of the environment, PyTorch with as many threads as XLA (all cores).
 """
 
+import os
 import sys
 
-from ltx_jax.bench import xla_flags
-
 if __name__ == '__main__':
-  xla_flags.apply()  # before jax starts its backend
-  from ltx_jax.bench import run
-  run.main(sys.argv[1:])
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from tools.bench.run import main
+  main(sys.argv[1:])

@@ -1,5 +1,6 @@
 """Building blocks shared by the LTX-Video transformer, the VAE and T5."""
 
 from ltx_jax.nn.attention import attention, attention_implementations, register_attention
+from ltx_jax.nn.embeddings import timestep_sinusoid
 from ltx_jax.nn.layers import Dense, RMSNorm, param, stacked
 from ltx_jax.nn.norms import layer_norm, rms_norm

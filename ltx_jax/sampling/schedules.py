@@ -11,9 +11,7 @@ changing them does not recompile.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -82,10 +80,6 @@ class SchedulerConfig:
                shifting=cfg.get('shifting'), base_resolution=cfg.get('base_resolution', 1024),
                target_shift_terminal=cfg.get('target_shift_terminal'),
                shift=cfg.get('shift') or 1.0)
-
-  @classmethod
-  def from_file(cls, path: str | Path) -> 'SchedulerConfig':
-    return cls.from_diffusers(json.loads(Path(path).read_text()))
 
 
 def _time_shift(mu: float, t: np.ndarray) -> np.ndarray:

@@ -104,7 +104,3 @@ def _decode(raw: np.ndarray, qtype: Q, name: str) -> np.ndarray:
   except NotImplementedError:
     raise CheckpointFormatError(
         f"tensor {name}: GGML type {qtype.name} cannot be dequantized by the gguf package") from None
-
-
-def open_gguf(path: str | os.PathLike, dtype: Any = None) -> GGUFStore:
-  return GGUFStore(path, dtype)

@@ -58,10 +58,11 @@ class RelativePositionBias(nnx.Module):
 
   torch_names = {'table': ('weight', None)}
 
-  def __init__(self, cfg: T5Config, *, param_dtype, rngs: nnx.Rngs):
-    self.num_buckets, self.max_distance = cfg.num_buckets, cfg.max_distance
-    self.table = param(nnx.initializers.normal(0.02), rngs.params(),
-                       (cfg.num_buckets, cfg.num_heads), param_dtype, (None, 'heads'))
+  def __init__(self, num_buckets: int, max_distance: int, num_heads: int, *, param_dtype,
+               rngs: nnx.Rngs):
+    self.num_buckets, self.max_distance = num_buckets, max_distance
+    self.table = param(nnx.initializers.normal(0.02), rngs.params(), (num_buckets, num_heads),
+                       param_dtype, (None, 'heads'))
 
   def __call__(self, length: int) -> jax.Array:
     """f32 [1, N, S, S]: an f32 island, it is added to f32 logits."""
@@ -73,32 +74,33 @@ class RelativePositionBias(nnx.Module):
 class SelfAttention(nnx.Module):
   """Multi-head self-attention with T5's conventions: no biases, no 1/sqrt(d) logit scale."""
 
-  def __init__(self, cfg: T5Config, *, dtype, param_dtype, implementation: str, rngs: nnx.Rngs):
-    self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
-    self.implementation = implementation
-    inner = cfg.num_heads * cfg.head_dim
+  def __init__(self, d_model: int, num_heads: int, head_dim: int, *, attention: str, dtype,
+               param_dtype, rngs: nnx.Rngs):
+    self.num_heads, self.head_dim = num_heads, head_dim
+    self.attention = attention  # the kernel choice: 'auto', 'xla', 'cudnn' or registered
+    inner = num_heads * head_dim
     kw = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.q = Dense(cfg.d_model, inner, axes=('embed', 'heads'), **kw)
-    self.k = Dense(cfg.d_model, inner, axes=('embed', 'heads'), **kw)
-    self.v = Dense(cfg.d_model, inner, axes=('embed', 'heads'), **kw)
-    self.o = Dense(inner, cfg.d_model, axes=('heads', 'embed'), **kw)
+    self.q = Dense(d_model, inner, axes=('embed', 'heads'), **kw)
+    self.k = Dense(d_model, inner, axes=('embed', 'heads'), **kw)
+    self.v = Dense(d_model, inner, axes=('embed', 'heads'), **kw)
+    self.o = Dense(inner, d_model, axes=('heads', 'embed'), **kw)
 
   def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
     b, s, _ = x.shape
     split = lambda t: t.reshape(b, s, self.num_heads, self.head_dim)  # [B, S, N, H]
     out = attention(split(self.q(x)), split(self.k(x)), split(self.v(x)), bias, scale=1.0,
-                    implementation=self.implementation)  # [B, S, N, H]
+                    implementation=self.attention)  # [B, S, N, H]
     return self.o(out.reshape(b, s, -1))  # [B, S, D]
 
 
 class GatedGeluFFN(nnx.Module):
   """wo(gelu_tanh(wi_0 x) * wi_1 x)."""
 
-  def __init__(self, cfg: T5Config, *, dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(self, d_model: int, d_ff: int, *, dtype, param_dtype, rngs: nnx.Rngs):
     kw = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.wi_0 = Dense(cfg.d_model, cfg.d_ff, axes=('embed', 'mlp'), **kw)
-    self.wi_1 = Dense(cfg.d_model, cfg.d_ff, axes=('embed', 'mlp'), **kw)
-    self.wo = Dense(cfg.d_ff, cfg.d_model, axes=('mlp', 'embed'), **kw)
+    self.wi_0 = Dense(d_model, d_ff, axes=('embed', 'mlp'), **kw)
+    self.wi_1 = Dense(d_model, d_ff, axes=('embed', 'mlp'), **kw)
+    self.wo = Dense(d_ff, d_model, axes=('mlp', 'embed'), **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     h = jax.nn.gelu(self.wi_0(x), approximate=True) * self.wi_1(x)  # [B, S, F]
@@ -108,14 +110,14 @@ class GatedGeluFFN(nnx.Module):
 class Block(nnx.Module):
   """Pre-norm residual block: x + attn(norm(x)), then x + ffn(norm(x)). x is f32."""
 
-  def __init__(self, cfg: T5Config, *, dtype, param_dtype, implementation: str,
-               rngs: nnx.Rngs):
+  def __init__(self, d_model: int, num_heads: int, head_dim: int, d_ff: int, *, eps: float,
+               attention: str, dtype, param_dtype, rngs: nnx.Rngs):
     self.dtype = dtype
-    self.attn_norm = RMSNorm(cfg.d_model, eps=cfg.eps, param_dtype=param_dtype, rngs=rngs)
-    self.attn = SelfAttention(cfg, dtype=dtype, param_dtype=param_dtype,
-                              implementation=implementation, rngs=rngs)
-    self.ffn_norm = RMSNorm(cfg.d_model, eps=cfg.eps, param_dtype=param_dtype, rngs=rngs)
-    self.ffn = GatedGeluFFN(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.attn_norm = RMSNorm(d_model, eps=eps, param_dtype=param_dtype, rngs=rngs)
+    self.attn = SelfAttention(d_model, num_heads, head_dim, attention=attention, dtype=dtype,
+                              param_dtype=param_dtype, rngs=rngs)
+    self.ffn_norm = RMSNorm(d_model, eps=eps, param_dtype=param_dtype, rngs=rngs)
+    self.ffn = GatedGeluFFN(d_model, d_ff, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
     # x: [B, S, D] f32 residual stream; sublayers see (and return) the compute dtype.
@@ -126,16 +128,19 @@ class Block(nnx.Module):
 class T5Encoder(nnx.Module):
   """input_ids [B, S] int, attention_mask [B, S] (1 = token) -> hidden states [B, S, D]."""
 
-  def __init__(self, cfg: T5Config, *, dtype=jnp.float32, param_dtype=None,
+  def __init__(self, config: T5Config, *, dtype=jnp.float32, param_dtype=None,
                attention: str = 'auto', rngs: nnx.Rngs):
+    c = config
     param_dtype = dtype if param_dtype is None else param_dtype
-    self.cfg, self.dtype = cfg, dtype
-    self.embed = Embed(cfg.vocab_size, cfg.d_model, param_dtype=param_dtype, rngs=rngs)
-    self.rel_bias = RelativePositionBias(cfg, param_dtype=param_dtype, rngs=rngs)
+    self.config, self.dtype = config, dtype
+    self.embed = Embed(c.vocab_size, c.d_model, param_dtype=param_dtype, rngs=rngs)
+    self.rel_bias = RelativePositionBias(c.num_buckets, c.max_distance, c.num_heads,
+                                         param_dtype=param_dtype, rngs=rngs)
     self.layers = stacked(
-        lambda r: Block(cfg, dtype=dtype, param_dtype=param_dtype, implementation=attention,
-                        rngs=r), cfg.num_layers, rngs)
-    self.final_norm = RMSNorm(cfg.d_model, eps=cfg.eps, param_dtype=param_dtype, rngs=rngs)
+        lambda r: Block(c.d_model, c.num_heads, c.head_dim, c.d_ff, eps=c.eps,
+                        attention=attention, dtype=dtype, param_dtype=param_dtype, rngs=r),
+        c.num_layers, rngs)
+    self.final_norm = RMSNorm(c.d_model, eps=c.eps, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
     s = input_ids.shape[1]

@@ -8,7 +8,6 @@ mask) ride along the scan.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import jax
@@ -18,7 +17,8 @@ from flax import nnx
 from ltx_jax import sharding as sharding_lib
 from ltx_jax.models.transformer import rope as rope_lib
 from ltx_jax.models.transformer.config import TransformerConfig
-from ltx_jax.nn import Dense, RMSNorm, attention, layer_norm, param, rms_norm, stacked
+from ltx_jax.nn import (Dense, RMSNorm, attention, layer_norm, param, rms_norm, stacked,
+                        timestep_sinusoid)
 
 # Ways to perturb a layer for spatio-temporal guidance (STG), as in the official pipeline.
 # attention_values: self-attention returns V; attention_skip: it returns its input;
@@ -28,14 +28,6 @@ STG_STRATEGIES = ('attention_values', 'attention_skip', 'transformer_block')
 
 def gelu_tanh(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=True)
-
-
-def timestep_sinusoid(t: jax.Array, dim: int = 256, max_period: float = 10000.0) -> jax.Array:
-  """[...] -> [..., dim] cos/sin features (cos first), in f32: bf16 cannot resolve t ~ 1000."""
-  half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  angles = t.astype(jnp.float32)[..., None] * freqs
-  return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
 
 
 class AdaLNSingle(nnx.Module):
@@ -48,7 +40,7 @@ class AdaLNSingle(nnx.Module):
     self.linear = Dense(dim, 6 * dim, axes=('embed', 'adaln'), **kw)
 
   def __call__(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    emb = self.linear_2(jax.nn.silu(self.linear_1(timestep_sinusoid(t))))
+    emb = self.linear_2(jax.nn.silu(self.linear_1(timestep_sinusoid(t, 256))))
     return self.linear(jax.nn.silu(emb)), emb
 
 
@@ -66,13 +58,13 @@ class Attention(nnx.Module):
   """Multi-head attention with RMSNorm on q and k across all heads, optional RoPE."""
 
   def __init__(self, dim: int, kv_dim: int, num_heads: int, head_dim: int, *, qk_eps: float,
-               bias: bool, out_bias: bool, attention_impl: str, dtype, param_dtype,
+               bias: bool, out_bias: bool, attention: str, dtype, param_dtype,
                rngs: nnx.Rngs, sequence_parallel: bool = False):
     inner = num_heads * head_dim
     self.sequence_parallel = sequence_parallel  # self-attention: context-parallel capable
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.num_heads = num_heads
-    self.attention_impl = attention_impl
+    self.attention = attention  # the kernel choice: 'auto', 'xla', 'cudnn' or registered
     self.to_q = Dense(dim, inner, axes=('embed', 'heads'), use_bias=bias, **kw)
     self.to_k = Dense(kv_dim, inner, axes=('embed', 'heads'), use_bias=bias, **kw)
     self.to_v = Dense(kv_dim, inner, axes=('embed', 'heads'), use_bias=bias, **kw)
@@ -94,7 +86,7 @@ class Attention(nnx.Module):
       q = rope_lib.apply_rope(q, *rope)
       k = rope_lib.apply_rope(k, *rope)
     heads = lambda a: a.reshape(*a.shape[:2], self.num_heads, -1)  # [B, T, N, H]
-    out = attention(heads(q), heads(k), heads(v), bias, implementation=self.attention_impl,
+    out = attention(heads(q), heads(k), heads(v), bias, implementation=self.attention,
                     sequence_sharded=self.sequence_parallel)
     out = out.reshape(q.shape)  # [B, T, NH]
     if keep is not None and strategy in ('attention_values', 'attention_skip'):
@@ -124,14 +116,15 @@ def _modulate(x: jax.Array, eps: float, shift: jax.Array, scale: jax.Array,
 class Block(nnx.Module):
   """Self-attention (modulated, RoPE), cross-attention to text, FFN (modulated)."""
 
-  def __init__(self, cfg: TransformerConfig, *, attention_impl: str, dtype, param_dtype,
-               rngs: nnx.Rngs):
-    d = cfg.dim
-    kw = dict(qk_eps=cfg.qk_norm_eps, bias=cfg.attention_bias, out_bias=cfg.attention_out_bias,
-              attention_impl=attention_impl, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.eps = cfg.norm_eps
-    self.attn1 = Attention(d, d, cfg.num_heads, cfg.head_dim, sequence_parallel=True, **kw)
-    self.attn2 = Attention(d, cfg.cross_attention_dim, cfg.num_heads, cfg.head_dim, **kw)
+  def __init__(self, num_heads: int, head_dim: int, cross_attention_dim: int, *, norm_eps: float,
+               qk_norm_eps: float, attention_bias: bool, attention_out_bias: bool,
+               attention: str, dtype, param_dtype, rngs: nnx.Rngs):
+    d = num_heads * head_dim
+    kw = dict(qk_eps=qk_norm_eps, bias=attention_bias, out_bias=attention_out_bias,
+              attention=attention, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.eps = norm_eps
+    self.attn1 = Attention(d, d, num_heads, head_dim, sequence_parallel=True, **kw)
+    self.attn2 = Attention(d, cross_attention_dim, num_heads, head_dim, **kw)
     self.ff = FeedForward(d, 4 * d, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.scale_shift_table = param(lambda k, s, t: jax.random.normal(k, s, t) / d ** 0.5,
                                    rngs.params(), (6, d), param_dtype, (None, 'embed'))
@@ -160,20 +153,24 @@ class Block(nnx.Module):
 class LTXVideoTransformer(nnx.Module):
   """The LTX-Video DiT. See `__call__` for the inputs (diffusers' names and meaning)."""
 
-  def __init__(self, cfg: TransformerConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+  def __init__(self, config: TransformerConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
                attention: str = 'auto', rngs: nnx.Rngs):
-    d = cfg.dim
+    c = config
+    d = c.dim
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.config = cfg
+    self.config = config
     self.dtype = dtype
-    self.proj_in = Dense(cfg.in_channels, d, axes=('latent', 'embed'), **kw)
+    self.proj_in = Dense(c.in_channels, d, axes=('latent', 'embed'), **kw)
     self.time_embed = AdaLNSingle(d, **kw)
-    self.caption_projection = CaptionProjection(cfg.caption_channels, d, **kw)
-    self.blocks = stacked(lambda r: Block(cfg, attention_impl=attention, dtype=dtype,
-                                          param_dtype=param_dtype, rngs=r), cfg.num_layers, rngs)
+    self.caption_projection = CaptionProjection(c.caption_channels, d, **kw)
+    self.blocks = stacked(
+        lambda r: Block(c.num_heads, c.head_dim, c.cross_attention_dim, norm_eps=c.norm_eps,
+                        qk_norm_eps=c.qk_norm_eps, attention_bias=c.attention_bias,
+                        attention_out_bias=c.attention_out_bias, attention=attention,
+                        dtype=dtype, param_dtype=param_dtype, rngs=r), c.num_layers, rngs)
     self.scale_shift_table = param(lambda k, s, t: jax.random.normal(k, s, t) / d ** 0.5,
                                    rngs.params(), (2, d), param_dtype, (None, 'embed'))
-    self.proj_out = Dense(d, cfg.out_channels, axes=('embed', 'latent'), **kw)
+    self.proj_out = Dense(d, c.out_channels, axes=('embed', 'latent'), **kw)
 
   def __call__(self, hidden_states: jax.Array, encoder_hidden_states: jax.Array,
                timestep: jax.Array, encoder_attention_mask: jax.Array | None = None,
@@ -195,17 +192,17 @@ class LTXVideoTransformer(nnx.Module):
       STG_STRATEGIES: spatio-temporal guidance.
     Returns [B, N, C_out].
     """
-    cfg = self.config
+    config = self.config
     b, n, _ = hidden_states.shape
     if video_coords is not None:
-      pos = rope_lib.coord_positions(video_coords, cfg.rope_max_pos)
+      pos = rope_lib.coord_positions(video_coords, config.rope_max_pos)
     else:
       if None in (num_frames, height, width) or num_frames * height * width != n:
         raise ValueError(f"num_frames x height x width = {num_frames} x {height} x {width} must "
                          f"equal the {n} tokens of hidden_states, or pass video_coords")
       pos = rope_lib.grid_positions(b, num_frames, height, width, rope_interpolation_scale,
-                                    cfg.rope_max_pos)
-    rope = rope_lib.rope_tables(pos, cfg.dim, cfg.rope_theta)  # 2 x [B, N, D] f32
+                                    config.rope_max_pos)
+    rope = rope_lib.rope_tables(pos, config.dim, config.rope_theta)  # 2 x [B, N, D] f32
     if skip_layer_mask is not None and skip_layer_strategy not in STG_STRATEGIES:
       raise ValueError(f"skip_layer_strategy={skip_layer_strategy!r}; choose one of "
                        f"{STG_STRATEGIES}")
@@ -238,5 +235,5 @@ class LTXVideoTransformer(nnx.Module):
 
     mod = (self.scale_shift_table[...].astype(jnp.float32)[None, None]
            + embedded_t.astype(jnp.float32)[:, :, None])  # [B, 1|N, 2, D]
-    x = _modulate(x, cfg.norm_eps, mod[:, :, 0], mod[:, :, 1], norm=layer_norm)
+    x = _modulate(x, config.norm_eps, mod[:, :, 0], mod[:, :, 1], norm=layer_norm)
     return tokens(self.proj_out(x))

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ltx_jax.nn.embeddings import timestep_sinusoid
 from ltx_jax.nn.layers import Dense, param
 from ltx_jax.nn.norms import layer_norm, rms_norm
 
@@ -69,11 +70,44 @@ class CausalConv3d(nnx.Module):
       conv_pad = ((0, 0), (0, 0), (0, 0))
     kernel = self.kernel[...].astype(self.dtype)
     if k > 1 and self.stride == (1, 1, 1) and jax.default_backend() == 'cpu':
-      y = conv3d_as_2d(x, kernel, conv_pad[1:])
+      y = conv3d_cpu(x, kernel, conv_pad[1:])
     else:
       y = jax.lax.conv_general_dilated(x, kernel, window_strides=self.stride, padding=conv_pad,
                                        dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
     return y + self.bias[...].astype(self.dtype)
+
+
+# Largest im2col buffer (bytes) for which a CPU convolution runs as one matmul.
+IM2COL_BYTES = 32 * 2**20
+
+
+def conv3d_cpu(x: jax.Array, kernel: jax.Array, spatial_pad) -> jax.Array:
+  """The CPU form of a stride-1 3-D convolution unpadded in time (XLA's CPU convolutions are slow
+  on the decoder's shapes): one matmul over an im2col buffer when that buffer is small (few
+  positions, many channels: XLA's CPU convolution of 1024 channels on a 2x3 latent runs at
+  0.2 GFLOP/s, the matmul at 60), else a sum of 2-D convolutions over the time taps."""
+  b, f, h, w, c = x.shape
+  kt, kh, kw = kernel.shape[:3]
+  (h0, h1), (w0, w1) = spatial_pad
+  positions = b * (f - kt + 1) * (h + h0 + h1 - kh + 1) * (w + w0 + w1 - kw + 1)
+  if positions * kt * kh * kw * c * x.dtype.itemsize <= IM2COL_BYTES:
+    return conv3d_im2col(x, kernel, spatial_pad)
+  return conv3d_as_2d(x, kernel, spatial_pad)
+
+
+def conv3d_im2col(x: jax.Array, kernel: jax.Array, spatial_pad) -> jax.Array:
+  """A stride-1 3-D convolution, unpadded in time, as one matmul: the kt*kh*kw shifted views
+  of x side by side in channels [B, F', H', W', kt*kh*kw*Cin] @ kernel [kt*kh*kw*Cin, Cout]."""
+  (h0, h1), (w0, w1) = spatial_pad
+  x = jnp.pad(x, ((0, 0), (0, 0), (h0, h1), (w0, w1), (0, 0)))
+  kt, kh, kw, _, cout = kernel.shape
+  _, f, h, w, _ = x.shape
+  fo, ho, wo = f - kt + 1, h - kh + 1, w - kw + 1
+  cols = jnp.concatenate([x[:, a:a + fo, i:i + ho, j:j + wo]
+                          for a in range(kt) for i in range(kh) for j in range(kw)], axis=-1)
+  acc = jnp.float32 if x.dtype.itemsize == 2 else None  # XLA's CPU 16-bit GEMM: f32 out
+  y = jnp.einsum('bfhwk,ko->bfhwo', cols, kernel.reshape(-1, cout), preferred_element_type=acc)
+  return y.astype(x.dtype)
 
 
 def conv3d_as_2d(x: jax.Array, kernel: jax.Array, spatial_pad) -> jax.Array:
@@ -113,14 +147,6 @@ class LayerNorm(nnx.Module):
     return y.astype(x.dtype)
 
 
-def timestep_sinusoid(t: jax.Array, dim: int = TIMESTEP_FREQ_DIM) -> jax.Array:
-  """[B] -> [B, dim] as cos | sin of t * 10000^(-i / (dim/2)); f32 (t reaches 1000)."""
-  half = dim // 2
-  freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
-  args = t.astype(jnp.float32)[:, None] * freqs[None]
-  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
-
-
 class TimestepEmbedder(nnx.Module):
   """Sinusoid(256) -> Linear -> SiLU -> Linear (PixArt's combined embedder without size terms)."""
 
@@ -133,7 +159,7 @@ class TimestepEmbedder(nnx.Module):
 
   def __call__(self, t: jax.Array) -> jax.Array:
     # t: [B] (already times the timestep scale multiplier) -> [B, dim]
-    h = timestep_sinusoid(t).astype(self.dtype)
+    h = timestep_sinusoid(t, TIMESTEP_FREQ_DIM).astype(self.dtype)  # [B, 256]
     return self.linear_2(jax.nn.silu(self.linear_1(h)))
 
 

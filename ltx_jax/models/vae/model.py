@@ -6,12 +6,14 @@ F' = (F - 1) / t + 1, H' = H / s, W' = W / s for the config's temporal and spati
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from ltx_jax.models.vae.config import LOG_VAR_CHANNELS, VAEConfig
+from ltx_jax.models.random import random_weights
+from ltx_jax.models.vae.config import LOG_VAR_CHANNELS, Block, VAEConfig
 from ltx_jax.models.vae.layers import (CausalConv3d, DepthToSpaceUpsample, MidBlock, ResnetBlock,
                                        SpaceToDepthDownsample, TimestepEmbedder, patchify,
                                        pixel_norm, unpatchify)
@@ -25,28 +27,31 @@ class Statistic(nnx.Variable):
 class Encoder(nnx.Module):
   """Patchify, conv_in, the block list, pixel norm, SiLU, conv_out -> latent moments."""
 
-  def __init__(self, config: VAEConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+  def __init__(self, in_channels: int, out_channels: int, blocks: Sequence[Block], *,
+               base_channels: int, patch_size: int, causal: bool,
+               spatial_padding_mode: str = 'zeros', dtype=jnp.float32, param_dtype=jnp.float32,
                rngs: nnx.Rngs):
-    kw = dict(spatial_padding_mode=config.spatial_padding_mode, dtype=dtype,
-              param_dtype=param_dtype, rngs=rngs)
-    self.patch_size = config.patch_size
-    self.causal = config.encoder_causal
-    channels = config.encoder_base_channels
-    self.conv_in = CausalConv3d(config.in_channels * config.patch_size ** 2, channels, **kw)
-    blocks = []
-    for b in config.encoder_blocks:
+    """blocks: the encoder block list (`VAEConfig.encoder_blocks`); out_channels: the moment
+    channels (latent mean, then the log-variance channels)."""
+    kw = dict(spatial_padding_mode=spatial_padding_mode, dtype=dtype, param_dtype=param_dtype,
+              rngs=rngs)
+    self.patch_size = patch_size
+    self.causal = causal
+    channels = base_channels
+    self.conv_in = CausalConv3d(in_channels * patch_size ** 2, channels, **kw)
+    layers = []
+    for b in blocks:
       cin, channels = channels, channels * b.multiplier
       if b.name == 'res_x':
-        blocks.append(MidBlock(channels, b.num_layers, **kw))
+        layers.append(MidBlock(channels, b.num_layers, **kw))
       elif b.name == 'res_x_y':
-        blocks.append(ResnetBlock(cin, channels, **kw))
+        layers.append(ResnetBlock(cin, channels, **kw))
       elif b.name.endswith('_res'):
-        blocks.append(SpaceToDepthDownsample(cin, channels, b.stride, **kw))
+        layers.append(SpaceToDepthDownsample(cin, channels, b.stride, **kw))
       else:  # compress_time / compress_space / compress_all / compress_all_x_y
-        blocks.append(CausalConv3d(cin, channels, 3, b.stride, **kw))
-    self.down_blocks = nnx.List(blocks)
-    out = LOG_VAR_CHANNELS[config.latent_log_var](config.latent_channels)
-    self.conv_out = CausalConv3d(channels, out, **kw)
+        layers.append(CausalConv3d(cin, channels, 3, b.stride, **kw))
+    self.down_blocks = nnx.List(layers)
+    self.conv_out = CausalConv3d(channels, out_channels, **kw)
 
   def __call__(self, video: jax.Array) -> jax.Array:
     # video: [B, F, H, W, Cin] -> moments [B, F', H', W', C_out] (the mean comes first)
@@ -60,29 +65,34 @@ class Decoder(nnx.Module):
   """conv_in, the reversed block list, pixel norm (+ timestep scale/shift), SiLU, conv_out,
   unpatchify."""
 
-  def __init__(self, config: VAEConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+  def __init__(self, in_channels: int, out_channels: int, blocks: Sequence[Block], *,
+               base_channels: int, patch_size: int, causal: bool, timestep_conditioning: bool,
+               spatial_padding_mode: str = 'zeros', dtype=jnp.float32, param_dtype=jnp.float32,
                rngs: nnx.Rngs):
-    kw = dict(spatial_padding_mode=config.spatial_padding_mode, dtype=dtype,
-              param_dtype=param_dtype, rngs=rngs)
-    self.patch_size = config.patch_size
-    self.causal = config.causal_decoder
+    """in_channels: latent channels; blocks: the decoder block list as configured (latent
+    side last, `VAEConfig.decoder_blocks`); base_channels: the width at the latent
+    (`VAEConfig.decoder_channels()`)."""
+    kw = dict(spatial_padding_mode=spatial_padding_mode, dtype=dtype, param_dtype=param_dtype,
+              rngs=rngs)
+    self.patch_size = patch_size
+    self.causal = causal
     self.dtype = dtype
-    tc = config.timestep_conditioning
-    channels = config.decoder_channels()
-    self.conv_in = CausalConv3d(config.latent_channels, channels, **kw)
-    blocks = []
-    for b in reversed(config.decoder_blocks):
+    tc = timestep_conditioning
+    channels = base_channels
+    self.conv_in = CausalConv3d(in_channels, channels, **kw)
+    layers = []
+    for b in reversed(blocks):
       cin, channels = channels, channels // b.multiplier
       if b.name == 'res_x':
-        blocks.append(MidBlock(channels, b.num_layers, inject_noise=b.inject_noise,
+        layers.append(MidBlock(channels, b.num_layers, inject_noise=b.inject_noise,
                                timestep_conditioning=tc, **kw))
       elif b.name == 'res_x_y':
-        blocks.append(ResnetBlock(cin, channels, inject_noise=b.inject_noise, **kw))
+        layers.append(ResnetBlock(cin, channels, inject_noise=b.inject_noise, **kw))
       else:
-        blocks.append(DepthToSpaceUpsample(cin, b.stride, residual=b.residual,
+        layers.append(DepthToSpaceUpsample(cin, b.stride, residual=b.residual,
                                            reduction=b.multiplier, **kw))
-    self.up_blocks = nnx.List(blocks)
-    self.conv_out = CausalConv3d(channels, config.out_channels * config.patch_size ** 2, **kw)
+    self.up_blocks = nnx.List(layers)
+    self.conv_out = CausalConv3d(channels, out_channels * patch_size ** 2, **kw)
     if tc:
       self.timestep_scale_multiplier = param(lambda *_: jnp.array(1000.0, param_dtype), None, (),
                                              param_dtype, ())
@@ -137,17 +147,21 @@ class VideoAutoencoder(nnx.Module):
                rngs: nnx.Rngs):
     self.config = config
     self.dtype = dtype
-    self.encoder = Encoder(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.decoder = Decoder(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    c = config.latent_channels
-    self.latents_mean = Statistic(jnp.zeros((c,), jnp.float32), out_sharding=('latent',),
+    c = config
+    kw = dict(spatial_padding_mode=c.spatial_padding_mode, dtype=dtype, param_dtype=param_dtype,
+              rngs=rngs)
+    self.encoder = Encoder(c.in_channels, LOG_VAR_CHANNELS[c.latent_log_var](c.latent_channels),
+                           c.encoder_blocks, base_channels=c.encoder_base_channels,
+                           patch_size=c.patch_size, causal=c.encoder_causal, **kw)
+    self.decoder = Decoder(c.latent_channels, c.out_channels, c.decoder_blocks,
+                           base_channels=c.decoder_channels(), patch_size=c.patch_size,
+                           causal=c.causal_decoder, timestep_conditioning=c.timestep_conditioning,
+                           **kw)
+    latent = c.latent_channels
+    self.latents_mean = Statistic(jnp.zeros((latent,), jnp.float32), out_sharding=('latent',),
                                   eager_sharding=False)
-    self.latents_std = Statistic(jnp.ones((c,), jnp.float32), out_sharding=('latent',),
-                                  eager_sharding=False)
-
-  def encode_moments(self, video: jax.Array) -> jax.Array:
-    """[B, F, H, W, 3] -> the encoder's raw output (mean channels first, then log-variance)."""
-    return self.encoder(video)
+    self.latents_std = Statistic(jnp.ones((latent,), jnp.float32), out_sharding=('latent',),
+                                 eager_sharding=False)
 
   def latent_mean(self, video: jax.Array) -> jax.Array:
     """Untiled, unjitted encode: [B, F, H, W, 3] -> latent mean [B, F', H', W', C]."""
@@ -192,29 +206,7 @@ class VideoAutoencoder(nnx.Module):
 
 def init_vae(config: VAEConfig, *, seed: int = 0, dtype=jnp.float32,
              param_dtype=jnp.float32) -> VideoAutoencoder:
-  """A randomly initialised VAE for tests and experiments, drawn on the host.
-
-  Kernels ~ N(0, 1/fan_in), other parameters ~ N(0, 0.1^2), norm scales 1, noise scales 0,
-  timestep multiplier 1000, statistics (0, 1). No per-shape compilation, unlike eager init.
-  """
-  model = nnx.eval_shape(lambda: VideoAutoencoder(config, dtype=dtype, param_dtype=param_dtype,
-                                                  rngs=nnx.Rngs(seed)))
-  rng = np.random.default_rng(seed)
-  for path, var in nnx.iter_graph(model):
-    if not isinstance(var, nnx.Variable):
-      continue
-    shape, leaf = var.get_value().shape, str(path[-1])
-    if isinstance(var, Statistic):
-      value = np.full(shape, 1.0 if leaf == 'latents_std' else 0.0)
-    elif leaf == 'timestep_scale_multiplier':
-      value = np.full(shape, 1000.0)
-    elif leaf.startswith('per_channel_scale'):
-      value = np.zeros(shape)
-    elif leaf == 'scale':
-      value = np.ones(shape)
-    elif leaf == 'kernel':
-      value = rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1]))
-    else:
-      value = 0.1 * rng.normal(size=shape)
-    var.set_value(jnp.asarray(value, jnp.float32 if isinstance(var, Statistic) else param_dtype))
-  return model
+  """A VAE with random weights drawn on the host (`ltx_jax.models.random.random_weights`), for
+  tests and experiments."""
+  return random_weights(lambda: VideoAutoencoder(config, dtype=dtype, param_dtype=param_dtype,
+                                                 rngs=nnx.Rngs(seed)), seed, std=0.1)

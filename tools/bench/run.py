@@ -1,4 +1,4 @@
-"""Runs the benchmark cases and writes the markdown report (see tools/bench.py for the command)."""
+"""Runs the benchmark cases and writes the markdown report (tools/bench.py has the commands)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import time
 
 import jax
 
-from ltx_jax.bench import cases as cases_lib
-from ltx_jax.bench import loop as loop_lib
-from ltx_jax.bench import measure
+from tools.bench import cases as cases_lib
+from tools.bench import loop as loop_lib
+from tools.bench import measure
 
 GIB = 2 ** 30
 

@@ -1,13 +1,13 @@
 """Case 5, the whole tiny pipeline: what the scanned loop costs over its steps, against diffusers;
 and a cold against a warm start in fresh processes (the persistent compilation cache).
 
-`python -m ltx_jax.bench.loop` runs the tiny pipeline once (the default cold/warm child).
+The loop is timed through the pipeline's public stages: `prepare` builds the plan of the same
+call, `denoise` runs it (whole, or one step at a time).
 """
 
 from __future__ import annotations
 
-import inspect
-import json
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,18 +16,18 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ltx_jax.bench import measure
-from ltx_jax.bench.cases import (TRANSFORMER_TINY, VAE_TINY_DECODER, VAE_TINY_ENCODER,
-                                 host_random)
+from ltx_jax.models.random import random_weights
+from tools.bench import measure
+from tools.bench.cases import TRANSFORMER_TINY, VAE_TINY_DECODER, VAE_TINY_ENCODER
 
 VIDEO = (9, 64, 96)  # frames, height, width: a 3 x 8 x 12 latent grid
 TEXT_TOKENS = 16
 GUIDANCE = 3.0
 DECODE_T = 0.05
+SEED = 0
 
 
 def _text(seed: int = 0) -> dict[str, np.ndarray]:
@@ -44,16 +44,18 @@ def jax_pipeline():
   from ltx_jax.pipeline import LTXPipeline
   from ltx_jax.sampling import SchedulerConfig
   vae_cfg = VAEConfig.from_diffusers({**VAE_TINY_ENCODER, **VAE_TINY_DECODER})
-  transformer = host_random(lambda: LTXVideoTransformer(TRANSFORMER_TINY, rngs=nnx.Rngs(0)),
-                            jnp.float32, seed=0)
-  vae = host_random(lambda: VideoAutoencoder(vae_cfg, rngs=nnx.Rngs(0)), jnp.float32, seed=1)
+  transformer = random_weights(lambda: LTXVideoTransformer(TRANSFORMER_TINY, rngs=nnx.Rngs(0)),
+                               seed=0)
+  vae = random_weights(lambda: VideoAutoencoder(vae_cfg, rngs=nnx.Rngs(0)), seed=1)
   return LTXPipeline(transformer, vae, None, None, SchedulerConfig())
 
 
-def run_jax_pipeline(pipe, steps: int):
+def run_jax_pipeline(pipe, steps: int, output_type: str = 'np'):
   f, h, w = VIDEO
-  return pipe(**_text(), height=h, width=w, num_frames=f, num_inference_steps=steps,
-              guidance_scale=GUIDANCE, decode_timestep=DECODE_T, progress=False).frames
+  out = pipe(**_text(), height=h, width=w, num_frames=f, num_inference_steps=steps,
+             guidance_scale=GUIDANCE, decode_timestep=DECODE_T, progress=False,
+             output_type=output_type, seed=SEED)
+  return out.frames if output_type == 'np' else out.latents
 
 
 def torch_pipeline(device: str = 'cpu'):
@@ -88,54 +90,41 @@ def torch_pipeline(device: str = 'cpu'):
   return run
 
 
-def _record_loop_call(pipe, steps: int) -> inspect.BoundArguments:
-  """The arguments the pipeline passes to `denoise_jit`, caught during one call."""
-  from ltx_jax.sampling import loop as loop_lib
-  calls = []
-  real = loop_lib.denoise_jit
-
-  def spy(*args, **kwargs):
-    calls.append(inspect.signature(loop_lib.denoise).bind(*args, **kwargs))
-    return real(*args, **kwargs)
-
-  loop_lib.denoise_jit = spy
-  try:
-    run_jax_pipeline(pipe, steps)
-  finally:
-    loop_lib.denoise_jit = real
-  return calls[-1]
+def plan(pipe, steps: int):
+  """The `GenerationPlan` of `run_jax_pipeline(pipe, steps)`, from the pipeline's public
+  `prepare` stage (text-to-video, CFG on: two row groups per transformer call)."""
+  f, h, w = VIDEO
+  return pipe.prepare(**_text(), height=h, width=w, num_frames=f, num_inference_steps=steps,
+                      guidance_scale=GUIDANCE, progress=False, seed=SEED)
 
 
 def loop_functions(pipe, steps: int) -> dict:
-  """The scanned loop over `steps`, a Python loop of `steps` one-step jitted calls, and one step,
-  all with the arguments the pipeline itself passes (guidance on: batch 2 per transformer call).
+  """The scanned loop over `steps`, a Python loop of `steps` one-step runs, and one step, all
+  through the public `denoise` stage on the plan of the pipeline's own call.
 
-  Per-step guidance values ([S] or [S, L]) are sliced along with the sigmas.
+  A one-step plan is the full plan with its sigmas and per-step guidance values ([S] or
+  [S, L]) sliced to that step.
   """
-  from ltx_jax.sampling import loop as loop_lib
-  bound = _record_loop_call(pipe, steps)
-  full = dict(bound.arguments)
+  full = plan(pipe, steps)
 
-  def step_args(i: int, latents) -> dict:
-    a = dict(full, latents=latents, sigmas=full['sigmas'][i:i + 2],
-             key=jax.random.fold_in(full['key'], i))
-    if 'guidance' in full:  # per-step values, each [S] or [S, L]
-      a['guidance'] = jax.tree.map(lambda x: x[i:i + 1], full['guidance'])
-    return a
+  def one(i: int):
+    return dataclasses.replace(full, sigmas=full.sigmas[i:i + 2],
+                               guidance=jax.tree.map(lambda g: g[i:i + 1], full.guidance),
+                               key=jax.random.fold_in(full.key, i))
 
-  singles = [step_args(i, None) for i in range(steps)]
+  singles = [one(i) for i in range(steps)]
 
   def scanned():
-    return loop_lib.denoise_jit(**full)
+    return pipe.denoise(full)
 
   def python_loop():
-    x = full['latents']
-    for a in singles:
-      x = loop_lib.denoise_jit(**dict(a, latents=x))
+    x = None
+    for p in singles:
+      x = pipe.denoise(p if x is None else p.with_video_latents(x))
     return x
 
   def one_step():
-    return loop_lib.denoise_jit(**dict(singles[0], latents=full['latents']))
+    return pipe.denoise(singles[0])
 
   return {'scanned': scanned, 'python_loop': python_loop, 'one_step': one_step}
 
@@ -170,17 +159,14 @@ def pipeline_bench(steps: int = 8, runs: int = 5, with_torch: bool = True) -> di
 
 
 def _default_child() -> list[str]:
-  """The smoke config through the CLI when it is there, else this module's tiny pipeline."""
-  root = Path(__file__).resolve().parents[2]
-  smoke = root / 'configs' / 'smoke.py'
-  if smoke.exists():
-    out = tempfile.mkdtemp(prefix='ltx_bench_smoke_')
-    code = ("from ltx_jax.compilation_cache import configure_compilation_cache as c; c(); "
-            "import runpy, sys; sys.argv = ['generate', '--config', %r, "
-            "'--config.output_dir=%s']; runpy.run_module('ltx_jax.generate', "
-            "run_name='__main__')" % (str(smoke), out))
-    return [sys.executable, '-c', code]
-  return [sys.executable, '-m', 'ltx_jax.bench.loop']
+  """The smoke config through the CLI (configs/ sits beside tools/ in the repository)."""
+  smoke = Path(__file__).resolve().parents[2] / 'configs' / 'smoke.py'
+  out = tempfile.mkdtemp(prefix='ltx_bench_smoke_')
+  code = ("from ltx_jax.compilation_cache import configure_compilation_cache as c; c(); "
+          "import runpy, sys; sys.argv = ['generate', '--config', %r, "
+          "'--config.output_dir=%s']; runpy.run_module('ltx_jax.generate', "
+          "run_name='__main__')" % (str(smoke), out))
+  return [sys.executable, '-c', code]
 
 
 def cold_warm(command: list[str] | None = None, cache_dir: str | None = None) -> dict:
@@ -199,15 +185,3 @@ def cold_warm(command: list[str] | None = None, cache_dir: str | None = None) ->
     entries = cache_entries(cache_dir or tmp)
   return {'command': ' '.join(command), 'cold_s': times[0], 'warm_s': times[1],
           'cache_entries': entries}
-
-
-def _child():
-  from ltx_jax.compilation_cache import configure_compilation_cache
-  configure_compilation_cache()
-  t0 = time.perf_counter()
-  frames = run_jax_pipeline(jax_pipeline(), 8)
-  print(json.dumps({'shape': list(frames.shape), 'seconds': time.perf_counter() - t0}))
-
-
-if __name__ == '__main__':
-  _child()

@@ -17,11 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ltx_jax.bench import flops as flops_lib
-from ltx_jax.bench import measure
+from ltx_jax.models.random import random_weights
 from ltx_jax.models.t5.config import T5Config
 from ltx_jax.models.transformer.config import LTXV_13B, LTXV_2B, TransformerConfig
 from ltx_jax.models.vae.config import VAEConfig
+from tools.bench import flops as flops_lib
+from tools.bench import measure
 
 DTYPES = {'f32': (jnp.float32, 'float32'), 'bf16': (jnp.bfloat16, 'bfloat16')}
 
@@ -69,33 +70,12 @@ def _torch_dtype(name: str):
   return getattr(torch, DTYPES[name][1])
 
 
-def host_random(factory: Callable[[], nnx.Module], dtype, seed: int = 0) -> nnx.Module:
-  """`factory()`'s module with weights drawn on the host (numpy, fan-in scaled normals; ones for
-  norm scales): initializing with the modules' own `nnx.Rngs` compiles one program per
-  parameter shape, which dominates the tiny cases. On a GPU those programs are cheap and the
-  host draws would not be (13B parameters), so the modules' own initializers run there."""
-  if measure.on_gpu():
-    return factory()
-  graph, state = nnx.split(nnx.eval_shape(factory))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name, shape = str(path[-1]), leaf.shape
-    if name in ('scale', 'latents_std'):
-      x = np.ones(shape, np.float32)
-    elif name == 'timestep_scale_multiplier':
-      x = np.full(shape, 1000.0, np.float32)
-    elif name == 'kernel':  # dense [.., in, out] or conv [.., kt, kh, kw, in, out]
-      fan_in = math.prod(shape[-5:-1]) if len(shape) >= 5 else shape[-2]
-      x = rng.standard_normal(shape, np.float32) / np.float32(math.sqrt(fan_in))
-    elif name == 'embedding':
-      x = rng.standard_normal(shape, np.float32)
-    else:  # biases, modulation tables
-      x = np.float32(0.02) * rng.standard_normal(shape, np.float32)
-    keep = leaf.dtype if name in ('latents_mean', 'latents_std') else dtype
-    return jnp.asarray(x, keep)
-
-  return nnx.merge(graph, nnx.map_state(draw, state))
+def _weights(factory: Callable[[], nnx.Module], seed: int = 0) -> nnx.Module:
+  """`factory()`'s module with random weights: drawn on the host on CPU (the modules' own
+  initializers compile one program per parameter shape, which dominates the tiny cases); on a
+  GPU those programs are cheap and host draws of 13B parameters would not be, so the modules'
+  own initializers run there."""
+  return factory() if measure.on_gpu() else random_weights(factory, seed)
 
 
 def _split_jit(model: nnx.Module, apply: Callable) -> tuple[Any, Any]:
@@ -121,8 +101,8 @@ def _transformer(cfg: TransformerConfig, batch: int, grid: tuple[int, int, int],
     mask[:, text * 3 // 4:] = 0  # some padding, as real prompts have
     t = np.full((batch,), 700.0, np.float32)
     scale = (8 / 25, 32.0, 32.0)
-    model = host_random(lambda: LTXVideoTransformer(cfg, dtype=jdt, param_dtype=jdt,
-                                                     rngs=nnx.Rngs(0)), jdt)
+    model = _weights(lambda: LTXVideoTransformer(cfg, dtype=jdt, param_dtype=jdt,
+                                                  rngs=nnx.Rngs(0)))
     fn, state = _split_jit(model, lambda m, x, c, t, k: m(
         x, c, t, k, num_frames=f, height=h, width=w, rope_interpolation_scale=scale))
     args = (state, jnp.asarray(x, jdt), jnp.asarray(ctx, jdt), jnp.asarray(t),
@@ -162,8 +142,12 @@ def _vae_decode(decoder_cfg: dict, encoder_cfg: dict, video: tuple[int, int, int
     frames, height, width = video
     latent = config.latent_shape(frames, height, width)  # [F', H', W', C]
     z = np.random.default_rng(0).standard_normal((1, *latent), np.float32)
-    decoder = host_random(
-        lambda: Decoder(config, dtype=jdt, param_dtype=jdt, rngs=nnx.Rngs(0)), jdt)
+    decoder = _weights(lambda: Decoder(
+        config.latent_channels, config.out_channels, config.decoder_blocks,
+        base_channels=config.decoder_channels(), patch_size=config.patch_size,
+        causal=config.causal_decoder, timestep_conditioning=config.timestep_conditioning,
+        spatial_padding_mode=config.spatial_padding_mode, dtype=jdt, param_dtype=jdt,
+        rngs=nnx.Rngs(0)))
     fn, state = _split_jit(decoder, lambda m, z, t: m(z, t))
     args = (state, jnp.asarray(z, jdt), jnp.full((1,), 0.05, jnp.float32))
     flops = flops_lib.traced_flops(fn, *args)
@@ -205,8 +189,7 @@ def _t5(cfg: T5Config, batch: int, tokens: int) -> Callable[[str, str], Setup]:
     ids = rng.integers(2, cfg.vocab_size, (batch, tokens)).astype(np.int32)
     mask = np.ones((batch, tokens), np.int32)
     mask[:, tokens // 2:] = 0
-    model = host_random(
-        lambda: T5Encoder(cfg, dtype=jdt, param_dtype=jdt, rngs=nnx.Rngs(0)), jdt)
+    model = _weights(lambda: T5Encoder(cfg, dtype=jdt, param_dtype=jdt, rngs=nnx.Rngs(0)))
     fn, state = _split_jit(model, lambda m, ids, mask: m(ids, mask))
     args = (state, jnp.asarray(ids), jnp.asarray(mask))
 

@@ -1,1 +1,0 @@
-"""Benchmarks against the PyTorch references: `python tools/bench.py --help`."""

@@ -1,0 +1,63 @@
+"""GPU-only checks (`pytest -m gpu` with JAX_PLATFORMS=cuda on a GPU machine; skipped with the
+reason elsewhere): cuDNN attention against XLA's f32 reference, and the VAE's tiled and default
+decode against the untiled one on the device."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import rel_l2
+from ltx_jax.models.vae import VAEConfig, init_vae
+from ltx_jax.models.vae import tiling as tiling_lib
+from ltx_jax.models.vae.tiling import TilingConfig
+from ltx_jax.nn import attention
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_cudnn_attention_matches_xla_f32(masked):
+  rng = np.random.default_rng(0)
+  b, t, s, n, h = 2, 1024, 256, 8, 64
+  q = rng.standard_normal((b, t, n, h)).astype(np.float32)
+  k = rng.standard_normal((b, s, n, h)).astype(np.float32)
+  v = rng.standard_normal((b, s, n, h)).astype(np.float32)
+  bias = None
+  if masked:  # text padding: the last 100 keys of row 1 masked out
+    keep = np.ones((b, s), bool)
+    keep[1, -100:] = False
+    bias = jnp.asarray(np.where(keep, 0.0, -1e9)[:, None, None, :], jnp.float32)
+  with jax.default_matmul_precision('highest'):
+    want = attention(q, k, v, bias, implementation='xla')
+  got = attention(*(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)),
+                  None if bias is None else bias.astype(jnp.bfloat16), implementation='cudnn')
+  err = rel_l2(np.asarray(got, np.float32), want)
+  print(f"cuDNN bf16 vs XLA f32 attention (masked={masked}): rel L2 {err:.2e}")
+  assert err <= 2e-2
+
+
+CONFIG = VAEConfig.from_official(dict(
+    _class_name='CausalVideoAutoencoder', dims=3, latent_channels=8, norm_layer='pixel_norm',
+    latent_log_var='uniform', use_quant_conv=False, patch_size=2, encoder_base_channels=16,
+    decoder_base_channels=16, timestep_conditioning=True, spatial_padding_mode='replicate',
+    encoder_blocks=[['res_x', 1], ['compress_all_res', {'multiplier': 2}], ['res_x', 1]],
+    decoder_blocks=[['res_x', 1], ['compress_all', {'residual': True, 'multiplier': 2}],
+                    ['res_x', 1]]))
+
+
+def test_tiled_and_default_decode_on_gpu():
+  vae = init_vae(CONFIG)
+  f, h, w = np.meshgrid(np.arange(17), np.arange(40), np.arange(48), indexing='ij')
+  z = np.stack([np.sin(0.08 * f + c) * np.cos(0.08 * h - c) + 0.5 * np.sin(0.08 * w + c)
+                for c in range(8)], -1)[None].astype(np.float32)
+  with jax.default_matmul_precision('highest'):
+    full = vae.decode(z, 0.05, tiling=False)
+    auto = vae.decode(z, 0.05)  # fits the device: the untiled program
+    tiled = tiling_lib.decode(vae, z, 0.05, None, TilingConfig(spatial_tile=16, spatial_overlap=8,
+                                                               temporal_tile=8,
+                                                               temporal_overlap=4), force=True)
+  assert np.array_equal(np.asarray(auto), np.asarray(full))
+  err = rel_l2(tiled, full)
+  print(f"tiled vs untiled decode on GPU: rel L2 {err:.2e}")
+  assert err < 1e-2

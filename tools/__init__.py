@@ -1,0 +1,1 @@
+"""Command-line tools over the ltx_jax library (run from the repository root)."""
