@@ -87,7 +87,7 @@ def image():
                    rng.integers(0, 255, (H, W))], -1).astype(np.uint8)
 
 
-def run_both(pipe, reference, monkeypatch, frames=False, **kw):
+def run_both(pipe, reference, monkeypatch, frames=False, ours_only=None, **kw):
   """-> (ours, diffusers latents [1, F', H', W', C], diffusers frames in [0, 1] or None)."""
   texts = Texts()
   monkeypatch.setattr(pipe, 'encode_prompt', texts.ours)
@@ -108,7 +108,7 @@ def run_both(pipe, reference, monkeypatch, frames=False, **kw):
     want_frames = reference(output_type='np', **theirs_kw).frames if frames else None
   ours = LTXLongVideoPipeline(pipe)(output_type='np' if frames else 'latent',
                                     noise=torch_noise, decode_temporal_tile=64, progress=False,
-                                    **common)
+                                    **common, **(ours_only or {}))
   return ours, want.permute(0, 2, 3, 4, 1).numpy(), want_frames
 
 
@@ -195,6 +195,32 @@ def test_guidance_latents(pipe, reference, monkeypatch, highest_precision):
   check_latents(ours, want, 'guidance latents')
 
 
+def test_ancestral_steps(pipe, reference, monkeypatch, highest_precision):
+  """eta = 1 (ComfyUI's euler_ancestral_RF): diffusers' scheduler draws our step noise."""
+  import jax
+  import diffusers.schedulers.scheduling_ltx_euler_ancestral_rf as rf
+  from diffusers import LTXEulerAncestralRFScheduler
+  from ltx_jax.pipeline.long_video import step_keys
+  windows = split_windows(9, 5, 3)
+  steps = len(SIGMAS) - 1
+  calls = []
+
+  def randn(shape, generator=None, device=None, dtype=None):
+    w, j = divmod(len(calls), steps - 1)  # no noise on the step to sigma 0
+    calls.append(shape)
+    key = step_keys(SEED, windows[w][0], steps)[j]
+    return torch.from_numpy(np.array(jax.random.normal(key, tuple(shape))))
+
+  monkeypatch.setattr(rf, 'randn_tensor', randn)
+  monkeypatch.setattr(reference, 'scheduler', LTXEulerAncestralRFScheduler(eta=1.0))
+  ours, want, _ = run_both(
+      pipe, reference, monkeypatch, ours_only=dict(eta=1.0), prompt='a fox',
+      cond_image=image(), cond_strength=0.9, num_frames=33, temporal_tile_size=20,
+      temporal_overlap=12)
+  assert len(calls) == len(windows) * (steps - 1)
+  check_latents(ours, want, 'eta 1')
+
+
 def test_memory_flat_and_one_compile_per_shape(pipe):
   """2 and 6 windows of one shape: the same programs, so the same peak device memory; the
   loop compiles once per window shape (the first window, then the rest)."""
@@ -243,6 +269,7 @@ def test_memory_flat_and_one_compile_per_shape(pipe):
     (dict(decode_horizontal_tiles=0), r'decode_horizontal_tiles=0'),
     (dict(output_type='pil'), r"output_type='pil'"),
     (dict(guidance_scale=-1.0), r'guidance_scale=-1.0'),
+    (dict(eta=-0.5), r'eta=-0.5'),
 ])
 def test_bad_arguments(pipe, kwargs, message):
   """Refused with one line before anything compiles or encodes."""

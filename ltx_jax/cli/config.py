@@ -344,6 +344,7 @@ def long_video_config() -> ml_collections.ConfigDict:
   lv.negative_index_strength = 1.0
   lv.skip_steps_sigma_threshold = 1.0
   lv.sigmas = ()  # explicit per-window schedule ending in 0; empty: timesteps / steps
+  lv.eta = 0.0  # ancestral steps' noise (ComfyUI's euler_ancestral_RF: 1.0); 0: Euler
   lv.decode_horizontal_tiles = 4
   lv.decode_vertical_tiles = 4
   lv.decode_overlap = 3
@@ -354,7 +355,7 @@ def long_video_config() -> ml_collections.ConfigDict:
 
 _LONG_DIRECT = ('temporal_tile_size', 'temporal_overlap', 'temporal_overlap_cond_strength',
                 'adain_factor', 'cond_strength', 'negative_index_strength',
-                'skip_steps_sigma_threshold', 'decode_horizontal_tiles',
+                'skip_steps_sigma_threshold', 'eta', 'decode_horizontal_tiles',
                 'decode_vertical_tiles', 'decode_overlap', 'decode_temporal_tile',
                 'decode_temporal_overlap')
 
@@ -408,7 +409,7 @@ def check_long_video(c, compression: tuple[int, int]) -> None:
                                              lv.temporal_overlap, compression[0])
     long_video.check_strengths(**{k: lv[k] for k in (
         'temporal_overlap_cond_strength', 'adain_factor', 'cond_strength',
-        'negative_index_strength')})
+        'negative_index_strength', 'eta')})
     long_video.window_prompts(long_video_prompt(c), None, len(windows))
   except UsageError as e:
     _fail(f"config.long_video.{e}")

@@ -43,6 +43,7 @@ from ltx_jax.sampling import loop as loop_lib
 from ltx_jax.sampling.schedules import sigmas_for
 
 __all__ = ['LTXLongVideoPipeline', 'LTXLongVideoOutput', 'split_windows', 'window_prompts',
+           'step_keys',
            'check_windows', 'check_strengths']
 
 
@@ -69,6 +70,13 @@ class LTXLongVideoOutput:
 
 
 # -------------------------------------------------------------------------- host pieces
+
+
+def step_keys(seed: int, start: int, steps: int) -> jax.Array:
+  """The keys of the ancestral steps' noise (eta > 0) of the window starting at latent frame
+  `start`: step i of the run (after skipped steps) draws N(0, 1) from keys[i]."""
+  key_steps = jax.random.split(jax.random.key(int(seed)), 3)[1]
+  return jax.random.split(jax.random.fold_in(key_steps, start), steps)
 
 
 def split_windows(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
@@ -258,7 +266,7 @@ class LTXLongVideoPipeline:
                decode_horizontal_tiles: int = 4, decode_vertical_tiles: int = 4,
                decode_overlap: int = 3, decode_temporal_tile: int = 16,
                decode_temporal_overlap: int = 4, last_frame_fix: bool = True,
-               output_type: str = 'np', max_sequence_length: int = 128,
+               output_type: str = 'np', max_sequence_length: int = 128, eta: float = 0.0,
                noise: Callable[[int, tuple], Any] | None = None,
                progress: bool | None = None) -> LTXLongVideoOutput:
     """Generates one long video; every argument is checked before anything compiles.
@@ -277,13 +285,16 @@ class LTXLongVideoPipeline:
       [1, f, H', W', C] (its last frame) + negative_index_strength; adain_factor;
       temporal_overlap_cond_strength: see the module docstring. Strengths lie in [0, 1].
     sigmas: an explicit per-window schedule run as given (diffusers with its
-      LTXEulerAncestralRFScheduler at eta=0, which is this loop), each step sigmas[i] ->
+      LTXEulerAncestralRFScheduler, whose step this loop takes), each step sigmas[i] ->
       sigmas[i + 1]; else num_inference_steps of the pipeline's scheduler (all steps; diffusers
       stops one step early there, on its scheduler's default schedule: pass sigmas to match
       it). skip_steps_sigma_threshold: steps starting above it are
       skipped (None or <= 0: none).
+    eta: the ancestral sampler's noise (diffusers' LTXEulerAncestralRFScheduler / ComfyUI's
+      euler_ancestral_RF, whose default is 1.0); 0 (default) is the Euler step.
     seed: window noise N(0, 1) from key(seed) folded with the window's start; `noise(start,
       shape)` -> [1, T, H', W', C] replaces it (e.g. to reproduce another implementation).
+      The ancestral steps' noise: `step_keys(seed, start, steps)`.
     decode_*: the decoder's noise (decode_timestep, decode_noise_scale; None: no noise as
       diffusers), its spatial tiles (diffusers' tile counts and overlap in latent pixels,
       turned into square tiles) and the temporal chunks (decode_temporal_tile latent frames
@@ -314,6 +325,7 @@ class LTXLongVideoPipeline:
     if negative_prompt is not None and not isinstance(negative_prompt, str):
       raise UsageError(f"negative_prompt={negative_prompt!r} must be a string")
     _int('max_sequence_length', max_sequence_length, 1)
+    eta = checks.check_finite('eta', eta, 0.0, 1.0)
     sched = self._schedule(num_inference_steps, sigmas, skip_steps_sigma_threshold,
                            tile * h * w)
     guidance, (use_cfg, _) = guidance_lib.per_step(
@@ -351,7 +363,7 @@ class LTXLongVideoPipeline:
     texts = self._encode_texts(prompts, negative_prompt or '', use_cfg, max_sequence_length)
 
     # ---- windows ----
-    key_windows, key_decode = jax.random.split(jax.random.key(int(seed)))
+    key_windows, key_steps, key_decode = jax.random.split(jax.random.key(int(seed)), 3)
     programs: dict = {}
     out = first = None
     bar = _bar(len(windows), 'windows', show)
@@ -363,8 +375,8 @@ class LTXLongVideoPipeline:
            np.asarray(jax.random.normal(jax.random.fold_in(key_windows, start), shape)))
       if z.shape != shape:
         raise UsageError(f"noise({start}, {shape}) returned shape {list(z.shape)}")
-      result = self._denoise_window(win, z, texts[prompts[w_idx]], sched, guidance,
-                                    use_cfg, show, programs)
+      result = self._denoise_window(win, z, texts[prompts[w_idx]], sched, guidance, use_cfg,
+                                    eta, jax.random.fold_in(key_steps, start), show, programs)
       if out is None:
         out = first = result
       else:  # the window's first frame dropped, AdaIN to the first window, cross-faded in
@@ -389,7 +401,8 @@ class LTXLongVideoPipeline:
   # -- parts -----------------------------------------------------------------------------------
 
   def _denoise_window(self, win: '_Window', noise: np.ndarray, text, sched: np.ndarray,
-                      guidance, use_cfg: bool, show: bool, programs: dict) -> np.ndarray:
+                      guidance, use_cfg: bool, eta: float, key: jax.Array, show: bool,
+                      programs: dict) -> np.ndarray:
     """One window through the jitted soft-blend loop -> its own frames [1, T, H', W', C]
     (host), the appended conditioning frames dropped."""
     pipe = self.pipe
@@ -401,7 +414,8 @@ class LTXLongVideoPipeline:
     spec = loop_lib.LoopSpec(grid=(t_eff, h, w), cfg=use_cfg, progress=show,
                              partitioning=pipe.partitioning)
     graph, state = pipe._transformer_split
-    args = pipe._global(x, clean, strength, sched, *text, guidance, win.coords)
+    args = pipe._global(x, clean, strength, sched, *text, guidance, win.coords,
+                        np.float32(eta), key)
     programs.setdefault(('denoise', spec, _shapes(args)),
                         ('denoise', blend_loop.denoise_blended_jit,
                          ((spec, graph), _abstract((state,) + args))))
