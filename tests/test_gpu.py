@@ -54,10 +54,35 @@ def test_tiled_and_default_decode_on_gpu():
   with jax.default_matmul_precision('highest'):
     full = vae.decode(z, 0.05, tiling=False)
     auto = vae.decode(z, 0.05)  # fits the device: the untiled program
-    tiled = tiling_lib.decode(vae, z, 0.05, None, TilingConfig(spatial_tile=16, spatial_overlap=8,
-                                                               temporal_tile=8,
-                                                               temporal_overlap=4), force=True)
+    tiled = tiling_lib.decode(vae, z, 0.05, None, TilingConfig(spatial_tile=24, spatial_overlap=12,
+                                                               temporal_tile=12,
+                                                               temporal_overlap=6), force=True)
   assert np.array_equal(np.asarray(auto), np.asarray(full))
   err = rel_l2(tiled, full)
   print(f"tiled vs untiled decode on GPU: rel L2 {err:.2e}")
   assert err < 1e-2
+
+
+def test_fp8_gemm_on_gpu():
+  """`fp8_matmul` compiles to a cuBLASLt fp8 GEMM on GPUs with fp8 tensor cores (compute
+  capability 8.9+) and equals its emulation (the same quantisation, products in f32)."""
+  from ltx_jax.nn import fp8_matmul
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((4, 512, 1024)), jnp.bfloat16)
+  w = jnp.asarray(rng.standard_normal((1024, 2048)) * 0.03, jnp.float8_e4m3fn)
+  fn = jax.jit(lambda a, b: fp8_matmul(a, b, jnp.bfloat16))
+  got = np.asarray(fn(x, w), np.float32)
+  xf = np.asarray(x, np.float32)
+  scale = np.float32(np.abs(xf).max()) / np.float32(448)
+  xq = np.asarray(jnp.asarray(np.clip(xf / scale, -448, 448)).astype(jnp.float8_e4m3fn),
+                  np.float32) * scale
+  want = xq @ np.asarray(w, np.float32)
+  err = rel_l2(got, want)
+  exact = rel_l2(got, xf @ np.asarray(w, np.float32))
+  cc = getattr(jax.devices()[0], 'compute_capability', '0')
+  hlo = fn.lower(x, w).compile().as_text()
+  print(f"fp8 GEMM on {jax.devices()[0].device_kind} (cc {cc}): vs emulation {err:.2e}, "
+        f"vs unquantised {exact:.2e}, cuBLASLt fp8 calls {hlo.count('cublas$lt$matmul$f8')}")
+  assert err < 1e-2 and exact < 5e-2
+  if float(cc) >= 8.9:
+    assert 'cublas$lt$matmul$f8' in hlo

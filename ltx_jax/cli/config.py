@@ -51,6 +51,10 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.model.dtype = 'bfloat16'
   c.model.text_encoder_dtype = ''  # default: model.dtype
   c.model.attention = 'auto'
+  # Transformer weight storage ('' = model.dtype; 'fp8' as the official -fp8 files) and matmuls
+  # ('fp8': fp8 x fp8 GEMMs on fp8 weights, fast on GPUs with fp8 tensor cores).
+  c.model.param_dtype = ''
+  c.model.matmul = 'default'
   c.model.offline = False  # hub: only the local cache
   c.model.hash_files = True  # sha256 of the weight files into the sidecar (cached per file)
 
@@ -299,6 +303,16 @@ def check(c) -> Plan:
   if c.model.dtype not in DTYPES or c.model.text_encoder_dtype not in DTYPES + ('',):
     _fail(f"config.model.dtype={c.model.dtype!r} / text_encoder_dtype="
           f"{c.model.text_encoder_dtype!r}; choose from {', '.join(DTYPES)}")
+  if c.model.param_dtype not in DTYPES + ('fp8', ''):
+    _fail(f"config.model.param_dtype={c.model.param_dtype!r}; choose from "
+          f"{', '.join(DTYPES + ('fp8',))} (or '' for model.dtype)")
+  if c.model.matmul not in ('default', 'fp8'):
+    _fail(f"config.model.matmul={c.model.matmul!r}; choose default or fp8")
+  if c.model.matmul == 'fp8' and c.model.param_dtype != 'fp8':
+    _fail("config.model.matmul='fp8' multiplies fp8 weights: set config.model.param_dtype='fp8'")
+  if c.model.source == SMOKE and (c.model.param_dtype or c.model.matmul != 'default'):
+    _fail("the smoke model has no fp8 storage: leave config.model.param_dtype and "
+          "config.model.matmul at their defaults")
   check_model_source(c)
   tc, sc = model_compression(c)
   check_sampling(c, (tc, sc))

@@ -28,7 +28,8 @@ from ltx_jax.sources.resolve import sha256
 
 def load_model(source: str, *, file: str = '', release: str = '', dtype: str = 'bfloat16',
                text_encoder_dtype: str = '', attention: str = 'auto', offline: bool = False,
-               hash_files: bool = False, mesh=None, context_attention: str = 'allgather'):
+               hash_files: bool = False, mesh=None, context_attention: str = 'allgather',
+               param_dtype: str = '', matmul: str = 'default'):
   """(LTXPipeline, source facts) from a folder, file, converted checkpoint, hub repo id, or
   'smoke' (ltx_jax.smoke's random-weight plumbing model). Names as in config.model; mesh: a
   device mesh (ltx_jax.sharding.make_mesh) or None for one device."""
@@ -46,7 +47,8 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
   pipe = LTXPipeline.from_pretrained(os.path.expanduser(source), dt, file=file or None,
                                      release=release or None, text_encoder_dtype=te_dtype,
                                      attention=attention, offline=True if offline else None,
-                                     mesh=mesh, context_attention=context_attention)
+                                     mesh=mesh, context_attention=context_attention,
+                                     param_dtype=param_dtype or None, matmul=matmul)
   ms = pipe.source
   logging.info("source: %s (%s), release %s", ms.root, ms.kind, ms.release.name)
   files = [{'path': str(f), 'bytes': f.stat().st_size,
@@ -61,7 +63,8 @@ def load_pipeline(c):
   return load_model(m.source, file=m.file, release=m.release, dtype=m.dtype,
                     text_encoder_dtype=m.text_encoder_dtype, attention=m.attention,
                     offline=m.offline, hash_files=m.hash_files, mesh=config_mesh(c),
-                    context_attention=c.mesh.context_attention)
+                    context_attention=c.mesh.context_attention, param_dtype=m.param_dtype,
+                    matmul=m.matmul)
 
 
 def config_mesh(c):

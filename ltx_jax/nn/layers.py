@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ltx_jax.errors import UsageError
 from ltx_jax.nn.norms import rms_norm
 
 Axes = tuple[str | None, ...]
@@ -44,8 +45,39 @@ def cpu_half_precision(dtype) -> bool:
   return jnp.dtype(dtype).itemsize == 2 and jax.default_backend() == 'cpu'
 
 
+FP8 = jnp.float8_e4m3fn
+FP8_MAX = float(jnp.finfo(FP8).max)  # 448
+MATMULS = ('default', 'fp8')
+
+
+def fp8_matmul(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
+  """x [..., I] @ kernel [I, O] (float8_e4m3fn) as an fp8 x fp8 product, output in `dtype`.
+
+  The activations are quantised on the fly with one per-tensor scale (max |x| / 448, in f32);
+  the weights carry scale 1 (the official fp8 files are plain casts). Written as XLA's
+  dequantise -> dot pattern, which its GPU GEMM rewriter turns into a cuBLASLt fp8 GEMM with
+  the scales folded in (f32 accumulation) on GPUs with fp8 tensor cores (compute capability
+  8.9+); other backends run the same maths as written, an exact emulation.
+  """
+  xf = x.astype(jnp.float32)
+  scale = jnp.maximum(jnp.max(jnp.abs(xf)), jnp.finfo(jnp.float32).tiny) / FP8_MAX
+  xq = jnp.clip(xf / scale, -FP8_MAX, FP8_MAX).astype(FP8)
+  # A barrier keeps the fp8 tensor: XLA may otherwise fold the f32 -> fp8 -> bf16 round trip
+  # away (xla_allow_excess_precision), leaving a bf16 GEMM that never sees fp8 operands.
+  xq = jax.lax.optimization_barrier(xq)
+  lhs = xq.astype(dtype) * scale.astype(dtype)
+  rhs = kernel.astype(dtype)
+  acc = jnp.float32 if cpu_half_precision(dtype) else None
+  return jnp.einsum('...i,io->...o', lhs, rhs, preferred_element_type=acc)
+
+
 class Dense(nnx.Module):
-  """y = x @ kernel + bias with kernel [in, out]. Weights may be stored in fp8 and upcast per call."""
+  """y = x @ kernel + bias with kernel [in, out].
+
+  Weights may be stored in fp8: by default they are upcast to the compute dtype inside each
+  matmul (storage only); with `matmul='fp8'` (see `set_matmul`) fp8 kernels multiply fp8
+  activations (`fp8_matmul`).
+  """
 
   torch_names = {'kernel': ('weight', (1, 0)), 'bias': ('bias', None)}
 
@@ -53,18 +85,38 @@ class Dense(nnx.Module):
                use_bias: bool = True, dtype=jnp.float32, param_dtype=jnp.float32,
                rngs: nnx.Rngs):
     self.dtype = dtype
+    self.matmul = 'default'
     self.kernel = param(nnx.initializers.lecun_normal(), rngs.params(),
                         (in_features, out_features), param_dtype, axes)
     self.bias = (param(nnx.initializers.normal(0.02), rngs.params(), (out_features,),
                        param_dtype, axes[1:]) if use_bias else None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.kernel[...].astype(self.dtype)  # fp8 / bf16 storage -> compute dtype
-    acc = jnp.float32 if cpu_half_precision(self.dtype) else None
-    y = jnp.einsum('...i,io->...o', x.astype(self.dtype), kernel, preferred_element_type=acc)
+    if self.matmul == 'fp8' and self.kernel.dtype == FP8:
+      y = fp8_matmul(x, self.kernel[...], self.dtype)
+    else:
+      kernel = self.kernel[...].astype(self.dtype)  # fp8 / bf16 storage -> compute dtype
+      acc = jnp.float32 if cpu_half_precision(self.dtype) else None
+      y = jnp.einsum('...i,io->...o', x.astype(self.dtype), kernel, preferred_element_type=acc)
     if self.bias is not None:
       y = y + self.bias[...].astype(y.dtype)
     return y.astype(self.dtype)
+
+
+def set_matmul(model: nnx.Module, matmul: str) -> int:
+  """Sets how every `Dense` of `model` with an fp8 kernel multiplies: 'fp8' (fp8 x fp8 GEMMs,
+  `fp8_matmul`) or 'default' (upcast the kernel to the compute dtype). Returns how many layers
+  have fp8 kernels; 'fp8' on a model without any is refused (load it with param_dtype='fp8')."""
+  if matmul not in MATMULS:
+    raise UsageError(f"matmul={matmul!r}; choose one of {', '.join(MATMULS)}")
+  layers = [m for _, m in nnx.iter_graph(model)
+            if isinstance(m, Dense) and m.kernel.dtype == FP8]
+  if matmul == 'fp8' and not layers:
+    raise UsageError("matmul='fp8' needs fp8 weights; load the model with param_dtype='fp8' "
+                     "(or an official -fp8 file)")
+  for layer in layers:
+    layer.matmul = matmul
+  return len(layers)
 
 
 class RMSNorm(nnx.Module):

@@ -81,7 +81,8 @@ class LTXPipeline:
                       release: str | None = None, allow_custom: bool = False,
                       text_encoder_dtype=None, attention: str = 'auto', offline: bool | None = None,
                       mesh=None, rules: sharding_lib.Rules | None = None,
-                      context_attention: str = 'allgather') -> 'LTXPipeline':
+                      context_attention: str = 'allgather', param_dtype=None,
+                      matmul: str = 'default') -> 'LTXPipeline':
     """Builds the pipeline from whatever `ltx_jax.sources.resolve_source` understands: a
     diffusers repo folder, a folder with an official single file (+ T5 folder or GGUF +
     tokenizer), a checkpoint written by tools/convert.py, or a hub repo id.
@@ -92,12 +93,20 @@ class LTXPipeline:
       rules table (`rules`, default `ltx_jax.sharding.RULES`), activations are constrained by the
       same table, and self-attention runs context parallel over the mesh's 'context' axis by
       `context_attention` ('allgather' or 'ring'). None: one device.
+    param_dtype: storage dtype of the transformer (default: dtype); 'fp8' keeps its block weights in float8_e4m3fn (as the official -fp8 files) and upcasts them
+      per matmul. matmul='fp8' multiplies those fp8 weights with fp8 activations instead
+      (`ltx_jax.nn.set_matmul`: cuBLASLt fp8 GEMMs on GPUs with fp8 tensor cores).
     """
+    from ltx_jax.nn import MATMULS, set_matmul
     from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
     from ltx_jax.models.transformer import load_transformer
     from ltx_jax.models.vae import load_vae
     from ltx_jax.compilation_cache import configure_compilation_cache
     from ltx_jax.sources import read_scheduler_config, resolve_source
+    if matmul not in MATMULS:
+      raise UsageError(f"matmul={matmul!r}; choose one of {', '.join(MATMULS)}")
+    if matmul == 'fp8' and param_dtype != 'fp8':
+      raise UsageError("matmul='fp8' multiplies fp8 weights: pass param_dtype='fp8' too")
     configure_compilation_cache()  # on by default (LTX_JAX_COMPILATION_CACHE=0 disables)
     ms = resolve_source(source, file=file, release=release, allow_custom=allow_custom,
                         offline=offline)
@@ -111,8 +120,11 @@ class LTXPipeline:
     partitioning = (None if mesh is None else
                     sharding_lib.Partitioning.create(mesh, rules, context_attention))
     where = dict(mesh=mesh, rules=rules)
-    pipe = cls(load_transformer(ms.transformer, dtype=dtype, attention=attention, **where),
-               load_vae(ms.vae, dtype=dtype, **where),
+    transformer = load_transformer(ms.transformer, dtype=dtype, param_dtype=param_dtype,
+                                   attention=attention, **where)
+    if matmul != 'default':
+      set_matmul(transformer, matmul)
+    pipe = cls(transformer, load_vae(ms.vae, dtype=dtype, **where),
                load_text_encoder(ms.text_encoder, dtype=te_dtype, attention=attention, **where),
                load_tokenizer(ms.tokenizer), scheduler, release=ms.release.name,
                partitioning=partitioning)

@@ -32,6 +32,7 @@ class Row:
   best_s: float = float('nan')       # the fastest run
   speedup: float | None = None       # reference median / ours (same dtype), ours only
   speedup_best: float | None = None  # fastest reference dtype's median / ours, ours only
+  load: float | None = None          # 1-minute load average when the runs ended (shared CPUs)
 
   @property
   def flops_per_s(self) -> float:
@@ -86,9 +87,11 @@ def run_case(case: cases_lib.Case, dtype: str, runs: int, torch_device: str | No
                     run_torch.weight_bytes + mem.peak, setup.flops, peak))
     fns[name] = run_torch
   times = measure.interleaved(fns, runs)
+  load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
   for row, t in zip(rows, times.values()):
     row.median_s = measure.median(t)
     row.best_s = min(t)
+    row.load = load
   return rows
 
 
@@ -124,15 +127,15 @@ def report(facts: dict, titles: dict[str, str], rows: list[Row], loop: dict | No
       continue
     lines += [f"### {title}", '',
               '| impl | dtype | compile s | first call s | median s (runs) | best s | peak mem GiB '
-              '| GFLOP | GFLOP/s | MFU % | vs ref | vs best ref |',
-              '|---|---|---|---|---|---|---|---|---|---|---|---|']
+              '| GFLOP | GFLOP/s | MFU % | vs ref | vs best ref | load |',
+              '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in mine:
       pct = 100 * r.flops_per_s / r.peak_flops if r.peak_flops else None
       lines.append(
           f"| {r.impl} | {r.dtype} | {_fmt(r.compile_s, '.1f')} | {r.first_s:.2f} | "
           f"{r.median_s:.3f} ({r.runs}) | {r.best_s:.3f} | {r.peak_bytes / GIB:.2f} | {r.flops / 1e9:.1f} | "
           f"{r.flops_per_s / 1e9:.1f} | {_fmt(pct, '.0f')} | {_fmt(r.speedup, '.2f')}x | "
-          f"{_fmt(r.speedup_best, '.2f')}x |")
+          f"{_fmt(r.speedup_best, '.2f')}x | {_fmt(r.load, '.1f')} |")
     lines.append('')
   if loop:
     m = loop['median_s']
