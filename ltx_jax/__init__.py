@@ -8,7 +8,8 @@ from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig, l
 from ltx_jax.models.upsampler import LatentUpsampler, UpsamplerConfig, load_latent_upsampler
 from ltx_jax.models.vae import VAEConfig, VideoAutoencoder, load_vae
 from ltx_jax.pipeline import (Condition, GenerationPlan, LTXLongVideoOutput, LTXLongVideoPipeline,
-                              LTXPipeline, LTXPipelineOutput)
+                              LTXMultiScalePipeline, LTXPipeline, LTXPipelineOutput)
+from ltx_jax.sampling.cache import FirstBlockCache, TeaCache
 from ltx_jax import presets, video_io
 
 from ltx_jax.version import __version__
@@ -17,8 +18,9 @@ __all__ = [
     '__version__',
     'LTXError', 'UsageError', 'DataError', 'SourceError', 'ReleaseError',
     'CheckpointFormatError', 'LoadError',
-    'LTXPipeline', 'LTXPipelineOutput', 'GenerationPlan', 'Condition', 'presets', 'video_io',
-    'LTXLongVideoPipeline', 'LTXLongVideoOutput',
+    'LTXPipeline', 'LTXMultiScalePipeline', 'LTXPipelineOutput', 'GenerationPlan', 'Condition',
+    'presets', 'video_io', 'FirstBlockCache', 'TeaCache', 'LTXLongVideoPipeline',
+    'LTXLongVideoOutput',
     'LTXVideoTransformer', 'TransformerConfig', 'load_transformer',
     'VAEConfig', 'VideoAutoencoder', 'load_vae',
     'LatentUpsampler', 'UpsamplerConfig', 'load_latent_upsampler',

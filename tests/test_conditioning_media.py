@@ -150,7 +150,7 @@ def test_official_chain_with_compression():
 # -- reading -----------------------------------------------------------------------------------
 
 def test_read_media(tmp_path):
-  from ltx_jax.cli.video_io import write_mp4
+  from ltx_jax.video_io import write_mp4
   img = _image(64, 96, 0)
   Image.fromarray(img).save(tmp_path / 'a.png')
   for source in (str(tmp_path / 'a.png'), tmp_path / 'a.png', Image.fromarray(img), img):
@@ -169,7 +169,7 @@ def test_read_media(tmp_path):
 def test_official_video_chain(tmp_path):
   """A conditioning video as inference.py's load_media_file reads it (imageio, every frame
   cropped and blurred) and LTXVideoPipeline resizes it."""
-  from ltx_jax.cli.video_io import write_mp4
+  from ltx_jax.video_io import write_mp4
   from ltx_video.pipelines.pipeline_ltx_video import LTXVideoPipeline
   video = np.stack([_image(80, 100, i) for i in range(9)])
   write_mp4(tmp_path / 'v.mp4', video, 25, crf=20)

@@ -57,6 +57,10 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.model.matmul = 'default'
   c.model.offline = False  # hub: only the local cache
   c.model.hash_files = True  # sha256 of the weight files into the sidecar (cached per file)
+  # The multi-scale recipe's latent upsampler: an official ltxv-spatial-upscaler-*.safetensors
+  # or a diffusers latent_upsampler/ folder. Empty: the one beside the model, else (hub
+  # sources) the preset's upscaler file from the same hub repo.
+  c.model.upsampler = ''
 
   # Device mesh (docs/sharding.md): sizes of the (data, fsdp, tensor, context) axes, one of them
   # may be -1 (the rest of the devices); all 1 on one device.
@@ -100,6 +104,20 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.max_sequence_length = 256
   c.stochastic_sampling = False
   c.long_video = long_video_config()
+  # Multi-scale (LTXMultiScalePipeline, the official recipe of every 0.9.7 / 0.9.8 release): a
+  # first pass at downscale_factor of the size, the latent upsampler, a second pass at twice the
+  # first pass's size, frames resized to height x width. first_pass / second_pass hold each
+  # pass's schedule and guidance (LTXPipeline argument names; the keys the preset sets), and
+  # replace the single-pass values above. False: one pass at the full size with those values.
+  c.multi_scale = False
+  c.downscale_factor = 0.6666666
+  c.first_pass = ml_collections.ConfigDict()
+  c.second_pass = ml_collections.ConfigDict()
+  # Step cache (ltx_jax/sampling/cache.py): '' none, 'first_block' (diffusers' First Block
+  # Cache) or 'teacache'; a higher threshold skips more steps.
+  c.cache = ml_collections.ConfigDict()
+  c.cache.kind = ''
+  c.cache.threshold = 0.05
   if preset:
     override(c, preset_values(preset))
   return c
@@ -116,6 +134,10 @@ def preset_values(name: str) -> dict:
   per-interval guidance lists go to the *_schedule keys)."""
   p = presets.get(name)
   values = {'model': {'source': presets.HUB_REPO, 'file': p.file}}
+  if p.multi_scale is not None:
+    values.update(multi_scale=True, downscale_factor=p.multi_scale['downscale_factor'],
+                  first_pass=dict(p.multi_scale['first_pass']),
+                  second_pass=dict(p.multi_scale['second_pass']))
   per_interval = 'guidance_timesteps' in p.sampling
   for k, v in p.sampling.items():
     if k == 'timesteps':
@@ -129,7 +151,7 @@ def preset_values(name: str) -> dict:
 
 def override(c: ml_collections.ConfigDict, values: dict) -> None:
   for k, v in values.items():
-    if isinstance(v, dict):
+    if isinstance(v, dict) and k in c:
       override(c[k], v)
     else:
       c[k] = v
@@ -256,6 +278,19 @@ def pipeline_kwargs(c) -> dict:
   return kw
 
 
+def multi_scale_kwargs(c) -> dict:
+  """The LTXMultiScalePipeline.__call__ arguments of a config: downscale_factor, first_pass,
+  second_pass, and the common arguments (pipeline_kwargs without the per-pass keys)."""
+  common = {k: v for k, v in pipeline_kwargs(c).items() if k not in presets.PASS_KEYS}
+  return dict(common, downscale_factor=c.downscale_factor,
+              first_pass=_pass_values(c.first_pass), second_pass=_pass_values(c.second_pass))
+
+
+def _pass_values(d) -> dict:
+  return {k: presets._as_lists(tuple(v) if isinstance(v, list) else v)
+          for k, v in d.to_dict().items()}
+
+
 # Config keys passed to LTXPipeline.__call__ under the same name.
 _DIRECT = ('height', 'width', 'num_frames', 'frame_rate', 'negative_prompt', 'decode_timestep',
            'decode_noise_scale', 'max_sequence_length', 'stochastic_sampling',
@@ -270,8 +305,10 @@ def check_sampling(c, compression: tuple[int, int]) -> None:
       _fail(f"config.{key} has {len(c[key])} entries; config.guidance_timesteps has {n}")
   kw = pipeline_kwargs(c)
   tc, sc = compression
+  if c.multi_scale:
+    check_multi_scale(c, compression)
   try:
-    checks.check_video_size(c.height, c.width, c.num_frames, sc, tc)
+    checks.check_video_size(c.height, c.width, c.num_frames, 1 if c.multi_scale else sc, tc)
     checks.check_frame_rate(c.frame_rate)
     checks.check_finite('decode_timestep', c.decode_timestep, 0.0, 1.0)
     checks.check_finite('decode_noise_scale', c.decode_noise_scale, 0.0, 1.0)
@@ -281,6 +318,49 @@ def check_sampling(c, compression: tuple[int, int]) -> None:
                            'skip_block_list')})
   except UsageError as e:
     _fail(f"config.{e}")
+
+
+def check_multi_scale(c, compression: tuple[int, int]) -> None:
+  """The multi-scale keys: both passes set, their keys LTXPipeline arguments with valid
+  schedules and guidance, a first pass of at least one latent pixel."""
+  from ltx_jax.sampling.latent_ops import first_pass_size
+  if not c.first_pass or not c.second_pass:
+    _fail(f"config.multi_scale=True needs config.first_pass and config.second_pass (preset "
+          f"{c.preset or '(none)'!r} sets none: its official config is single-pass); pass "
+          "--config.multi_scale=False or a multi-scale preset such as "
+          f"configs/t2v.py:{presets.DEFAULT}")
+  if not (isinstance(c.downscale_factor, (int, float)) and 0 < c.downscale_factor <= 1):
+    _fail(f"config.downscale_factor={c.downscale_factor!r} must be a number in (0, 1]")
+  try:
+    first_pass_size(c.height, c.width, c.downscale_factor, compression[1])
+  except UsageError as e:
+    _fail(f"config.{e}")
+  for which in ('first_pass', 'second_pass'):
+    kw = _pass_values(c[which])
+    bad = sorted(set(kw) - presets.PASS_KEYS)
+    if bad:
+      _fail(f"config.{which}: {', '.join(bad)} are no per-pass keys; choose from "
+            f"{', '.join(sorted(presets.PASS_KEYS))}")
+    try:
+      checks.check_schedule(kw.get('num_inference_steps'), kw.get('timesteps'))
+      checks.check_guidance(kw.get('guidance_timesteps'), guidance_scale=kw.get(
+          'guidance_scale', 1.0), guidance_rescale=c.guidance_rescale,
+          stg_scale=kw.get('stg_scale', 0.0), stg_rescale=kw.get('stg_rescale', 0.7),
+          skip_block_list=kw.get('skip_block_list'))
+    except UsageError as e:
+      _fail(f"config.{which}.{e}")
+def step_cache(c):
+  """config.cache as the pipeline's `cache=` argument (None without one)."""
+  from ltx_jax.sampling.cache import KINDS, check_cache
+  if not c.cache.kind:
+    return None
+  if c.cache.kind not in KINDS:
+    _fail(f"config.cache.kind={c.cache.kind!r}; choose '' (none) or one of "
+          f"{', '.join(sorted(KINDS))}")
+  try:
+    return check_cache(KINDS[c.cache.kind](threshold=c.cache.threshold))
+  except UsageError as e:
+    _fail(f"config.cache: {e}")
 
 
 def check_mesh(c) -> None:
@@ -298,6 +378,7 @@ def check_mesh(c) -> None:
 def check(c) -> Plan:
   """Every check that needs no model: a UsageError (one line) for the first problem found."""
   check_mesh(c)
+  step_cache(c)
   if c.task not in TASKS:
     _fail(f"config.task={c.task!r}; choose one of {', '.join(TASKS)}")
   if c.model.dtype not in DTYPES or c.model.text_encoder_dtype not in DTYPES + ('',):
@@ -418,6 +499,9 @@ def check_long_video(c, compression: tuple[int, int]) -> None:
           "use config.long_video.prompt_file (one per line) or '|' in config.prompt")
   if isinstance(c.guidance_scale, (tuple, list)) or c.guidance_timesteps:
     _fail("config.guidance_timesteps: a long video takes one guidance_scale")
+  if c.multi_scale or c.cache.kind:
+    _fail("config.long_video.enabled runs one pass per window: turn config.multi_scale and "
+          "config.cache.kind off")
   try:
     _, _, windows = long_video.check_windows(c.num_frames, lv.temporal_tile_size,
                                              lv.temporal_overlap, compression[0])

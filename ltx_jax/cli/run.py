@@ -67,6 +67,42 @@ def load_pipeline(c):
                     matmul=m.matmul)
 
 
+def load_upsampler(c, pipe, source: dict):
+  """The multi-scale recipe's latent upsampler (config.model.upsampler, else the one beside the
+  model, else for hub sources the preset's upscaler file from the same repo); its file goes
+  into the source facts."""
+  from ltx_jax import load_latent_upsampler, presets
+  m = c.model
+  if m.source == config_lib.SMOKE and not m.upsampler:  # random weights, as the smoke model
+    from flax import nnx
+    from ltx_jax import smoke
+    from ltx_jax.models.upsampler import LatentUpsampler, UpsamplerConfig
+    return LatentUpsampler(UpsamplerConfig(in_channels=smoke.LATENT, mid_channels=32,
+                                           num_blocks_per_stage=1), rngs=nnx.Rngs(0))
+  path = Path(os.path.expanduser(m.upsampler)) if m.upsampler else None
+  ms = pipe.source
+  if path is None and ms is not None:
+    path = ms.latent_upsampler
+    if path is None and ms.hub_repo:
+      from ltx_jax.sources.resolve import fetch_from_hub
+      name = (presets.get(c.preset).upsampler if c.preset in presets.PRESETS else None) or \
+          f"ltxv-spatial-upscaler-{ms.release.version}.safetensors"
+      path = fetch_from_hub(ms.hub_repo, name, offline=True if m.offline else None) / name
+  if path is None:
+    raise UsageError("config.multi_scale=True needs a latent upsampler: none was found beside "
+                     f"the model {m.source!r}; pass --config.model.upsampler=PATH "
+                     "(ltxv-spatial-upscaler-*.safetensors) or --config.multi_scale=False")
+  if not path.exists():
+    raise UsageError(f"config.model.upsampler={m.upsampler!r}: no such file or folder")
+  import jax.numpy as jnp
+  upsampler = load_latent_upsampler(path, dtype=getattr(jnp, m.dtype), mesh=pipe.mesh)
+  files = sorted(path.rglob('*')) if path.is_dir() else [path]
+  source['files'] = source['files'] + [
+      {'path': str(f), 'bytes': f.stat().st_size,
+       'sha256': file_sha256(f) if m.hash_files else None} for f in files if f.is_file()]
+  return upsampler
+
+
 def config_mesh(c):
   """config.mesh's mesh over the devices of this run (None: one device); sizes that do not fit
   the devices are a UsageError naming config.mesh. Needs JAX's devices, so it runs after the
@@ -125,7 +161,7 @@ def mesh_facts(pipe) -> dict | None:
 
 
 def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path],
-            kwargs: dict) -> dict:
+            kwargs: dict, skipped_steps: int = 0) -> dict:
   import jax
   import ltx_jax
   return {
@@ -133,6 +169,9 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
       'image': c.image or None,
       'release': {'detected': pipe.release, 'preset': c.preset or None},
       'source': source, 'pipeline_kwargs': kwargs, 'config': c.to_dict(),
+      'passes': _passes(c, kwargs),
+      'cache': {'kind': c.cache.kind or None, 'threshold': c.cache.threshold,
+                'skipped_steps': skipped_steps},
       'devices': devices(), 'mesh': mesh_facts(pipe),
       'timings': {'this_video': _delta(before, stages.snapshot()), 'run': stages.snapshot()},
       'outputs': [str(p) for p in outputs],
@@ -141,6 +180,20 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
       'command': sys.argv,
       'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
   }
+
+
+def _passes(c, kwargs: dict) -> dict:
+  """Which mode ran, for the sidecar: one pass at the size, or the two multi-scale passes
+  (their sizes and arguments)."""
+  if not c.multi_scale:
+    return {'mode': 'single-pass', 'size': [c.height, c.width]}
+  from ltx_jax.sampling.latent_ops import first_pass_size
+  h1, w1 = first_pass_size(c.height, c.width, c.downscale_factor)
+  return {'mode': 'multi-scale', 'downscale_factor': c.downscale_factor,
+          'upsampler': c.model.upsampler or None,
+          'first_pass': dict(kwargs['first_pass'], size=[h1, w1]),
+          'second_pass': dict(kwargs['second_pass'], size=[2 * h1, 2 * w1]),
+          'output_size': [c.height, c.width]}
 
 
 def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
@@ -162,11 +215,15 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     logging.info("devices: %s", ', '.join(devices()))
     with stages('load'):
       pipe, source = load_pipeline(c)
+      generate = pipe
+      if c.multi_scale:
+        from ltx_jax.pipeline import LTXMultiScalePipeline
+        generate = LTXMultiScalePipeline(pipe, load_upsampler(c, pipe, source))
     pipe.timer = stages  # text / image encoding, denoise and decode are its stages
     if loaded is not None:
       loaded(pipe, source)
-    kwargs = pipeline_kwargs(c)
-    generate = pipe
+    kwargs = config_lib.multi_scale_kwargs(c) if c.multi_scale else pipeline_kwargs(c)
+    cache = config_lib.step_cache(c)
     if c.long_video.enabled:  # temporal sliding windows; config.image is the cond_image
       from ltx_jax.pipeline import LTXLongVideoPipeline
       generate, kwargs = LTXLongVideoPipeline(pipe), config_lib.long_video_kwargs(c)
@@ -178,9 +235,10 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     for job in plan.jobs:
       before = stages.snapshot()
       image = os.path.expanduser(c.image) if c.image else None
+      per_call = ({'cond_image': image} if c.long_video.enabled else
+                  {'image': image, 'cache': cache})
       out = generate(prompt=job.prompt, seed=job.seed,
-                     progress=c.progress and sys.stderr.isatty(), **kwargs,
-                     **({'cond_image': image} if c.long_video.enabled else {'image': image}))
+                     progress=c.progress and sys.stderr.isatty(), **kwargs, **per_call)
       frames = out.frames[0]  # [F, H, W, 3] uint8
       paths = job.paths(c)
       if not main:
@@ -196,7 +254,7 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
           else:
             video_io.write_pngs(p, frames, overwrite=c.overwrite)
       video_io.write_json(paths[1], sidecar(c, job, pipe, source, stages, before,
-                                            [paths[0], *extra], kwargs),
+                                            [paths[0], *extra], kwargs, out.skipped_steps),
                           overwrite=c.overwrite)
       logging.info("wrote %s (prompt %d, seed %d)", paths[0], job.index, job.seed)
       written.append(paths[0])

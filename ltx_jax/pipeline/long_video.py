@@ -52,6 +52,7 @@ class LTXLongVideoOutput:
   latents: np.ndarray               # [1, F', H', W', C] final normalised latents
   frames: np.ndarray | None = None  # uint8 [1, F, H, W, 3]; None for output_type='latent'
   windows: tuple = ()               # (start, end) latent frames of each window
+  skipped_steps: int = 0            # as LTXPipelineOutput's (no step cache here)
   # The device programs the call ran, one per distinct signature: (name, jitted, args) with
   # args abstract; `peak_device_bytes` compiles them for XLA's memory plan.
   programs: tuple = ()

@@ -22,12 +22,14 @@ from flax import nnx
 
 from ltx_jax import checks
 from ltx_jax import sharding as sharding_lib
-from ltx_jax.errors import UsageError
+from ltx_jax.errors import CheckpointFormatError, UsageError
 from ltx_jax.models.transformer.rope import token_coords
 from ltx_jax.pipeline import inputs as inputs_lib
-from ltx_jax.pipeline.plan import GenerationPlan
+from ltx_jax.pipeline.plan import GenerationPlan, noised_to, trim_schedule
+from ltx_jax.sampling import cache as cache_lib
 from ltx_jax.sampling import guidance as guidance_lib
 from ltx_jax.sampling import loop as loop_lib
+from ltx_jax.sampling.latent_ops import tone_map_latents
 from ltx_jax.sampling.schedules import SchedulerConfig, sigmas_for
 
 
@@ -35,6 +37,7 @@ from ltx_jax.sampling.schedules import SchedulerConfig, sigmas_for
 class LTXPipelineOutput:
   latents: np.ndarray              # [B, F', H', W', C] final normalised latents
   frames: np.ndarray | None = None  # uint8 [B, F, H, W, 3]; None for output_type='latent'
+  skipped_steps: int = 0           # steps the step cache (`cache=`) did not run in full
 
 
 _encode_text = jax.jit(lambda graph, state, ids, mask: nnx.merge(graph, state)(ids, mask),
@@ -57,12 +60,16 @@ class LTXPipeline:
   def __init__(self, transformer, vae, text_encoder=None, tokenizer=None,
                scheduler: SchedulerConfig | None = None, *, release: str | None = None,
                partitioning: sharding_lib.Partitioning | None = None,
-               timer: Callable[[str], contextlib.AbstractContextManager] | None = None):
+               timer: Callable[[str], contextlib.AbstractContextManager] | None = None,
+               allowed_inference_steps: Sequence[float] | None = None):
     """partitioning: the mesh the components' parameters live on, with the rules and context
     attention for the activations (ltx_jax/sharding.py); None: one device.
     timer: `timer(stage)` returns a context manager entered around each stage's work, with
     the stage's results ready (block_until_ready) before it exits: 'prepare' (its host work),
     'text_encoding', 'image_encoding' (inside 'prepare'), 'denoise', 'decode'. Default: none.
+    allowed_inference_steps: the timesteps (0..1 scale) a distilled checkpoint was trained on
+    (its file's metadata; `from_pretrained` reads it): a schedule with any other timestep
+    (compared at 4 decimals, as the official pipeline) is refused. None: any.
     """
     self.transformer = transformer
     self.vae = vae
@@ -73,6 +80,8 @@ class LTXPipeline:
     self.partitioning = partitioning
     self.timer = timer or no_timer
     self.source = None  # the resolved ltx_jax.sources.ModelSource, when loaded from one
+    self.allowed_inference_steps = (None if allowed_inference_steps is None else
+                                    tuple(round(float(t), 4) for t in allowed_inference_steps))
     self._transformer_split = nnx.split(transformer)
     self._text_split = nnx.split(text_encoder) if text_encoder is not None else None
 
@@ -112,10 +121,11 @@ class LTXPipeline:
                         offline=offline)
     ms.require('transformer', 'vae', 'text_encoder', 'tokenizer')
     sched = read_scheduler_config(ms)
-    scheduler = None
+    scheduler, allowed = None, None
     if sched is not None:
       scheduler = (SchedulerConfig.from_official(sched['config']) if sched['format'] == 'official'
                    else SchedulerConfig.from_diffusers(sched['config']))
+      allowed = _allowed_steps(sched)
     te_dtype = dtype if text_encoder_dtype is None else text_encoder_dtype
     partitioning = (None if mesh is None else
                     sharding_lib.Partitioning.create(mesh, rules, context_attention))
@@ -127,7 +137,7 @@ class LTXPipeline:
     pipe = cls(transformer, load_vae(ms.vae, dtype=dtype, **where),
                load_text_encoder(ms.text_encoder, dtype=te_dtype, attention=attention, **where),
                load_tokenizer(ms.tokenizer), scheduler, release=ms.release.name,
-               partitioning=partitioning)
+               partitioning=partitioning, allowed_inference_steps=allowed)
     pipe.source = ms
     return pipe
 
@@ -190,11 +200,16 @@ class LTXPipeline:
                skip_layer_strategy: str = 'attention_values',
                guidance_timesteps: Sequence[float] | None = None,
                cfg_star_rescale: bool = False,
-               progress: bool | None = None) -> LTXPipelineOutput:
+               progress: bool | None = None, skip_initial_inference_steps: int = 0,
+               skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
+               noise: Any = None, tone_map_compression_ratio: float = 0.0,
+               cache: cache_lib.FirstBlockCache | cache_lib.TeaCache | None = None
+               ) -> LTXPipelineOutput:
     """Generates videos: `prepare` -> `denoise` -> `decode`.
 
     decode_timestep, decode_noise_scale: the decoder's noise (see `decode`); the scale defaults
-    to decode_timestep (as diffusers). output_type: 'np' (frames) or 'latent' (no decode).
+    to decode_timestep (as diffusers). tone_map_compression_ratio: compresses the latents'
+    large values before decoding (official; 0..1, 0 = off). output_type: 'np' (frames) or 'latent' (no decode).
     The other arguments are `prepare`'s. Every argument is checked before anything compiles.
     Returns `.latents` [B, F', H', W', C] and, unless output_type='latent', `.frames` uint8
     [B, F, H, W, 3].
@@ -202,6 +217,7 @@ class LTXPipeline:
     if output_type not in ('np', 'latent'):
       raise UsageError(f"output_type={output_type!r}; choose 'np' or 'latent'")
     decode_timestep, decode_noise_scale = _decode_noise(decode_timestep, decode_noise_scale)
+    checks.check_finite('tone_map_compression_ratio', tone_map_compression_ratio, 0.0, 1.0)
     plan = self.prepare(
         prompt, negative_prompt, image, height=height, width=width, num_frames=num_frames,
         frame_rate=frame_rate, num_inference_steps=num_inference_steps, timesteps=timesteps,
@@ -214,12 +230,16 @@ class LTXPipeline:
         stochastic_sampling=stochastic_sampling, stg_scale=stg_scale, stg_rescale=stg_rescale,
         skip_block_list=skip_block_list, skip_layer_strategy=skip_layer_strategy,
         guidance_timesteps=guidance_timesteps, cfg_star_rescale=cfg_star_rescale,
-        progress=progress)
-    final = self.denoise(plan)
+        progress=progress, skip_initial_inference_steps=skip_initial_inference_steps,
+        skip_final_inference_steps=skip_final_inference_steps, denoise_strength=denoise_strength,
+        noise=noise, cache=cache)
+    final, ran = self._denoise(plan)
     frames = None
     if output_type == 'np':
-      frames = self.decode(final, decode_timestep, decode_noise_scale, plan.decode_key)
-    return LTXPipelineOutput(latents=np.asarray(final), frames=frames)
+      frames = self.decode(final, decode_timestep, decode_noise_scale, plan.decode_key,
+                           tone_map_compression_ratio=tone_map_compression_ratio)
+    return LTXPipelineOutput(latents=np.asarray(final), frames=frames,
+                             skipped_steps=int(np.sum(~np.asarray(ran))))
 
   def prepare(self, prompt: str | Sequence[str] | None = None,
               negative_prompt: str | Sequence[str] | None = None, image: Any = None, *,
@@ -235,7 +255,11 @@ class LTXPipeline:
               skip_block_list: Sequence[int] | Sequence[Sequence[int]] | None = None,
               skip_layer_strategy: str = 'attention_values',
               guidance_timesteps: Sequence[float] | None = None, cfg_star_rescale: bool = False,
-              progress: bool | None = None) -> GenerationPlan:
+              progress: bool | None = None, skip_initial_inference_steps: int = 0,
+              skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
+              noise: Any = None,
+              cache: cache_lib.FirstBlockCache | cache_lib.TeaCache | None = None
+              ) -> GenerationPlan:
     """Checks the arguments and builds the `GenerationPlan` of one run; runs T5 (and the VAE
     encoder for `image`), nothing else. B = prompts x num_videos_per_prompt; the latent grid is
     (F', H', W') = ((num_frames - 1) / t + 1, height / s, width / s) for the VAE's (t, s)
@@ -246,9 +270,16 @@ class LTXPipeline:
     image: first-frame conditioning, one for all prompts or one per prompt (path, PIL image or
       [h, w, 3] array): latent frame 0 becomes the image's latents, marked given in cond_mask.
     timesteps: explicit schedule on the 0..1000 scale (overrides num_inference_steps).
-    latents: starting latents, normalised, [B, F', H', W', C]; by default N(0, 1) from `seed`.
-      They are used as given (no re-noising): to start from clean latents part-way down a
-      schedule, noise them to its first sigma (see `GenerationPlan.skip_steps`).
+    latents: starting latents, normalised, [B, F', H', W', C]; by default the noise. When the
+      schedule's first timestep t0 is below 1 (a `timesteps` list starting below 1000,
+      `skip_initial_inference_steps`, `denoise_strength`) they are re-noised to it as the
+      official pipeline does, t0 * noise + (1 - t0) * latents; at t0 = 1 they are used as given.
+    noise: the starting noise [B, F', H', W', C] f32 (default N(0, 1) from `seed`).
+    skip_initial_inference_steps, skip_final_inference_steps: the official pipeline's: drop the
+      first / last steps of the `num_inference_steps` schedule (the last kept step goes to 0);
+      skipping initial steps needs `latents`. Not with an explicit `timesteps` list (trim it).
+    denoise_strength: diffusers' LTXConditionPipeline's: keep the last int(S * strength) of the
+      S steps (1: all); below 1 it needs `latents`.
     seed: one key split into (starting noise, loop, decode).
     guidance_scale, stg_scale, stg_rescale: a value, or one value per entry of
       `guidance_timesteps` (0..1000; each step uses the first entry <= its timestep, as the
@@ -259,11 +290,17 @@ class LTXPipeline:
     progress: a progress bar over denoising steps; None shows it on a terminal only. The bar
       is a host callback inside the loop, which keeps the loop out of the persistent
       compilation cache.
+    cache: a step cache, `ltx_jax.FirstBlockCache(threshold)` or `ltx_jax.TeaCache(threshold)`
+      (ltx_jax/sampling/cache.py); None runs every block of every step. Its threshold is
+      traced: changing it does not recompile.
     """
     with self.timer('prepare'):
       grid = self._check_video(height, width, num_frames, num_videos_per_prompt, seed)
       frame_rate = checks.check_frame_rate(frame_rate)
-      sigmas = sigmas_for(self.scheduler, num_inference_steps, math.prod(grid), timesteps)
+      cache = cache_lib.check_cache(cache)
+      sigmas = self._schedule(num_inference_steps, timesteps, math.prod(grid), latents,
+                              skip_initial_inference_steps, skip_final_inference_steps,
+                              denoise_strength)
       guidance, (use_cfg, use_stg) = guidance_lib.per_step(
           sigmas[:-1] * 1000, self.transformer.config.num_layers, guidance_timesteps,
           guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
@@ -273,7 +310,7 @@ class LTXPipeline:
       n_prompts = _prompt_count(prompt, prompt_embeds)
       shape = (n_prompts * num_videos_per_prompt, *grid, self.transformer.config.in_channels)
       key_noise, key_loop, key_decode = jax.random.split(jax.random.key(int(seed)), 3)
-      start = self._starting_latents(latents, shape, key_noise)  # [B, F', H', W', C]
+      start = self._starting_latents(latents, noise, shape, key_noise, float(sigmas[0]))
       pixels = _condition_pixels(image, n_prompts, height, width)  # [1 or P] x [H, W, 3]
       groups = self._text_inputs(
           prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
@@ -289,13 +326,14 @@ class LTXPipeline:
           cfg_star=bool(cfg_star_rescale) and use_cfg, conditioned=cond_mask is not None,
           stochastic=bool(stochastic_sampling),
           progress=sys.stderr.isatty() if progress is None else bool(progress),
-          partitioning=self.partitioning)
+          partitioning=self.partitioning, cache=None if cache is None else cache.kind)
       return GenerationPlan(
           spec=spec, latents=start.reshape(shape[0], -1, shape[-1]), sigmas=jnp.asarray(sigmas),
           guidance=guidance, context=context, context_mask=context_mask,
           coords=jnp.asarray(token_coords(grid, tc, sc, frame_rate,
                                           self.transformer.config.causal_temporal_positioning)),
-          cond_mask=cond_mask, key=key_loop, decode_key=key_decode)
+          cond_mask=cond_mask, key=key_loop, decode_key=key_decode,
+          cache=None if cache is None else cache_lib.params(cache))
 
   def denoise(self, plan: GenerationPlan) -> jax.Array:
     """Runs the plan's schedule (one jitted `lax.scan`, compiled once per `plan.spec` and
@@ -303,6 +341,10 @@ class LTXPipeline:
     grid dropped), replicated over the mesh, if any. The plan may be any `GenerationPlan`
     whose shapes agree (`plan.check()`), e.g. one `prepare` made and `dataclasses.replace`
     changed."""
+    return self._denoise(plan)[0]
+
+  def _denoise(self, plan: GenerationPlan) -> tuple[jax.Array, np.ndarray]:
+    """`denoise`, and bool [S]: whether each step ran every block (see `prepare`'s cache)."""
     plan.check()
     graph, state = self._transformer_split
     with self.timer('denoise'):
@@ -310,22 +352,39 @@ class LTXPipeline:
         loop_lib.PROGRESS.start(plan.num_steps)
       try:
         args = self._global(plan.latents, plan.sigmas, plan.context, plan.context_mask,
-                            plan.guidance, plan.coords, plan.cond_mask, plan.key)
-        packed = jax.block_until_ready(loop_lib.denoise_jit(plan.spec, graph, state, *args))
+                            plan.guidance, plan.coords, plan.cond_mask, plan.key, plan.cache)
+        packed, ran = jax.block_until_ready(
+            loop_lib.denoise_jit(plan.spec, graph, state, *args))
       finally:
         loop_lib.PROGRESS.close()
-    return plan.unpack(packed)
+    return plan.unpack(packed), np.asarray(ran)
 
   def decode(self, latents: jax.Array, decode_timestep: float = 0.0,
-             decode_noise_scale: float = 0.0, key: jax.Array | None = None) -> np.ndarray:
-    """Normalised latents [B, F', H', W', C] -> uint8 frames [B, F, H, W, 3], F = t*(F'-1)+1.
+             decode_noise_scale: float = 0.0, key: jax.Array | None = None, *,
+             tone_map_compression_ratio: float = 0.0) -> np.ndarray:
+    """Normalised latents [B, F', H', W', C] -> uint8 frames [B, F, H, W, 3], F = t*(F'-1)+1:
+    `decode_video`'s frames converted to 8 bits on the device, on the host."""
+    return np.asarray(self.decode_video(
+        latents, decode_timestep, decode_noise_scale, key,
+        tone_map_compression_ratio=tone_map_compression_ratio, as_uint8=True))
+
+  def decode_video(self, latents: jax.Array, decode_timestep: float = 0.0,
+                   decode_noise_scale: float = 0.0, key: jax.Array | None = None, *,
+                   tone_map_compression_ratio: float = 0.0, as_uint8: bool = False
+                   ) -> jax.Array:
+    """Normalised latents [B, F', H', W', C] -> the decoder's frames, f32 [B, F, H, W, 3] in
+    about [-1, 1] (as_uint8: uint8, converted on the device), F = t*(F'-1)+1.
 
     With a timestep-conditioned VAE (0.9.1+) the latents are first mixed with noise,
     (1 - decode_noise_scale) * z + decode_noise_scale * N(0, 1), and the decoder is told
     decode_timestep; `key` (default key(0)) draws that noise and the decoder's own noise
-    injection. On a single-process mesh the rows are split over its batch axes (data, fsdp:
+    injection. tone_map_compression_ratio (0..1, official): then the normalised latents' large
+    values are compressed (`ltx_jax.sampling.latent_ops.tone_map_latents`; 0 leaves them). On a
+    single-process mesh the rows are split over its batch axes (data, fsdp:
     ltx_jax/sharding.py) where they divide; every process receives all frames.
     """
+    ratio = checks.check_finite('tone_map_compression_ratio', tone_map_compression_ratio, 0.0,
+                                1.0)
     with self.timer('decode'):
       z = self.vae.denormalize(self._global(latents))
       timestep = None
@@ -335,14 +394,15 @@ class LTXPipeline:
         noise = self._global(jax.random.normal(k_mix, z.shape, jnp.float32))
         z = (1 - decode_noise_scale) * z + decode_noise_scale * noise
         timestep = self._global(jnp.full((z.shape[0],), decode_timestep, jnp.float32))
+      if ratio > 0:  # on the normalised latents, after the noise (as the official pipeline)
+        z = self.vae.denormalize(tone_map_latents(self.vae.normalize(z), ratio))
       z = z.astype(self.vae.dtype)
       if self.partitioning is not None and jax.process_count() == 1:
         # Rows over the batch axes (single process: a tiled decode spreads its tiles over the
         # mesh's devices only where every row is addressable).
         z = jax.device_put(z, self.partitioning.sharding(z.shape, ('batch',) + (None,) * 4))
-      # uint8 on device (a quarter of the f32 bytes), then one transfer to the host.
-      frames = self.vae.decode(z, timestep, key=k_inject, mesh=self.mesh, as_uint8=True)
-      return np.asarray(sharding_lib.gather(frames))
+      frames = self.vae.decode(z, timestep, key=k_inject, mesh=self.mesh, as_uint8=as_uint8)
+      return jax.block_until_ready(sharding_lib.gather(frames))
 
   # -- prepare's parts -----------------------------------------------------------------------
 
@@ -358,15 +418,36 @@ class LTXPipeline:
       raise UsageError(f"seed={seed!r} must be an integer")
     return (num_frames - 1) // tc + 1, height // sc, width // sc
 
-  def _starting_latents(self, latents, shape, key) -> jax.Array:
-    """The given latents (checked against `shape`) or N(0, 1) noise of `shape`, f32."""
-    if latents is None:
-      return jax.random.normal(key, shape, jnp.float32)
-    latents = jnp.asarray(latents, jnp.float32)
-    if latents.shape != shape:
-      raise UsageError(f"latents have shape {tuple(latents.shape)}; expected {shape} "
-                       "(batch, latent frames, height, width, channels)")
-    return latents
+  def _schedule(self, num_inference_steps, timesteps, seq_len: int, latents, skip_initial,
+                skip_final, denoise_strength) -> np.ndarray:
+    """The run's [S + 1] f32 sigmas: the full schedule less the skipped steps (official
+    skip_initial / skip_final_inference_steps, diffusers' denoise_strength), checked."""
+    sigmas = sigmas_for(self.scheduler, num_inference_steps, seq_len, timesteps)
+    first, last = _skipped_steps(sigmas.shape[0] - 1, timesteps is not None, latents is not None,
+                                 skip_initial, skip_final, denoise_strength)
+    sigmas = trim_schedule(sigmas, first, last)
+    if self.allowed_inference_steps is not None:
+      bad = [t for t in (round(float(x), 4) for x in sigmas[:-1])
+             if t not in self.allowed_inference_steps]
+      if bad:
+        raise UsageError(
+            f"timesteps {[round(1000 * t, 1) for t in bad]} are not among this distilled "
+            "checkpoint's allowed inference steps (0..1000 scale): "
+            f"{[round(1000 * t, 1) for t in self.allowed_inference_steps]}")
+    return sigmas
+
+  def _starting_latents(self, latents, noise, shape, key, t0: float) -> jax.Array:
+    """[B, F', H', W', C] f32: the noise (given, or N(0, 1) from `key`) without latents; the
+    given latents re-noised to t0 < 1 (t0 * noise + (1 - t0) * latents), or as given at 1."""
+    def checked(name, x):
+      x = jnp.asarray(x, jnp.float32)
+      if x.shape != shape:
+        raise UsageError(f"{name} have shape {tuple(x.shape)}; expected {shape} "
+                         "(batch, latent frames, height, width, channels)")
+      return x
+    noise = (jax.random.normal(key, shape, jnp.float32) if noise is None
+             else checked('noise', noise))
+    return noise if latents is None else noised_to(checked('latents', latents), noise, t0)
 
   def _image_condition(self, pixels: list[np.ndarray] | None, latents: jax.Array, height: int,
                        width: int) -> tuple[jax.Array, jax.Array | None]:
@@ -446,6 +527,50 @@ def _condition_pixels(image, n_prompts: int, height: int, width: int
                      "one per prompt")
   return [inputs_lib.resize_and_crop(inputs_lib.load_image(im), height, width)
           for im in images]
+
+
+def _allowed_steps(sched: dict) -> list[float] | None:
+  """An official file's `allowed_inference_steps` (0..1 scale; distilled files), or None."""
+  allowed = sched['config'].get('allowed_inference_steps') if sched['format'] == 'official' \
+      else None
+  if allowed is None:
+    return None
+  try:
+    return [float(t) for t in allowed]
+  except (TypeError, ValueError):
+    raise CheckpointFormatError(f"the checkpoint's allowed_inference_steps {allowed!r} are not "
+                                "a list of numbers") from None
+
+
+def _skipped_steps(steps: int, explicit: bool, has_latents: bool, skip_initial, skip_final,
+                   denoise_strength) -> tuple[int, int]:
+  """Checked -> (steps dropped at the start, at the end) of a schedule of `steps` steps."""
+  for name, v in (('skip_initial_inference_steps', skip_initial),
+                  ('skip_final_inference_steps', skip_final)):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+      raise UsageError(f"{name}={v!r} must be an integer >= 0")
+  strength = checks.check_finite('denoise_strength', denoise_strength, 0.0, 1.0)
+  first, last = int(skip_initial), int(skip_final)
+  if explicit and (first or last):
+    raise UsageError(f"skip_initial_inference_steps={first} / skip_final_inference_steps="
+                     f"{last} apply to a num_inference_steps schedule (the official pipeline "
+                     "ignores them with timesteps); pass the trimmed timesteps list instead")
+  if first + last >= steps:
+    raise UsageError(f"skip_initial_inference_steps={first} + skip_final_inference_steps="
+                     f"{last} must be less than the {steps} inference steps")
+  if strength < 1:
+    if first:
+      raise UsageError(f"pass one of denoise_strength={strength} and "
+                       f"skip_initial_inference_steps={first}")
+    kept = min(int(steps * strength), steps)
+    if kept < 1:
+      raise UsageError(f"denoise_strength={strength} keeps int({steps} * {strength}) = 0 of "
+                       f"the {steps} steps; use at least {1 / steps:g}")
+    first = steps - kept
+  if first and not has_latents:
+    raise UsageError("skip_initial_inference_steps / denoise_strength start part-way down the "
+                     "schedule from given latents: pass latents=")
+  return first, last
 
 
 def _decode_noise(decode_timestep, decode_noise_scale) -> tuple[float, float]:

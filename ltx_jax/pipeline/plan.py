@@ -19,16 +19,37 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ltx_jax.errors import UsageError
+from ltx_jax.sampling.cache import CacheParams
 from ltx_jax.sampling.loop import Guidance, LoopSpec
 
-__all__ = ['GenerationPlan']
+__all__ = ['GenerationPlan', 'noised_to', 'trim_schedule']
+
+
+def trim_schedule(sigmas, initial: int = 0, final: int = 0):
+  """[S + 1] sigmas ending in 0 -> the schedule without its first `initial` and last `final`
+  steps, still ending in 0: the last kept step jumps to 0 (the official pipeline's
+  `skip_initial_inference_steps` / `skip_final_inference_steps`). numpy or jax arrays."""
+  s = sigmas.shape[0] - 1
+  kept = sigmas[initial:s - final]
+  return (jnp if isinstance(sigmas, jax.Array) else np).concatenate([kept, sigmas[-1:] * 0])
+
+
+def noised_to(latents: jax.Array, noise: jax.Array, t0: float) -> jax.Array:
+  """Clean `latents` noised to the first timestep t0 of a schedule as the official pipeline
+  does: t0 * noise + (1 - t0) * latents when t0 < 1; at t0 = 1 the latents as given. f32."""
+  latents = jnp.asarray(latents, jnp.float32)
+  if t0 >= 1:
+    return latents
+  t0 = jnp.float32(t0)
+  return t0 * jnp.asarray(noise, jnp.float32) + (1 - t0) * latents
 
 
 @functools.partial(jax.tree_util.register_dataclass, meta_fields=['spec'],
                    data_fields=['latents', 'sigmas', 'guidance', 'context', 'context_mask',
-                                'coords', 'cond_mask', 'key', 'decode_key'])
+                                'coords', 'cond_mask', 'key', 'decode_key', 'cache'])
 @dataclasses.dataclass(frozen=True)
 class GenerationPlan:
   """The inputs of one scanned denoising run. B: videos; N: tokens (the F'*H'*W' grid tokens
@@ -48,6 +69,7 @@ class GenerationPlan:
   cond_mask: jax.Array | None  # [B, N] f32, 1 on given tokens (kept, timestep 0); None: none
   key: jax.Array            # PRNG key of the loop (stochastic sampling's noise)
   decode_key: jax.Array     # PRNG key for `LTXPipeline.decode` (its noise), from the same seed
+  cache: CacheParams | None = None  # the step cache's traced threshold, when spec.cache is set
 
   # -- views -----------------------------------------------------------------------------------
 
@@ -91,6 +113,12 @@ class GenerationPlan:
       new = jnp.where(self.cond_mask[..., None] > 0, self.latents, new)
     return dataclasses.replace(self, latents=new)
 
+  def renoised(self, latents: jax.Array, noise: jax.Array) -> 'GenerationPlan':
+    """The plan starting from clean `latents` [B, F', H', W', C] noised to its first sigma with
+    `noise` (`noised_to`), as `LTXPipeline.prepare` treats given latents: e.g. a second pass
+    on upsampled latents prepared before the first pass ran."""
+    return self.with_video_latents(noised_to(latents, noise, float(self.sigmas[0])))
+
   def skip_steps(self, n: int) -> 'GenerationPlan':
     """The plan without its first `n` steps: it starts at sigmas[n] (the latents should be
     noised to that level, e.g. `sigmas[n] * noise + (1 - sigmas[n]) * clean`)."""
@@ -99,6 +127,16 @@ class GenerationPlan:
                        f"0..{self.num_steps - 1}")
     return dataclasses.replace(self, sigmas=self.sigmas[n:],
                                guidance=Guidance(*(g[n:] for g in self.guidance)))
+
+  def skip_final_steps(self, n: int) -> 'GenerationPlan':
+    """The plan without its last `n` steps: the step before them goes straight to 0 (the
+    official `skip_final_inference_steps`)."""
+    if not isinstance(n, int) or not 0 <= n < self.num_steps:
+      raise UsageError(f"skip_final_steps({n!r}): the plan has {self.num_steps} steps; skip "
+                       f"0..{self.num_steps - 1}")
+    kept = self.num_steps - n
+    return dataclasses.replace(self, sigmas=trim_schedule(self.sigmas, 0, n),
+                               guidance=Guidance(*(g[:kept] for g in self.guidance)))
 
   def check(self) -> None:
     """Consistent shapes (a UsageError naming the field otherwise): what `denoise` checks
@@ -126,3 +164,6 @@ class GenerationPlan:
         self.cond_mask is not None and tuple(self.cond_mask.shape) != (b, n)):
       raise UsageError(f"plan.cond_mask must be [{b}, {n}] exactly when spec.conditioned "
                        f"(spec.conditioned={self.spec.conditioned})")
+    if (self.cache is None) != (self.spec.cache is None):
+      raise UsageError(f"plan.cache must be set exactly when spec.cache is "
+                       f"(spec.cache={self.spec.cache!r})")

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ltx_jax import sharding as sharding_lib
+from ltx_jax.sampling import cache as cache_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,9 @@ class LoopSpec:
   # Mesh, rules and context attention of the activations (None: one device); static, so a
   # change re-traces.
   partitioning: sharding_lib.Partitioning | None = None
+  # Step cache kind ('first_block', 'teacache': ltx_jax/sampling/cache.py) or None; its
+  # threshold is traced (`denoise`'s `cache`).
+  cache: str | None = None
 
   @property
   def groups(self) -> int:
@@ -113,7 +117,8 @@ def combine(spec: LoopSpec, preds: list[jax.Array], g: Guidance) -> jax.Array:
 def denoise(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: jax.Array,
             sigmas: jax.Array, context: jax.Array, context_mask: jax.Array,
             guidance: Guidance, coords: jax.Array, cond_mask: jax.Array | None,
-            key: jax.Array) -> jax.Array:
+            key: jax.Array, cache: cache_lib.CacheParams | None = None
+            ) -> tuple[jax.Array, jax.Array]:
   """Runs the schedule on packed latents.
 
   latents: [B, N, C] f32 starting latents (given tokens already in place).
@@ -121,22 +126,38 @@ def denoise(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: jax.Array,
   context, context_mask: [G*B, S_txt, D], [G*B, S_txt] for the G = spec.groups row groups.
   coords: [1, 3, N] per-token (time, y, x) coordinates for RoPE.
   cond_mask: [B, N], 1 on given (conditioning) tokens, or None.
-  Returns the final [B, N, C] f32 latents (replicated over the mesh, if any).
+  cache: the step cache's traced threshold (and coefficients), exactly when spec.cache is set.
+  Returns the final [B, N, C] f32 latents (replicated over the mesh, if any) and bool [S],
+  whether each step ran every transformer block (all True without a step cache).
   """
+  if (spec.cache is None) != (cache is None):
+    raise ValueError(f"spec.cache={spec.cache!r} needs cache parameters exactly when set")
   with sharding_lib.activate(spec.partitioning):
     return _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidance,
-                    coords, cond_mask, key)
+                    coords, cond_mask, key, cache)
 
 
 def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidance, coords,
-             cond_mask, key):
+             cond_mask, key, cache):
   model = nnx.merge(graph, state)
   b = latents.shape[0]
   groups = spec.groups
   n_layers = model.config.num_layers
 
-  def step(x, inputs):
-    sigma, sigma_next, g, key = inputs
+  num_steps = sigmas.shape[0] - 1
+
+  def transformer(x, t, skip, cache_state, i):
+    """The velocity of all row groups [G*B, N, C], through the step cache if any (without one
+    the same path, every block run: ltx_jax/sampling/cache.py)."""
+    args = (jnp.concatenate([x] * groups).astype(model.dtype), context,
+            jnp.concatenate([t] * groups), context_mask)
+    kw = dict(video_coords=coords, skip_layer_mask=skip, skip_layer_strategy=spec.stg_strategy)
+    return cache_lib.forward(spec.cache, model, model.embed(*args, **kw), cache_state, cache,
+                             i, num_steps)
+
+  def step(carry, inputs):
+    x, cache_state = carry
+    i, sigma, sigma_next, g, key = inputs
     t = jnp.full((b,), sigma * 1000.0, jnp.float32)
     if spec.conditioned:
       t = t[:, None] * (1 - cond_mask)  # [B, N]: given tokens are clean (t = 0)
@@ -144,9 +165,7 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
     if spec.stg:  # [L, G*B]: perturb the chosen layers for the last group of rows only
       skip = jnp.concatenate([jnp.ones((n_layers, (groups - 1) * b), jnp.float32),
                               jnp.repeat(g.keep_layers[:, None], b, axis=1)], axis=1)
-    v = model(jnp.concatenate([x] * groups).astype(model.dtype), context,
-              jnp.concatenate([t] * groups), context_mask, video_coords=coords,
-              skip_layer_mask=skip, skip_layer_strategy=spec.stg_strategy)
+    v, cache_state, ran = transformer(x, t, skip, cache_state, i)
     v = combine(spec, jnp.split(v.astype(jnp.float32), groups), g)
     if spec.stochastic:
       x0 = x - sigma * v
@@ -158,12 +177,20 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
       x_next = jnp.where(cond_mask[..., None] > 0, x, x_next)
     if spec.progress:
       jax.debug.callback(PROGRESS.step, sigma)
-    return sharding_lib.constrain(x_next, ('batch', 'tokens', None)), None
+    return (sharding_lib.constrain(x_next, ('batch', 'tokens', None)), cache_state), ran
 
-  keys = jax.random.split(key, sigmas.shape[0] - 1)
+  keys = jax.random.split(key, num_steps)
   latents = sharding_lib.constrain(latents.astype(jnp.float32), ('batch', 'tokens', None))
-  latents, _ = jax.lax.scan(step, latents, (sigmas[:-1], sigmas[1:], guidance, keys))
-  return sharding_lib.constrain(latents, (None, None, None))  # every process reads it all
+  cache_state = None
+  if spec.cache is not None:
+    rows, n = groups * b, latents.shape[1]
+    cache_state = jax.tree.map(
+        lambda a: sharding_lib.constrain(a, ('batch', 'tokens', 'act_embed')) if a.ndim else a,
+        cache_lib.init_state((rows, n, model.config.dim), model.dtype))
+  (latents, _), ran = jax.lax.scan(
+      step, (latents, cache_state),
+      (jnp.arange(num_steps), sigmas[:-1], sigmas[1:], guidance, keys))
+  return sharding_lib.constrain(latents, (None, None, None)), ran  # every process reads it all
 
 
 denoise_jit = jax.jit(denoise, static_argnums=(0, 1))

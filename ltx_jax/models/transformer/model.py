@@ -8,7 +8,7 @@ mask) ride along the scan.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -129,16 +129,24 @@ class Block(nnx.Module):
     self.scale_shift_table = param(lambda k, s, t: jax.random.normal(k, s, t) / d ** 0.5,
                                    rngs.params(), (6, d), param_dtype, (None, 'embed'))
 
-  def __call__(self, x: jax.Array, temb: jax.Array, context: jax.Array, context_bias: jax.Array,
-               rope: tuple[jax.Array, jax.Array], keep: jax.Array | None = None,
-               strategy: str | None = None) -> jax.Array:
-    """x [B, N, D]; temb [B, 1|N, 6D]; context [B, S, D]; keep [B] or None -> [B, N, D]."""
+  def modulated_input(self, x: jax.Array, temb: jax.Array
+                      ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """x [B, N, D], temb [B, 1|N, 6D] -> (the self-attention's input, norm(x) * (1 + scale)
+    + shift, [B, N, D]; the other modulation vectors (gate_msa, shift_mlp, scale_mlp,
+    gate_mlp), each f32 [B, 1|N, D]). TeaCache measures the first block's input here."""
     b, t, _ = temb.shape
     ada = (self.scale_shift_table[...].astype(jnp.float32)
            + temb.astype(jnp.float32).reshape(b, t, 6, -1))  # [B, 1|N, 6, D]
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
         ada[:, :, i] for i in range(6))
-    h = _modulate(x, self.eps, shift_msa, scale_msa)
+    return _modulate(x, self.eps, shift_msa, scale_msa), (gate_msa, shift_mlp, scale_mlp,
+                                                          gate_mlp)
+
+  def __call__(self, x: jax.Array, temb: jax.Array, context: jax.Array, context_bias: jax.Array,
+               rope: tuple[jax.Array, jax.Array], keep: jax.Array | None = None,
+               strategy: str | None = None) -> jax.Array:
+    """x [B, N, D]; temb [B, 1|N, 6D]; context [B, S, D]; keep [B] or None -> [B, N, D]."""
+    h, (gate_msa, shift_mlp, scale_mlp, gate_mlp) = self.modulated_input(x, temb)
     x_in = x
     x = x + self.attn1(h, h, None, rope, keep, strategy) * gate_msa.astype(x.dtype)
     x = x + self.attn2(x, context, context_bias)
@@ -148,6 +156,18 @@ class Block(nnx.Module):
       m = keep.astype(x.dtype)[:, None, None]
       x = x * m + x_in * (1 - m)
     return x
+
+
+class Stream(NamedTuple):
+  """The residual stream before the first block and what every block reads (`embed`)."""
+  x: jax.Array                         # [B, N, D] projected latent tokens
+  temb: jax.Array                      # [B, 1|N, 6D] block modulation
+  embedded_t: jax.Array                # [B, 1|N, D] the final norm's modulation
+  context: jax.Array                   # [B, S, D] projected text
+  context_bias: jax.Array | None       # [B, 1, 1, S] additive text mask
+  rope: tuple[jax.Array, jax.Array]    # 2 x [B, N, D] f32 cos / sin
+  skip_layer_mask: jax.Array | None    # [L, B] STG keep mask
+  skip_layer_strategy: str | None
 
 
 class LTXVideoTransformer(nnx.Module):
@@ -192,6 +212,24 @@ class LTXVideoTransformer(nnx.Module):
       STG_STRATEGIES: spatio-temporal guidance.
     Returns [B, N, C_out].
     """
+    stream = self.embed(hidden_states, encoder_hidden_states, timestep, encoder_attention_mask,
+                        num_frames, height, width, rope_interpolation_scale, video_coords,
+                        skip_layer_mask, skip_layer_strategy)
+    x = self.blocks_range(stream.x, stream, 0, self.config.num_layers)
+    return self.velocity(self.norm_out(x, stream))
+
+  # The forward pass in parts, for step caches (ltx_jax/sampling/cache.py), which run the first
+  # block and the rest apart: embed -> blocks_range(0, k) -> blocks_range(k, L) -> norm_out ->
+  # velocity is `__call__`.
+
+  def embed(self, hidden_states: jax.Array, encoder_hidden_states: jax.Array,
+            timestep: jax.Array, encoder_attention_mask: jax.Array | None = None,
+            num_frames: int | None = None, height: int | None = None, width: int | None = None,
+            rope_interpolation_scale: Sequence[float] | jax.Array | None = None,
+            video_coords: jax.Array | None = None, skip_layer_mask: jax.Array | None = None,
+            skip_layer_strategy: str | None = None) -> Stream:
+    """`__call__`'s inputs -> the residual stream before the first block and what every block
+    reads (`Stream`)."""
     config = self.config
     b, n, _ = hidden_states.shape
     if video_coords is not None:
@@ -213,8 +251,7 @@ class LTXVideoTransformer(nnx.Module):
       context_bias = ((1 - encoder_attention_mask.astype(jnp.float32)) * -10000.0)[:, None, None]
 
     # Activation layout at block boundaries (ltx_jax/sharding.py; no-ops on one device).
-    tokens = lambda a: sharding_lib.constrain(
-        a, ('batch', 'tokens' if a.shape[1] == n else None, 'act_embed'))
+    tokens = _token_layout(n)
     rope = tuple(tokens(r) for r in rope)
     x = tokens(self.proj_in(hidden_states))  # [B, N, D]
     t = jnp.asarray(timestep).reshape(b, -1)  # [B, 1|N]
@@ -223,17 +260,46 @@ class LTXVideoTransformer(nnx.Module):
     context = sharding_lib.constrain(self.caption_projection(encoder_hidden_states),
                                      ('batch', 'text', 'act_embed'))  # [B, S, D]
 
+    return Stream(x, temb, embedded_t, context, context_bias, rope, skip_layer_mask,
+                  skip_layer_strategy)
+
+  def blocks_range(self, x: jax.Array, stream: Stream, start: int, stop: int) -> jax.Array:
+    """x [B, N, D] through blocks start..stop-1 (one scan over that slice of the stacked
+    parameters) -> [B, N, D]."""
     graph, layers = nnx.split(self.blocks)
+    tokens = _token_layout(x.shape[1])
+    take = lambda a: a[start:stop]
+    layers = jax.tree.map(take, layers)
+    keep = None if stream.skip_layer_mask is None else take(stream.skip_layer_mask)
 
     def body(x, xs):
       params, keep = xs
-      x = nnx.merge(graph, params)(x, temb, context, context_bias, rope, keep,
-                                   skip_layer_strategy)
+      x = nnx.merge(graph, params)(x, stream.temb, stream.context, stream.context_bias,
+                                   stream.rope, keep, stream.skip_layer_strategy)
       return tokens(x), None
 
-    x, _ = jax.lax.scan(body, x, (layers, skip_layer_mask))
+    x, _ = jax.lax.scan(body, x, (layers, keep))
+    return x
 
+  def first_block_input(self, x: jax.Array, stream: Stream) -> jax.Array:
+    """The first block's modulated self-attention input [B, N, D] for the stream x."""
+    graph, layers = nnx.split(self.blocks)
+    first = nnx.merge(graph, jax.tree.map(lambda a: a[0], layers))
+    return first.modulated_input(x, stream.temb)[0]
+
+  def norm_out(self, x: jax.Array, stream: Stream) -> jax.Array:
+    """The final norm, modulated by the embedded timestep: [B, N, D] -> [B, N, D]."""
     mod = (self.scale_shift_table[...].astype(jnp.float32)[None, None]
-           + embedded_t.astype(jnp.float32)[:, :, None])  # [B, 1|N, 2, D]
-    x = _modulate(x, config.norm_eps, mod[:, :, 0], mod[:, :, 1], norm=layer_norm)
-    return tokens(self.proj_out(x))
+           + stream.embedded_t.astype(jnp.float32)[:, :, None])  # [B, 1|N, 2, D]
+    return _modulate(x, self.config.norm_eps, mod[:, :, 0], mod[:, :, 1], norm=layer_norm)
+
+  def velocity(self, x: jax.Array) -> jax.Array:
+    """The normed stream [B, N, D] -> the velocity [B, N, C_out]."""
+    return _token_layout(x.shape[1])(self.proj_out(x))
+
+
+def _token_layout(n: int):
+  """Constrains an activation to the block-boundary layout (ltx_jax/sharding.py; a no-op on one
+  device): [B, N | other, D] with N the video tokens."""
+  return lambda a: sharding_lib.constrain(
+      a, ('batch', 'tokens' if a.shape[1] == n else None, 'act_embed'))
