@@ -20,6 +20,7 @@ from ltx_jax import presets
 def get_config(preset: str = presets.DEFAULT):
   c = config_lib.base_config(preset or presets.DEFAULT)
   c.long_video.enabled = True
+  c.multi_scale = False  # one pass per window, with the preset's single-pass schedule
   c.height = 512
   c.width = 704
   c.num_frames = 257
