@@ -111,6 +111,7 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.decode_noise_scale = 0.025
   c.max_sequence_length = 256
   c.stochastic_sampling = False
+  c.long_video = long_video_config()
   # Multi-scale (LTXMultiScalePipeline, the official recipe of every 0.9.7 / 0.9.8 release): a
   # first pass at downscale_factor of the size, the latent upsampler, a second pass at twice the
   # first pass's size, frames resized to height x width. first_pass / second_pass hold each
@@ -468,7 +469,8 @@ def check(c) -> Plan:
     _fail(f"config.seeds={c.seeds!r} must be a non-empty tuple of integers >= 0, "
           "e.g. --config.seeds='(1,2,3)'")
   check_conditions(c, (tc, sc))
-  prompts = read_prompts(c)
+  check_long_video(c, (tc, sc))
+  prompts = [long_video_prompt(c)] if c.long_video.enabled else read_prompts(c)
   out = check_output_dir(c)
   jobs = [Job(i, p, int(s), out / f"{i:03d}-{slug(p)}-seed{s}")
           for i, p in enumerate(prompts) for s in seeds]
@@ -479,3 +481,98 @@ def check(c) -> Plan:
             "or another --config.output_dir" if len(taken) > 1 else
             f"{taken[0]} exists; pass --config.overwrite=True or another --config.output_dir")
   return Plan(jobs, (tc, sc))
+
+
+# ------------------------------------------------------------------------------- long video
+
+
+def long_video_config() -> ml_collections.ConfigDict:
+  """`config.long_video.*`: LTXLongVideoPipeline's arguments (diffusers' names), used when
+  `enabled` (configs/long.py). The window prompts are config.prompt split on '|', or
+  `prompt_file` (one prompt per window, one per line); config.image is the cond_image."""
+  lv = ml_collections.ConfigDict()
+  lv.enabled = False
+  lv.prompt_file = ''
+  lv.temporal_tile_size = 80  # pixel frames per window
+  lv.temporal_overlap = 24  # pixel frames shared by consecutive windows
+  lv.temporal_overlap_cond_strength = 0.5
+  lv.adain_factor = 0.25
+  lv.cond_strength = 0.5
+  lv.negative_index_strength = 1.0
+  lv.skip_steps_sigma_threshold = 1.0
+  lv.sigmas = ()  # explicit per-window schedule ending in 0; empty: timesteps / steps
+  lv.eta = 0.0  # ancestral steps' noise (ComfyUI's euler_ancestral_RF: 1.0); 0: Euler
+  lv.decode_horizontal_tiles = 4
+  lv.decode_vertical_tiles = 4
+  lv.decode_overlap = 3
+  lv.decode_temporal_tile = 16  # latent frames per decoded chunk
+  lv.decode_temporal_overlap = 4
+  return lv
+
+
+_LONG_DIRECT = ('temporal_tile_size', 'temporal_overlap', 'temporal_overlap_cond_strength',
+                'adain_factor', 'cond_strength', 'negative_index_strength',
+                'skip_steps_sigma_threshold', 'eta', 'decode_horizontal_tiles',
+                'decode_vertical_tiles', 'decode_overlap', 'decode_temporal_tile',
+                'decode_temporal_overlap')
+
+
+def long_video_prompt(c) -> str:
+  """The window prompts of a long video joined by '|' (long_video.prompt_file or prompt)."""
+  lv = c.long_video
+  if not lv.prompt_file:
+    return c.prompt
+  try:
+    lines = Path(lv.prompt_file).expanduser().read_text(encoding='utf-8').splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    _fail(f"cannot read config.long_video.prompt_file={lv.prompt_file!r}: "
+          f"{e.__class__.__name__}: {e}")
+  prompts = [ln.strip().replace('|', ' ') for ln in lines
+             if ln.strip() and not ln.lstrip().startswith('#')]
+  if not prompts:
+    _fail(f"config.long_video.prompt_file={lv.prompt_file!r} holds no prompts (one per window)")
+  return ' | '.join(prompts)
+
+
+def long_video_kwargs(c) -> dict:
+  """LTXLongVideoPipeline.__call__ arguments of a config (prompt, image and seed per job)."""
+  lv = c.long_video
+  kw = {k: lv[k] for k in _LONG_DIRECT}
+  kw.update({k: c[k] for k in ('height', 'width', 'num_frames', 'frame_rate', 'negative_prompt',
+                               'guidance_scale', 'guidance_rescale', 'decode_timestep',
+                               'decode_noise_scale', 'max_sequence_length')})
+  if lv.sigmas:
+    kw['sigmas'] = list(lv.sigmas)
+  elif c.timesteps:
+    kw['sigmas'] = [t / 1000 for t in c.timesteps] + [0.0]
+  else:
+    kw['num_inference_steps'] = c.num_inference_steps
+  return kw
+
+
+def check_long_video(c, compression: tuple[int, int]) -> None:
+  """The long-video keys, without the model (a UsageError naming config.long_video.*)."""
+  if not c.long_video.enabled:
+    return
+  from ltx_jax.pipeline import long_video
+  lv = c.long_video
+  if c.prompt_file:
+    _fail("config.prompt_file makes one video per prompt; for a long video's window prompts "
+          "use config.long_video.prompt_file (one per line) or '|' in config.prompt")
+  if isinstance(c.guidance_scale, (tuple, list)) or c.guidance_timesteps:
+    _fail("config.guidance_timesteps: a long video takes one guidance_scale")
+  if c.multi_scale or c.cache.kind:
+    _fail("config.long_video.enabled runs one pass per window: turn config.multi_scale and "
+          "config.cache.kind off")
+  if c.conditions or c.input_video:
+    _fail("config.long_video.enabled takes config.image (the first frame) as its only "
+          "conditioning: leave config.conditions and config.input_video empty")
+  try:
+    _, _, windows = long_video.check_windows(c.num_frames, lv.temporal_tile_size,
+                                             lv.temporal_overlap, compression[0])
+    long_video.check_strengths(**{k: lv[k] for k in (
+        'temporal_overlap_cond_strength', 'adain_factor', 'cond_strength',
+        'negative_index_strength', 'eta')})
+    long_video.window_prompts(long_video_prompt(c), None, len(windows))
+  except UsageError as e:
+    _fail(f"config.long_video.{e}")

@@ -237,6 +237,9 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     items = config_lib.conditions(c)  # image (frame 0) and conditions
     if c.input_video:  # single pass only (config.check refuses it with multi_scale)
       kwargs['video'] = os.path.expanduser(c.input_video)
+    if c.long_video.enabled:  # temporal sliding windows; config.image is the cond_image
+      from ltx_jax.pipeline import LTXLongVideoPipeline
+      generate, kwargs = LTXLongVideoPipeline(pipe), config_lib.long_video_kwargs(c)
     logging.info("model: %s; %d prompt(s) x %d seed(s) at %dx%d, %d frames%s",
                  pipe.release, len({j.prompt for j in plan.jobs}), len(c.seeds), c.width,
                  c.height, c.num_frames,
@@ -244,8 +247,12 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     written = []
     for job in plan.jobs:
       before = stages.snapshot()
-      out = generate(prompt=job.prompt, conditions=items or None, seed=job.seed,
-                     progress=c.progress and sys.stderr.isatty(), cache=cache, **kwargs)
+      if c.long_video.enabled:
+        per_call = {'cond_image': os.path.expanduser(c.image) if c.image else None}
+      else:
+        per_call = {'conditions': items or None, 'cache': cache}
+      out = generate(prompt=job.prompt, seed=job.seed,
+                     progress=c.progress and sys.stderr.isatty(), **kwargs, **per_call)
       frames = out.frames[0]  # [F, H, W, 3] uint8
       paths = job.paths(c)
       if not main:
