@@ -1,6 +1,6 @@
 """Times the 2B distilled multi-scale recipe (presets.multi_scale) end to end on random weights.
 
-  PYTHONPATH=. python tools/bench_multiscale.py [--layers 2] [--size 256x384x9] [--dtype float32]
+  python -m tools.bench.multiscale [--layers 2] [--size 256x384x9] [--dtype float32]
 
 The transformer is the 2B one with `--layers` layers (28: the real depth), the VAE decoder the
 0.9.8 one, the latent upsampler the released spatial one (`UpsamplerConfig()`); random
