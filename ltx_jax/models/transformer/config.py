@@ -63,17 +63,8 @@ class TransformerConfig:
     V.choice(cfg, 'qk_norm', ['rms_norm_across_heads'], 'rms_norm_across_heads', what=w)
     V.choice(cfg, 'activation_fn', ['gelu-approximate'], 'gelu-approximate', what=w)
     V.choice(cfg, 'norm_elementwise_affine', [False], False, what=w)
-    in_ch = V.integer(cfg, 'in_channels', 1, V.MAX_CHANNELS, 128, what=w)
     return cls(
-        num_layers=V.integer(cfg, 'num_layers', 1, V.MAX_LAYERS, what=w),
-        num_heads=V.integer(cfg, 'num_attention_heads', 1, V.MAX_HEADS, what=w),
-        head_dim=V.integer(cfg, 'attention_head_dim', 1, V.MAX_CHANNELS, what=w),
-        in_channels=in_ch,
-        out_channels=V.integer(cfg, 'out_channels', 1, V.MAX_CHANNELS, in_ch, what=w),
-        cross_attention_dim=V.integer(cfg, 'cross_attention_dim', 1, V.MAX_CHANNELS, what=w),
-        caption_channels=V.integer(cfg, 'caption_channels', 1, V.MAX_CHANNELS, what=w),
-        norm_eps=V.number(cfg, 'norm_eps', 0.0, 1.0, 1e-6, what=w, open_low=True),
-        attention_bias=V.boolean(cfg, 'attention_bias', True, what=w),
+        **_sizes(cfg, w),
         attention_out_bias=V.boolean(cfg, 'attention_out_bias', True, what=w))
 
   @classmethod
@@ -89,19 +80,10 @@ class TransformerConfig:
     for k, v in expect.items():
       if k in cfg and (isinstance(cfg[k], bool) != isinstance(v, bool) or cfg[k] != v):
         _refuse(k, cfg[k], v)
-    in_ch = V.integer(cfg, 'in_channels', 1, V.MAX_CHANNELS, 128, what=w)
     max_pos = V.check_list(cfg.get('positional_embedding_max_pos', (20, 2048, 2048)),
                            'positional_embedding_max_pos', w, length=3)
     return cls(
-        num_layers=V.integer(cfg, 'num_layers', 1, V.MAX_LAYERS, what=w),
-        num_heads=V.integer(cfg, 'num_attention_heads', 1, V.MAX_HEADS, what=w),
-        head_dim=V.integer(cfg, 'attention_head_dim', 1, V.MAX_CHANNELS, what=w),
-        in_channels=in_ch,
-        out_channels=V.integer(cfg, 'out_channels', 1, V.MAX_CHANNELS, in_ch, what=w),
-        cross_attention_dim=V.integer(cfg, 'cross_attention_dim', 1, V.MAX_CHANNELS, what=w),
-        caption_channels=V.integer(cfg, 'caption_channels', 1, V.MAX_CHANNELS, what=w),
-        norm_eps=V.number(cfg, 'norm_eps', 0.0, 1.0, 1e-6, what=w, open_low=True),
-        attention_bias=V.boolean(cfg, 'attention_bias', True, what=w),
+        **_sizes(cfg, w),
         attention_out_bias=True,
         rope_theta=V.number(cfg, 'positional_embedding_theta', 1.0, 1e12, 10000.0, what=w),
         rope_max_pos=tuple(V.check_number(v, f'positional_embedding_max_pos[{i}]', 0.0, 1e9, w,
@@ -113,6 +95,21 @@ class TransformerConfig:
 LTXV_2B = TransformerConfig()
 LTXV_13B = TransformerConfig(num_layers=48, head_dim=128, cross_attention_dim=4096)
 PRESETS = {'ltxv-2b': LTXV_2B, 'ltxv-13b': LTXV_13B}
+
+
+def _sizes(cfg: Mapping[str, Any], w: str) -> dict[str, Any]:
+  """The fields both config dialects name alike, read and bounded."""
+  in_ch = V.integer(cfg, 'in_channels', 1, V.MAX_CHANNELS, 128, what=w)
+  return dict(
+      num_layers=V.integer(cfg, 'num_layers', 1, V.MAX_LAYERS, what=w),
+      num_heads=V.integer(cfg, 'num_attention_heads', 1, V.MAX_HEADS, what=w),
+      head_dim=V.integer(cfg, 'attention_head_dim', 1, V.MAX_CHANNELS, what=w),
+      in_channels=in_ch,
+      out_channels=V.integer(cfg, 'out_channels', 1, V.MAX_CHANNELS, in_ch, what=w),
+      cross_attention_dim=V.integer(cfg, 'cross_attention_dim', 1, V.MAX_CHANNELS, what=w),
+      caption_channels=V.integer(cfg, 'caption_channels', 1, V.MAX_CHANNELS, what=w),
+      norm_eps=V.number(cfg, 'norm_eps', 0.0, 1.0, 1e-6, what=w, open_low=True),
+      attention_bias=V.boolean(cfg, 'attention_bias', True, what=w))
 
 
 def _refuse(key: str, value: Any, allowed: Any) -> None:
