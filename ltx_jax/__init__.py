@@ -7,8 +7,9 @@ from ltx_jax.models.t5 import T5Config, T5Encoder, load_text_encoder, load_token
 from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig, load_transformer
 from ltx_jax.models.upsampler import LatentUpsampler, UpsamplerConfig, load_latent_upsampler
 from ltx_jax.models.vae import VAEConfig, VideoAutoencoder, load_vae
-from ltx_jax.pipeline import (Condition, GenerationPlan, LTXLongVideoOutput, LTXLongVideoPipeline,
-                              LTXMultiScalePipeline, LTXPipeline, LTXPipelineOutput)
+from ltx_jax.pipeline import (Condition, GenerationPlan, Guide, LTXLongVideoOutput,
+                              LTXLongVideoPipeline, LTXMultiScalePipeline, LTXPipeline,
+                              LTXPipelineOutput)
 from ltx_jax.sampling.cache import FirstBlockCache, TeaCache
 from ltx_jax import presets, video_io
 
@@ -19,6 +20,7 @@ __all__ = [
     'LTXError', 'UsageError', 'DataError', 'SourceError', 'ReleaseError',
     'CheckpointFormatError', 'LoadError',
     'LTXPipeline', 'LTXMultiScalePipeline', 'LTXPipelineOutput', 'GenerationPlan', 'Condition',
+    'Guide',
     'presets', 'video_io', 'FirstBlockCache', 'TeaCache', 'LTXLongVideoPipeline',
     'LTXLongVideoOutput',
     'LTXVideoTransformer', 'TransformerConfig', 'load_transformer',

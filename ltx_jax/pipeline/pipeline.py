@@ -25,6 +25,7 @@ from ltx_jax import sharding as sharding_lib
 from ltx_jax.errors import CheckpointFormatError, UsageError
 from ltx_jax.models.transformer.rope import token_coords
 from ltx_jax.pipeline import conditioning as conditioning_lib
+from ltx_jax.pipeline import guides as guides_lib
 from ltx_jax.pipeline import inputs as inputs_lib
 from ltx_jax.pipeline.plan import GenerationPlan, noised_to, trim_schedule
 from ltx_jax.sampling import cache as cache_lib
@@ -211,7 +212,8 @@ class LTXPipeline:
                progress: bool | None = None, skip_initial_inference_steps: int = 0,
                skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
                noise: Any = None, tone_map_compression_ratio: float = 0.0,
-               cache: cache_lib.FirstBlockCache | cache_lib.TeaCache | None = None
+               cache: cache_lib.FirstBlockCache | cache_lib.TeaCache | None = None,
+               guides: Sequence[guides_lib.Guide] | None = None
                ) -> LTXPipelineOutput:
     """Generates videos: `prepare` -> `denoise` -> `decode`.
 
@@ -243,7 +245,7 @@ class LTXPipeline:
         image_cond_noise_scale=image_cond_noise_scale,
         progress=progress, skip_initial_inference_steps=skip_initial_inference_steps,
         skip_final_inference_steps=skip_final_inference_steps, denoise_strength=denoise_strength,
-        noise=noise, cache=cache)
+        noise=noise, cache=cache, guides=guides)
     final, ran = self._denoise(plan)
     frames = None
     if output_type == 'np':
@@ -271,7 +273,8 @@ class LTXPipeline:
               progress: bool | None = None, skip_initial_inference_steps: int = 0,
               skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
               noise: Any = None,
-              cache: cache_lib.FirstBlockCache | cache_lib.TeaCache | None = None
+              cache: cache_lib.FirstBlockCache | cache_lib.TeaCache | None = None,
+              guides: Sequence[guides_lib.Guide] | None = None
               ) -> GenerationPlan:
     """Checks the arguments and builds the `GenerationPlan` of one run; runs T5 (and the VAE
     encoder for `image`), nothing else. B = prompts x num_videos_per_prompt; the latent grid is
@@ -312,8 +315,12 @@ class LTXPipeline:
       H.264 CRF-29 round trip, bilinear resize), 'diffusers' (Lanczos stretch; and, as
       LTXConditionPipeline, causal time coordinates whatever the transformer's setting) or
       'none' (as given).
+    guides: `ltx_jax.Guide` items (IC-LoRA control: a reference clip or image at a frame, with
+      a strength), shared by all videos: every latent frame of each guide is appended as extra
+      tokens at its own positions (never replacing the video's latents) and dropped before
+      decoding (ltx_jax/pipeline/guides.py; README "IC-LoRA control"). Not with `image`.
     image_cond_noise_scale: hard-conditioned tokens are re-noised to
-      start + scale * noise * t^2 before each step (conditions only; 0 disables).
+      start + scale * noise * t^2 before each step (conditions and guides only; 0 disables).
     progress: a progress bar over denoising steps; None shows it on a terminal only. The bar
       is a host callback inside the loop, which keeps the loop out of the persistent
       compilation cache.
@@ -345,6 +352,8 @@ class LTXPipeline:
                                       condition_preprocessing)
       items = self._load_conditions(conditions, image, num_frames, height, width,
                                     condition_preprocessing, image_cond_noise_scale)
+      guide_items = self._load_guides(guides, image, num_frames, height, width,
+                                      image_cond_noise_scale)
       if video_pixels is not None:  # video-to-video: its latents, re-noised to the first sigma
         latents = self._encode_video(video_pixels, shape[0])
       start = self._starting_latents(latents, noise, shape, key_noise, float(sigmas[0]))
@@ -365,11 +374,16 @@ class LTXPipeline:
       else:
         start, cond_mask = self._image_condition(pixels, start, height, width)
         packed = start.reshape(shape[0], -1, shape[-1])
+      if guide_items:  # after the grid and any condition tokens, at the grid's time rule
+        packed, coords, cond_mask = self._guide_tokens(
+            guide_items, packed, coords, cond_mask, frame_rate,
+            jax.random.fold_in(key_noise, 2),
+            causal=causal or (bool(items) and condition_preprocessing == 'diffusers'))
       spec = loop_lib.LoopSpec(
           grid=grid, cfg=use_cfg, stg=use_stg,
           stg_strategy=skip_layer_strategy if use_stg else None,
           cfg_star=bool(cfg_star_rescale) and use_cfg, conditioned=cond_mask is not None,
-          cond_noise_scale=float(image_cond_noise_scale) if items else 0.0,
+          cond_noise_scale=float(image_cond_noise_scale) if items or guide_items else 0.0,
           stochastic=bool(stochastic_sampling),
           progress=sys.stderr.isatty() if progress is None else bool(progress),
           partitioning=self.partitioning, cache=None if cache is None else cache.kind)
@@ -567,6 +581,40 @@ class LTXPipeline:
     coords[:, 0] *= np.float32(1.0 / frame_rate)  # the references' frame -> seconds
     return (jnp.asarray(grid_first(comb.latents, 1)), jnp.asarray(coords),
             jnp.asarray(grid_first(comb.mask, 1)))
+
+  def _load_guides(self, guides, image, num_frames: int, height: int, width: int,
+                   noise_scale: float) -> list:
+    """Host side of `guides`: checked, read and resized -> [(start frame, strength,
+    pixels [F, H, W, 3])]."""
+    items = guides_lib.as_guides(guides)
+    if not items:
+      return []
+    if image is not None:
+      raise UsageError("pass image= or guides=, not both (put the first frame in "
+                       "conditions=[ltx_jax.Condition(image=...)] instead)")
+    checks.check_finite('image_cond_noise_scale', noise_scale, 0.0, None)
+    return guides_lib.load_guides(items, num_frames, height, width,
+                                  temporal=self.compression[0])
+
+  def _guide_tokens(self, items, packed: jax.Array, coords: jax.Array, cond_mask, frame_rate,
+                    key: jax.Array, *, causal: bool
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Encodes the guides and appends their tokens after the plan's -> (latents [B, N, C],
+    coords [1, 3, N], cond_mask [B, N]) (`guides.append_guides`)."""
+    b = packed.shape[0]
+    encoded, noise = [], []
+    with self.timer('image_encoding'):
+      for i, (frame, strength, pixels) in enumerate(items):
+        z = self.vae.encode(self._global(jnp.asarray(pixels)[None]).astype(self.vae.dtype))
+        z = np.asarray(self.vae.normalize(z).astype(jnp.float32))  # [1, f, h, w, C]
+        encoded.append(guides_lib.EncodedGuide(z, frame, strength))
+        noise.append(np.asarray(conditioning_lib.item_noise(key, i, (b,) + z.shape[1:])))
+    tc, sc = self.compression
+    latents, coords, mask = guides_lib.append_guides(
+        np.asarray(packed), np.asarray(coords), None if cond_mask is None else
+        np.asarray(cond_mask), encoded, noise, frame_rate=frame_rate, temporal=tc, spatial=sc,
+        causal=causal)
+    return jnp.asarray(latents), jnp.asarray(coords), jnp.asarray(mask)
 
   def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
                    negative_mask, use_cfg: bool, max_len: int):
