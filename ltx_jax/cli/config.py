@@ -21,7 +21,7 @@ from ltx_jax.errors import LTXError, UsageError
 from ltx_jax.sources.resolve import HUB_ID
 
 DTYPES = ('float32', 'bfloat16', 'float16')
-TASKS = ('t2v', 'i2v', 'keyframes', 'extend', 'v2v')
+TASKS = ('t2v', 'i2v', 'keyframes', 'extend', 'v2v', 'control')
 SMOKE = 'smoke'  # model.source naming ltx_jax.smoke's random-weight plumbing model
 
 
@@ -41,6 +41,11 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.image_cond_noise_scale = 0.15  # noise on hard-conditioned tokens (0: none)
   c.input_video = ''  # v2v: the video to re-render (path)
   c.denoise_strength = 1.0  # v2v: the share of the schedule run on it (below 1)
+  # IC-LoRA control (ltx_jax.Guide): a reference video of 8N+1 frames (depth / pose / canny
+  # maps, any clip) or an image, appended as guiding tokens; its LoRA is loaded with the model.
+  c.control_video = ''
+  c.control_strength = 1.0  # 1: kept as encoded; below 1: noised to 1 - strength at first
+  c.control_frame = 0  # the video frame its first frame lands on (negative: from the end)
   c.seeds = (171198,)
   c.output_dir = 'outputs'
   c.overwrite = False
@@ -270,6 +275,41 @@ def conditions(c) -> list:
   return items
 
 
+def guides(c) -> list:
+  """The config's guides: `control_video` (a video by its suffix, else an image) at
+  `control_frame` with `control_strength`."""
+  from ltx_jax.pipeline.conditioning import _VIDEO_SUFFIXES
+  from ltx_jax.pipeline.guides import Guide
+  if not c.control_video:
+    return []
+  if not isinstance(c.control_frame, int) or isinstance(c.control_frame, bool):
+    _fail(f"config.control_frame={c.control_frame!r} must be an int (negative: from the end)")
+  try:
+    strength = checks.check_finite('control_strength', c.control_strength, 0.0, 1.0)
+  except UsageError as e:
+    _fail(f"config.{e}")
+  path = os.path.expanduser(c.control_video)
+  kind = 'video' if Path(path).suffix.lower() in _VIDEO_SUFFIXES else 'image'
+  return [Guide(**{kind: path}, frame_index=c.control_frame, strength=strength)]
+
+
+def check_control(c, compression: tuple[int, int]) -> None:
+  """The control video, read and checked against the video (frames, frame index, length)."""
+  from ltx_jax.pipeline import conditioning, guides as guides_lib
+  if c.task == 'control' and not c.control_video:
+    _fail("config.control_video is empty; IC-LoRA control needs --config.control_video=PATH")
+  items = guides(c)
+  if not items:
+    return
+  if c.long_video.enabled:
+    _fail("config.long_video.enabled takes no config.control_video; leave it empty")
+  try:
+    media = conditioning.read_media(items[0])
+    guides_lib.check_guides(items, [media.shape[0]], c.num_frames, temporal=compression[0])
+  except LTXError as e:
+    _fail(f"config.control_video: {e}")
+
+
 def check_conditions(c, compression: tuple[int, int]) -> None:
   """Conditioning items and the video-to-video input, read and checked against the video."""
   from ltx_jax.pipeline import conditioning
@@ -325,6 +365,8 @@ def pipeline_kwargs(c) -> dict:
   if c.input_video:
     kw['condition_preprocessing'] = c.condition_preprocessing
     kw['denoise_strength'] = c.denoise_strength
+  if c.control_video:
+    kw['image_cond_noise_scale'] = c.image_cond_noise_scale
   if c.timesteps:
     kw['timesteps'] = list(c.timesteps)
   else:
@@ -469,6 +511,7 @@ def check(c) -> Plan:
     _fail(f"config.seeds={c.seeds!r} must be a non-empty tuple of integers >= 0, "
           "e.g. --config.seeds='(1,2,3)'")
   check_conditions(c, (tc, sc))
+  check_control(c, (tc, sc))
   check_long_video(c, (tc, sc))
   prompts = [long_video_prompt(c)] if c.long_video.enabled else read_prompts(c)
   out = check_output_dir(c)

@@ -168,7 +168,7 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
             kwargs: dict, skipped_steps: int = 0) -> dict:
   import jax
   import ltx_jax
-  from ltx_jax.pipeline import conditioning
+  from ltx_jax.pipeline import conditioning, guides
   return {
       'prompt': job.prompt, 'negative_prompt': c.negative_prompt, 'seed': job.seed,
       'image': c.image or None,
@@ -176,6 +176,9 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
                                           c.image_cond_noise_scale),
       'input_video': ({'path': c.input_video, 'denoise_strength': c.denoise_strength,
                        'preprocessing': c.condition_preprocessing} if c.input_video else None),
+      'control': ({'guides': guides.describe(config_lib.guides(c)),
+                   'image_cond_noise_scale': c.image_cond_noise_scale}
+                  if c.control_video else None),
       'release': {'detected': pipe.release, 'preset': c.preset or None},
       'source': source, 'pipeline_kwargs': kwargs, 'config': c.to_dict(),
       'passes': _passes(c, kwargs),
@@ -235,6 +238,7 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
     kwargs = config_lib.multi_scale_kwargs(c) if c.multi_scale else pipeline_kwargs(c)
     cache = config_lib.step_cache(c)
     items = config_lib.conditions(c)  # image (frame 0) and conditions
+    control = config_lib.guides(c)  # the IC-LoRA control video
     if c.input_video:  # single pass only (config.check refuses it with multi_scale)
       kwargs['video'] = os.path.expanduser(c.input_video)
     if c.long_video.enabled:  # temporal sliding windows; config.image is the cond_image
@@ -250,7 +254,7 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
       if c.long_video.enabled:
         per_call = {'cond_image': os.path.expanduser(c.image) if c.image else None}
       else:
-        per_call = {'conditions': items or None, 'cache': cache}
+        per_call = {'conditions': items or None, 'cache': cache, 'guides': control or None}
       out = generate(prompt=job.prompt, seed=job.seed,
                      progress=c.progress and sys.stderr.isatty(), **kwargs, **per_call)
       frames = out.frames[0]  # [F, H, W, 3] uint8
