@@ -104,4 +104,4 @@ def test_guide_with_first_frame_condition_matches_official(setup, monkeypatch,
   got, want, _ = _run(setup, monkeypatch, [(9, 16, 1.0)], 0.15, first_frame=True)
   err = rel_l2(got, want)
   print(f"first frame + guide: rel L2 {err:.2e}")
-  assert err < 2e-5  # measured ~2e-6; a guide 4 frames off gives ~1.5e-4
+  assert err < 2e-5

@@ -282,8 +282,6 @@ def guides(c) -> list:
   from ltx_jax.pipeline.guides import Guide
   if not c.control_video:
     return []
-  if not isinstance(c.control_frame, int) or isinstance(c.control_frame, bool):
-    _fail(f"config.control_frame={c.control_frame!r} must be an int (negative: from the end)")
   try:
     strength = checks.check_finite('control_strength', c.control_strength, 0.0, 1.0)
   except UsageError as e:
