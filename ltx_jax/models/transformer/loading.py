@@ -91,7 +91,13 @@ def open_checkpoint(path: Path) -> Checkpoint:
                     what=what)
 
 
-COMPONENT = Component('transformer', TransformerConfig, abstract_transformer, open_checkpoint)
+def lora_plans(model: LTXVideoTransformer):
+  """The names LoRA files use for the DiT's layers: diffusers' (first) and the official ones."""
+  return [plan_from_table(model, DIFFUSERS_TABLE), plan_from_table(model, OFFICIAL_TABLE)]
+
+
+COMPONENT = Component('transformer', TransformerConfig, abstract_transformer, open_checkpoint,
+                      lora_plans=lora_plans)
 
 
 def load_transformer(source: str | os.PathLike, *, dtype: precision.DTypeLike = jnp.float32,
@@ -99,7 +105,8 @@ def load_transformer(source: str | os.PathLike, *, dtype: precision.DTypeLike = 
                      mesh: jax.sharding.Mesh | None = None,
                      rules: sharding_lib.Rules | None = None,
                      attention: str = 'auto',
-                     allow_nonfinite: bool = False) -> LTXVideoTransformer:
+                     allow_nonfinite: bool = False, loras=None, lora_mode: str = 'merged',
+                     lora_strict: bool = True) -> LTXVideoTransformer:
   """Loads the DiT strictly: every parameter from the file, every file tensor used.
 
   source: a diffusers repo folder (or its transformer/ subfolder), an official single file, or a
@@ -111,6 +118,12 @@ def load_transformer(source: str | os.PathLike, *, dtype: precision.DTypeLike = 
     one device.
   allow_nonfinite: load weights holding NaN or Inf (refused by default, naming the tensor).
   attention: 'auto', 'xla', 'cudnn' or a registered implementation name.
+  loras: LoRA adapters, `[path | (path, scale), ...]` (diffusers / PEFT, official trainer /
+    ComfyUI and kohya layouts; `ltx_jax.weights.lora`). lora_mode: 'merged' (added to the
+    weights while they load) or 'runtime' (factors kept beside the weights; scales changed by
+    `ltx_jax.set_lora_scales` without recompiling). lora_strict=False skips (with a warning)
+    LoRA modules that match no layer or do not fit, instead of refusing the file.
   """
   return load_component(source, COMPONENT, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
-                        rules=rules, attention=attention, allow_nonfinite=allow_nonfinite)
+                        rules=rules, attention=attention, allow_nonfinite=allow_nonfinite,
+                        loras=loras, lora_mode=lora_mode, lora_strict=lora_strict)
