@@ -280,3 +280,111 @@ def test_damaged_lora_files(model_dir, tmp_path, tensors, match):
   with pytest.raises(CheckpointFormatError, match=match) as e:
     load_transformer(model_dir, loras=path)
   assert str(path) in str(e.value)
+
+
+def test_peft_rslora_and_lora_bias(model_dir, tmp_path, highest_precision):
+  """use_rslora (alpha / sqrt(r)) and lora_bias (lora_B.bias) from the metadata, as PEFT."""
+  from diffusers import LTXPipeline
+  from peft import LoraConfig
+  from peft.utils import get_peft_model_state_dict
+  model = fresh_reference(model_dir)
+  config = LoraConfig(r=4, lora_alpha=2.0, target_modules=['to_k', 'ff.net.2', 'proj_out'],
+                      init_lora_weights=False, use_rslora=True, lora_bias=True)
+  model.add_adapter(config, adapter_name='x')
+  torch.manual_seed(9)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if 'lora_' in name:
+        p.normal_(0, 0.3)
+  state = get_peft_model_state_dict(model, adapter_name='x')
+  assert any(k.endswith('lora_B.bias') for k in state)
+  LTXPipeline.save_lora_weights(tmp_path, transformer_lora_layers=state,
+                                weight_name='rs.safetensors',
+                                transformer_lora_adapter_metadata=config.to_dict())
+  path = tmp_path / 'rs.safetensors'
+  ref = diffusers_with_loras(model_dir, [path], [0.9])
+  err, _ = compare(load_transformer(model_dir, loras=[(path, 0.9)]), ref)
+  assert err < 1e-5, err
+  with pytest.raises(UsageError, match="lora_mode='merged'"):
+    load_transformer(model_dir, loras=path, lora_mode='runtime')
+
+
+def test_fp8_storage_merges_in_f32_then_casts(model_dir, two_peft, tmp_path):
+  """fp8 weights: merged in f32 from the file's values, then cast (range-checked)."""
+  a, _ = two_peft
+  f32 = load_transformer(model_dir, loras=[(a, 0.5)])
+  fp8 = load_transformer(model_dir, loras=[(a, 0.5)], param_dtype='fp8')
+  got = np.asarray(fp8.blocks.attn1.to_q.kernel[...])
+  assert got.dtype == np.dtype(jnp.float8_e4m3fn)
+  want = np.asarray(f32.blocks.attn1.to_q.kernel[...]).astype(jnp.float8_e4m3fn)
+  np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
+  tensors = peft_tensors(a)
+  tensors['transformer.transformer_blocks.0.attn1.to_q.lora_B.weight'] *= 1e5
+  big = tmp_path / 'big.safetensors'
+  write_safetensors(big, tensors, {'lora_adapter_metadata': json.dumps({'lora_alpha': 3.0})})
+  with pytest.raises(LoadError, match=r'transformer_blocks.0.attn1.to_q.weight: weights up to'):
+    load_transformer(model_dir, loras=big, param_dtype='fp8')
+
+
+@pytest.fixture(scope='module')
+def repo(tmp_path_factory):
+  """A whole tiny diffusers repo (tests/builders.py) and two LoRAs for its transformer."""
+  from builders import tiny_repo
+  root = tmp_path_factory.mktemp('repo')
+  tiny_repo(root, seed=3)
+  a = peft_lora(root, root / 'la.safetensors', seed=4, r=3, alpha=5.0)
+  b = peft_lora(root, root / 'lb.safetensors', seed=5, r=2, alpha=2.0,
+                targets=['to_v', 'proj_in', 'linear_2'])
+  return root, a, b
+
+
+def test_converted_checkpoint_and_model_in_memory(repo, tmp_path, highest_precision):
+  """A tools/convert.py checkpoint merges on the device; `add_loras` adds to a loaded model;
+  both equal merging while reading the diffusers files."""
+  from builders import LATENT, TEXT_DIM
+  from ltx_jax import add_loras
+  from ltx_jax.sources import resolve_source
+  from ltx_jax.weights.convert import convert
+  root, a, b = repo
+  loras = [(a, 0.7), (b, -0.4)]
+  convert(resolve_source(root, allow_custom=True), tmp_path / 'conv', dtype='f32',
+          components=['transformer'], progress=False, log=lambda s: None)
+  d = inputs(4, dim_text=TEXT_DIM, channels=LATENT)
+  args = [jnp.asarray(d[k]) for k in ('x', 'ctx', 't', 'mask')]
+  kw = dict(num_frames=GRID[0], height=GRID[1], width=GRID[2],
+            rope_interpolation_scale=jnp.array(SCALE))
+  ref = load_transformer(root, loras=loras)(*args, **kw)
+  assert rel_l2(load_transformer(root)(*args, **kw), ref) > 1e-2
+  for mode, tol in (('merged', 1e-6), ('runtime', 1e-5)):
+    got = load_transformer(tmp_path / 'conv', loras=loras, lora_mode=mode)(*args, **kw)
+    assert rel_l2(got, ref) < tol, mode
+  assert rel_l2(add_loras(load_transformer(root), loras)(*args, **kw), ref) < 1e-6
+  runtime = add_loras(load_transformer(root), loras, lora_mode='runtime')
+  assert rel_l2(runtime(*args, **kw), ref) < 1e-5
+  assert [x.name for x in runtime.lora_adapters] == ['la', 'lb']
+  with pytest.raises(UsageError, match='already has runtime LoRA adapters'):
+    add_loras(runtime, [a], lora_mode='runtime')
+
+
+def test_pipeline_runtime_scales_one_compile(repo, highest_precision):
+  """`LTXPipeline.from_pretrained(loras=..., lora_mode='runtime')`: scale changes between
+  generations reuse the compiled loop and equal the merged pipeline at those scales."""
+  from ltx_jax import LTXPipeline
+  from ltx_jax.sampling import loop as loop_lib
+  root, a, b = repo
+  call = dict(prompt='a red fox', height=32, width=32, num_frames=9, num_inference_steps=2,
+              guidance_scale=3.0, max_sequence_length=16, seed=0, output_type='latent',
+              progress=False)
+  pipe = LTXPipeline.from_pretrained(root, allow_custom=True, loras=[(a, 1.0), (b, 0.5)],
+                                     lora_mode='runtime')
+  before = loop_lib.denoise_jit._cache_size()
+  runs = {}
+  for scales in ((1.0, 0.5), (0.0, -1.0)):
+    pipe.set_lora_scales(scales)
+    runs[scales] = np.asarray(pipe(**call).latents)
+  assert loop_lib.denoise_jit._cache_size() == before + 1
+  assert [(x.name, x.scale) for x in pipe.lora_adapters] == [('la', 0.0), ('lb', -1.0)]
+  for scales, got in runs.items():
+    merged = LTXPipeline.from_pretrained(root, allow_custom=True,
+                                         loras=list(zip((a, b), scales)))
+    assert rel_l2(got, np.asarray(merged(**call).latents)) < 1e-5, scales

@@ -85,31 +85,28 @@ def load_component(source: str | os.PathLike, component: Component, *,
   lora_lib.check_mode(lora_mode)
   if lora_lib.parse_loras(loras) and component.lora_plans is None:
     raise UsageError(f"the {component.name} takes no LoRA adapters (loras={loras!r})")
-  def open_adapters(model, what):
-    if component.lora_plans is None:
-      return None
-    return lora_lib.open_adapters(model, component.lora_plans(model), loras, strict=lora_strict,
-                                  what=what)
-
+  ckpt = None
   if orbax_io.is_orbax(source):
     model, folder, what = _open_orbax(source, component, dtype, param_dtype, options)
-    adapters = open_adapters(model, what)
-    with values.in_file(folder):
-      orbax_io.restore_model(model, folder, what=what, mesh=mesh, rules=rules,
-                             allow_nonfinite=allow_nonfinite)
-    if adapters is not None and lora_mode == 'merged':
-      lora_lib.merge_loaded(model, adapters)
   else:
     with values.in_file(source):
       ckpt = component.open(Path(source))
     model = component.build(ckpt.config, dtype=dtype, param_dtype=param_dtype, **options)
+    what = ckpt.what
+  adapters = (None if component.lora_plans is None else lora_lib.open_adapters(
+      model, component.lora_plans(model), loras, strict=lora_strict, what=what))
+  merged = adapters is not None and lora_mode == 'merged'
+  if ckpt is None:  # a converted checkpoint: orbax reads each device's shard, adapters after
+    with values.in_file(folder):
+      orbax_io.restore_model(model, folder, what=what, mesh=mesh, rules=rules,
+                             allow_nonfinite=allow_nonfinite)
+    if merged:
+      lora_lib.merge_loaded(model, adapters)
+  else:
     plan = ckpt.plan(model)
-    adapters = open_adapters(model, ckpt.what)
-    store = ckpt.store
-    if adapters is not None and lora_mode == 'merged':
-      store = lora_lib.MergedStore(store, plan, adapters)
+    store = lora_lib.MergedStore(ckpt.store, plan, adapters) if merged else ckpt.store
     where = sharding_lib.sharding_fn(mesh, rules) if mesh is not None else None
-    load_params(model, store, plan, what=ckpt.what, ignore=ckpt.ignore, sharding=where,
+    load_params(model, store, plan, what=what, ignore=ckpt.ignore, sharding=where,
                 allow_nonfinite=allow_nonfinite)
   if adapters is not None and lora_mode == 'runtime':
     lora_lib.attach_runtime(model, adapters, mesh=mesh, rules=rules)

@@ -489,3 +489,21 @@ def attach_runtime(model: nnx.Module, adapters: Adapters, *, mesh=None, rules=No
       raise UsageError(f"lora_mode='runtime': {'.'.join(map(str, layer_path))} is no Dense "
                        "layer; use lora_mode='merged'")
     parent.lora = nnx.data(layer)  # Dense declares lora = None (static) until this
+
+
+def apply_loras(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, mode: str = 'merged',
+                strict: bool = True, mesh=None, rules=None, what: str = 'model') -> None:
+  """Adds LoRA adapters to an already loaded `model` (matched through `plans`): 'merged' into
+  its weights on the device (a slice at a time), 'runtime' as `LowRank` modules. The model's
+  `lora_adapters` lists them after any it had."""
+  check_mode(mode)
+  if mode == 'runtime' and any(isinstance(m, LowRank) for _, m in nnx.iter_graph(model)):
+    raise UsageError("this model already has runtime LoRA adapters; load all adapters at once")
+  adapters = open_adapters(model, plans, loras, strict=strict, what=what)
+  if adapters is None:
+    return
+  if mode == 'merged':
+    merge_loaded(model, adapters)
+  else:
+    attach_runtime(model, adapters, mesh=mesh, rules=rules)
+  model.lora_adapters = tuple(getattr(model, 'lora_adapters', ())) + adapters.records

@@ -14,6 +14,7 @@ from flax import nnx
 from ltx_jax import sharding as sharding_lib
 from ltx_jax.models.transformer.config import TransformerConfig
 from ltx_jax.models.transformer.model import LTXVideoTransformer
+from ltx_jax.weights import lora as lora_lib
 from ltx_jax.weights import precision
 from ltx_jax.weights.component import Checkpoint, Component, load_component
 from ltx_jax.weights.loader import plan_from_table
@@ -127,3 +128,14 @@ def load_transformer(source: str | os.PathLike, *, dtype: precision.DTypeLike = 
   return load_component(source, COMPONENT, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
                         rules=rules, attention=attention, allow_nonfinite=allow_nonfinite,
                         loras=loras, lora_mode=lora_mode, lora_strict=lora_strict)
+
+
+def add_loras(model: LTXVideoTransformer, loras, *, lora_mode: str = 'merged',
+              lora_strict: bool = True, mesh: jax.sharding.Mesh | None = None,
+              rules: sharding_lib.Rules | None = None) -> LTXVideoTransformer:
+  """Adds LoRA adapters to a DiT already in memory (as `load_transformer(..., loras=...)` does
+  while loading): 'merged' changes its weights in place, 'runtime' attaches the factors.
+  mesh, rules: where runtime factors go (the model's own mesh)."""
+  lora_lib.apply_loras(model, lora_plans(model), loras, mode=lora_mode, strict=lora_strict, mesh=mesh,
+              rules=rules, what='transformer')
+  return model
