@@ -121,6 +121,10 @@ def test_guides_are_appended_never_replacing_and_dropped_before_decode(pipe):
   # Frame-sized media are used as they are.
   same = guides_lib.load_guides([Guide(image=last)], FRAMES, H, W)[0][2]
   np.testing.assert_allclose(same[0], last / np.float32(127.5) - 1, atol=1e-6)
+  # Shared by every video of a batch.
+  two = pipe.prepare(**CALL, guides=guides[:1], num_videos_per_prompt=2)
+  assert two.latents.shape == (2, n + 3 * per_frame, plan.latents.shape[-1])
+  np.testing.assert_array_equal(np.asarray(two.latents[0, n:]), np.asarray(two.latents[1, n:]))
   # unpack (what denoise returns and decode reads) is the video's grid only.
   assert plan.unpack(plan.latents).shape == (1, *plan.grid, plan.latents.shape[-1])
   one = dict(CALL, timesteps=[1000.0], output_type='latent')  # decoding: the CLI test
