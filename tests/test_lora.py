@@ -388,3 +388,28 @@ def test_pipeline_runtime_scales_one_compile(repo, highest_precision):
     merged = LTXPipeline.from_pretrained(root, allow_custom=True,
                                          loras=list(zip((a, b), scales)))
     assert rel_l2(got, np.asarray(merged(**call).latents)) < 1e-5, scales
+
+
+def test_cli_records_adapters_and_refuses_bad_ones(tmp_path):
+  """--config.model.loras on the smoke model: the sidecar records file, sha256, scale; bad
+  values are refused in one line before anything loads."""
+  import hashlib
+  from builders import random_lora
+  from ltx_jax import smoke
+  from test_cli import generate
+  lora = random_lora(tmp_path / 'style.safetensors', smoke.TRANSFORMER, rank=2, seed=1)
+  out_dir = tmp_path / 'out'
+  _, err, rc = generate(f'--config.output_dir={out_dir}',
+                        f"--config.model.loras=(('{lora}', -0.5),)")
+  assert rc == 0, err
+  (video,) = out_dir.glob('*.mp4')
+  meta = json.loads(video.with_suffix('.json').read_text())
+  assert meta['loras'] == [{'name': 'style', 'path': str(lora), 'scale': -0.5,
+                            'sha256': hashlib.sha256(lora.read_bytes()).hexdigest()}]
+  for value, message in ((f'(("{lora}", "x"),)', 'expected a path or (path, finite scale)'),
+                         (f'(("{lora}", 1)', 'is not a literal'),
+                         (str(tmp_path / 'nope.safetensors'), 'does not exist')):
+    _, err, rc = generate(f'--config.output_dir={tmp_path / "refused"}',
+                          f'--config.model.loras={value}')
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and message in lines[0], err
