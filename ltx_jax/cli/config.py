@@ -458,7 +458,7 @@ def loras(c) -> tuple[tuple[str, float], ...]:
     if (not isinstance(path, str) or isinstance(scale, bool)
         or not isinstance(scale, (int, float)) or not math.isfinite(scale)):
       _fail(f"config.model.loras entry {item!r}; expected a path or (path, finite scale)")
-    if not Path(path).expanduser().is_file():
+    if not Path(path).expanduser().exists():
       _fail(f"config.model.loras: LoRA file {path!r} does not exist")
     out.append((str(Path(path).expanduser()), float(scale)))
   return tuple(out)

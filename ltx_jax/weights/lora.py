@@ -97,11 +97,25 @@ def parse_loras(loras: Any) -> tuple[tuple[Path, float], ...]:
     if (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
         or not math.isfinite(scale)):
       raise UsageError(f"LoRA scale {scale!r} for {path}; expected a finite number")
-    if not Path(path).is_file():
-      raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist (pass a .safetensors "
-                              "file)")
-    out.append((Path(path), float(scale)))
+    out.append((_lora_file(Path(path)), float(scale)))
   return tuple(out)
+
+
+def _lora_file(path: Path) -> Path:
+  """A .safetensors file, or a folder holding diffusers' pytorch_lora_weights.safetensors or a
+  single .safetensors file."""
+  if path.is_dir():
+    files = sorted(path.glob('*.safetensors'))
+    named = path / 'pytorch_lora_weights.safetensors'
+    if named.is_file():
+      return named
+    if len(files) == 1:
+      return files[0]
+    raise FileNotFoundError(f"LoRA folder {str(path)!r} holds {len(files)} .safetensors files; "
+                            "pass the file")
+  if not path.is_file():
+    raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist (pass a .safetensors file)")
+  return path
 
 
 def check_mode(mode: str) -> str:
