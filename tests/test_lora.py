@@ -516,3 +516,40 @@ def test_diffusers_save_folder(model_dir, two_peft, tmp_path, highest_precision)
                                 np.asarray(want.blocks.attn1.to_q.kernel[...]))
   with pytest.raises(FileNotFoundError, match='holds 0 .safetensors files'):
     load_transformer(model_dir, loras=tmp_path)
+
+
+def test_full_differences_and_adapter_named_keys(model_dir, two_peft, tmp_path,
+                                                 highest_precision):
+  """ComfyUI's `.diff` / `.diff_b` (a norm weight, a bias, the bare scale_shift_table) with
+  official names, and a PEFT model's raw keys (`lora_A.<adapter>.weight`)."""
+  rng = np.random.default_rng(3)
+  ref = fresh_reference(model_dir)
+  params = dict(ref.named_parameters())
+  diffs = {'transformer_blocks.1.attn1.norm_q.weight': 'transformer_blocks.1.attn1.q_norm.diff',
+           'transformer_blocks.0.ff.net.2.bias': 'transformer_blocks.0.ff.net.2.diff_b',
+           'scale_shift_table': 'scale_shift_table.diff',
+           'transformer_blocks.2.scale_shift_table': 'transformer_blocks.2.scale_shift_table.diff',
+           'time_embed.linear.weight': 'adaln_single.linear.diff'}
+  tensors = {}
+  with torch.no_grad():
+    for param, key in diffs.items():
+      d = rng.normal(0, 0.2, params[param].shape).astype(np.float32)
+      tensors['diffusion_model.' + key] = d
+      params[param] += torch.from_numpy(0.5 * d)
+  path = tmp_path / 'diff.safetensors'
+  write_safetensors(path, tensors)
+  err, _ = compare(load_transformer(model_dir, loras=[(path, 0.5)]), ref)
+  assert err < 1e-5, err
+
+  a, _ = two_peft
+  raw = {k.replace('.lora_A.weight', '.lora_A.default.weight').replace(
+      '.lora_B.weight', '.lora_B.default.weight').replace('transformer.', 'base_model.model.', 1): v
+         for k, v in peft_tensors(a).items()}
+  path = tmp_path / 'raw.safetensors'
+  meta = __import__('safetensors').safe_open(str(a), 'np').metadata()
+  write_safetensors(path, raw, meta)
+  got = load_transformer(model_dir, loras=[(path, 0.8)])
+  want = load_transformer(model_dir, loras=[(a, 0.8)])
+  for leaf in ('to_q', 'to_k'):
+    np.testing.assert_array_equal(np.asarray(getattr(got.blocks.attn2, leaf).kernel[...]),
+                                  np.asarray(getattr(want.blocks.attn2, leaf).kernel[...]))

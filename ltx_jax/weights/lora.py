@@ -59,6 +59,7 @@ _ROLES = (
     ('.lora.down.weight', 'down'), ('.lora.up.weight', 'up'),
     ('.diff_b', 'diff_b'), ('.alpha', 'alpha'), ('.diff', 'diff'),
 )
+_ADAPTER_NAMED = re.compile(r'(.+)\.lora_([AB])\.(?!weight$)[^.]+\.weight')
 _UNSUPPORTED = {  # markers of adapter kinds that are not plain low-rank products
     'dora_scale': 'DoRA', 'lora_magnitude_vector': 'DoRA', 'lora_mid': 'LoCon (CP)',
     'hada_': 'LoHa', 'lokr_': 'LoKr', 'oft_': 'OFT', 'boft_': 'BOFT',
@@ -161,9 +162,11 @@ class LoraFile:
         if marker in key:
           raise CheckpointFormatError(f"{path}: {key} belongs to a {kind} adapter; only LoRA "
                                       "(low-rank A/B, down/up, diff) adapters are supported")
+      named = _ADAPTER_NAMED.fullmatch(key)  # a PEFT model's raw state: lora_A.<adapter>.weight
+      plain = f'{named[1]}.lora_{named[2]}.weight' if named else key
       for suffix, role in _ROLES:
-        if key.endswith(suffix):
-          module = key[:-len(suffix)]
+        if plain.endswith(suffix):
+          module = plain[:-len(suffix)]
           break
       else:
         raise CheckpointFormatError(
@@ -350,6 +353,8 @@ def open_adapters(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, stric
         module, _, leaf = key.rpartition('.')
         if leaf in ('weight', 'bias') and module:
           targets.setdefault(module, {})[leaf] = (path, index)
+        elif leaf:  # a parameter of no layer (scale_shift_table): `.diff` on its full name
+          targets.setdefault(key, {})['self'] = (path, index)
   main_plan = plans[0]
 
   unmatched, wrong, updates = [], [], {}
@@ -357,6 +362,8 @@ def open_adapters(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, stric
     f.resolve_underscored(targets)
     for module, entry in f.modules.items():
       leaves = targets.get(module)
+      if leaves is not None and 'self' in leaves and set(entry) == {'diff'}:
+        leaves = {'weight': leaves['self']}  # W + diff on a bare parameter
       if leaves is None or 'weight' not in leaves:
         unmatched.append(f"{f.path.name}: {', '.join(sorted(entry.values()))}")
         continue
