@@ -553,3 +553,22 @@ def test_full_differences_and_adapter_named_keys(model_dir, two_peft, tmp_path,
   for leaf in ('to_q', 'to_k'):
     np.testing.assert_array_equal(np.asarray(getattr(got.blocks.attn2, leaf).kernel[...]),
                                   np.asarray(getattr(want.blocks.attn2, leaf).kernel[...]))
+
+
+@pytest.mark.parametrize('metadata, match', [
+    ({'lora_adapter_metadata': '{"lora_alpha": "much"}'}, "alpha of transformer_blocks.0.attn1"
+                                                          ".to_q is nan"),
+    ({'lora_adapter_metadata': '{not json'}, 'unreadable lora_adapter_metadata'),
+    ({'lora_adapter_metadata': '[1, 2]'}, 'is a list, not a JSON object'),
+    ({'lora_adapter_metadata': '{"use_dora": true}'}, 'DoRA'),
+])
+def test_damaged_lora_metadata(model_dir, tmp_path, metadata, match):
+  tensors = {'transformer.transformer_blocks.0.attn1.to_q.lora_A.weight':
+             np.ones((2, 16), np.float32),
+             'transformer.transformer_blocks.0.attn1.to_q.lora_B.weight':
+             np.ones((16, 2), np.float32)}
+  path = tmp_path / 'meta.safetensors'
+  write_safetensors(path, tensors, metadata)
+  with pytest.raises(CheckpointFormatError, match=match) as e:
+    load_transformer(model_dir, loras=path)
+  assert str(path) in str(e.value)

@@ -45,7 +45,7 @@ from ltx_jax import sharding as sharding_lib
 from ltx_jax.errors import CheckpointFormatError, LoadError, UsageError
 from ltx_jax.nn.layers import Dense
 from ltx_jax.nn.lora import LowRank
-from ltx_jax.weights import precision
+from ltx_jax.weights import precision, values
 from ltx_jax.weights.loader import Plan, Source, report_mismatch
 from ltx_jax.weights.safetensors_io import open_safetensors
 
@@ -300,8 +300,7 @@ class Adapters:
   def records(self) -> tuple[Adapter, ...]:
     return tuple(Adapter(f.name, str(f.path), _sha256(f.path), f.scale) for f in self.files)
 
-  def delta(self, path: tuple, index: int, shape: tuple[int, ...], *,
-            scales: Sequence[float] | None = None) -> np.ndarray | None:
+  def delta(self, path: tuple, index: int, shape: tuple[int, ...]) -> np.ndarray | None:
     """The f32 change of slice `index` of parameter `path`, in the PyTorch layout `shape`
     (None when no adapter touches it)."""
     todo = [u for u in self.updates.get(path, ()) if u.index == index]
@@ -310,7 +309,7 @@ class Adapters:
     out = np.zeros(shape, np.float32)
     for u in todo:
       f = self.files[u.file]
-      s = f.scale if scales is None else scales[u.file]
+      s = f.scale
       entry = f.modules[u.module]
       if u.leaf == 'weight':
         if 'down' in entry:
@@ -343,7 +342,8 @@ def open_adapters(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, stric
       n += 1
       name = f'{path.stem}_{n}'
     names.add(name)
-    files.append(LoraFile(path, scale, name))
+    with values.in_file(path):  # every error about the file names it
+      files.append(LoraFile(path, scale, name))
 
   variables = {p: v for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Variable)}
   targets: dict[str, dict[str, tuple]] = {}  # module name -> {'weight'/'bias': (path, index)}
@@ -385,6 +385,8 @@ def open_adapters(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, stric
             keys = f"{entry['up']} @ {entry['down']}" if role == 'down' else entry[role]
             bad.append(f"{keys}: gives {list(got)}, the layer {module} has {list(torch)}")
         todo.append((path, Update(i, module, index, leaf)))
+      if 'down' in entry:  # a bad alpha is refused now, not half way through loading
+        f.factor(module, f.store.shape(entry['down'])[0])
       if bad:  # the whole module is reported (and skipped when not strict)
         wrong.extend(f"{f.path.name}: {b}" for b in bad)
         continue
