@@ -388,3 +388,187 @@ def test_pipeline_runtime_scales_one_compile(repo, highest_precision):
     merged = LTXPipeline.from_pretrained(root, allow_custom=True,
                                          loras=list(zip((a, b), scales)))
     assert rel_l2(got, np.asarray(merged(**call).latents)) < 1e-5, scales
+
+
+def test_cli_records_adapters_and_refuses_bad_ones(tmp_path):
+  """--config.model.loras on the smoke model: the sidecar records file, sha256, scale; bad
+  values are refused in one line before anything loads."""
+  import hashlib
+  from builders import random_lora
+  from ltx_jax import smoke
+  from test_cli import generate
+  lora = random_lora(tmp_path / 'style.safetensors', smoke.TRANSFORMER, rank=2, seed=1)
+  out_dir = tmp_path / 'out'
+  _, err, rc = generate(f'--config.output_dir={out_dir}',
+                        f"--config.model.loras=(('{lora}', -0.5),)")
+  assert rc == 0, err
+  (video,) = out_dir.glob('*.mp4')
+  meta = json.loads(video.with_suffix('.json').read_text())
+  assert meta['loras'] == [{'name': 'style', 'path': str(lora), 'scale': -0.5,
+                            'sha256': hashlib.sha256(lora.read_bytes()).hexdigest()}]
+  for value, message in ((f'(("{lora}", "x"),)', 'expected a path or (path, finite scale)'),
+                         (f'(("{lora}", 1)', 'is not a literal'),
+                         (str(tmp_path / 'nope.safetensors'), 'does not exist')):
+    _, err, rc = generate(f'--config.output_dir={tmp_path / "refused"}',
+                          f'--config.model.loras={value}')
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and message in lines[0], err
+
+
+MESH_SCRIPT = r'''
+import json, sys
+import jax, numpy as np
+from ltx_jax import LTXPipeline
+from ltx_jax.sharding import make_mesh
+root, a, b, out = sys.argv[1:]
+call = dict(prompt=['a red fox', 'a blue boat'], height=32, width=32, num_frames=9,
+            num_inference_steps=2, guidance_scale=3.0, max_sequence_length=16, seed=0,
+            output_type='latent', progress=False)
+mesh = make_mesh(data=1, fsdp=2, tensor=2, context=1)
+with jax.default_matmul_precision('highest'):
+  sharded = LTXPipeline.from_pretrained(root, allow_custom=True, mesh=mesh,
+                                        loras=[(a, 0.6), (b, -0.3)], lora_mode='runtime')
+  got = np.asarray(sharded(**call).latents)
+  sharded.set_lora_scales((1.0, 0.4))
+  got2 = np.asarray(sharded(**call).latents)
+  lora = sharded.transformer.blocks.attn1.to_q.lora
+  specs = {k: list(getattr(lora, k)[...].sharding.spec) for k in ('a', 'b')}
+  one = LTXPipeline.from_pretrained(root, allow_custom=True, loras=[(a, 0.6), (b, -0.3)])
+  want = np.asarray(one(**call).latents)
+  one2 = LTXPipeline.from_pretrained(root, allow_custom=True, loras=[(a, 1.0), (b, 0.4)])
+  want2 = np.asarray(one2(**call).latents)
+rel = lambda x, y: float(np.linalg.norm(x - y) / np.linalg.norm(y))
+json.dump(dict(err=rel(got, want), err2=rel(got2, want2), specs=specs), open(out, 'w'))
+'''
+
+
+def test_runtime_adapters_on_a_mesh(repo, tmp_path):
+  """Runtime adapters on a fsdp=2 x tensor=2 mesh of 4 simulated devices: factors sharded
+  like their kernels, results equal the merged single-device pipeline at two scale settings."""
+  import os
+  import subprocess
+  import sys
+  root, a, b = repo
+  out = tmp_path / 'mesh.json'
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  proc = subprocess.run([sys.executable, '-c', MESH_SCRIPT, str(root), str(a), str(b), str(out)],
+                        env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert result['err'] < 1e-5 and result['err2'] < 1e-5, result
+  # to_q kernel ('layers', 'embed', 'heads') -> a ('layers', 'embed', None), b (.., None, 'heads')
+  assert result['specs'] == {'a': [None, 'fsdp', None], 'b': [None, None, 'tensor']}, result
+
+
+MEMORY_SCRIPT = r'''
+import resource, sys
+import jax
+from ltx_jax import load_transformer
+folder, lora = sys.argv[1:]
+model = load_transformer(folder, loras=[(lora, 0.5)] if lora != '-' else None)
+jax.block_until_ready(jax.tree.leaves(model))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+'''
+
+
+def test_merging_costs_no_second_copy(tmp_path):
+  """Peak host memory (max RSS, CPU backend: the weights live in host memory too) loading a
+  ~270 MB f32 model with a rank-16 LoRA on every linear layer, against loading it plain."""
+  import os
+  import subprocess
+  import sys
+  from diffusers import LTXVideoTransformer3DModel
+  from builders import random_lora
+  from ltx_jax.models.transformer import TransformerConfig
+  ref = LTXVideoTransformer3DModel(**dict(diffusers_config(8, 64, layers=16), caption_channels=64))
+  ref.save_pretrained(tmp_path / 'transformer')
+  size = sum(p.numel() * 4 for p in ref.parameters())
+  del ref
+  config = TransformerConfig.from_diffusers(json.loads(
+      (tmp_path / 'transformer' / 'config.json').read_text()))
+  lora = random_lora(tmp_path / 'big.safetensors', config, rank=16, targets=TARGETS + [
+      'proj_in', 'proj_out', 'linear_1', 'linear_2', 'linear'])
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  peaks = {}
+  for name, arg in (('plain', '-'), ('lora', str(lora))):
+    proc = subprocess.run([sys.executable, '-c', MEMORY_SCRIPT, str(tmp_path), arg], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peaks[name] = int(proc.stdout.split()[-1])
+  extra = peaks['lora'] - peaks['plain']
+  print(f"model {size / 2**20:.0f} MiB: peak RSS plain {peaks['plain'] / 2**20:.0f} MiB, "
+        f"with LoRA {peaks['lora'] / 2**20:.0f} MiB (+{extra / 2**20:.0f} MiB)")
+  assert size > 250 * 2**20
+  assert extra < 0.15 * size, peaks  # a second copy of the model would add 100%
+
+
+def test_diffusers_save_folder(model_dir, two_peft, tmp_path, highest_precision):
+  """A folder as diffusers' save_lora_weights writes it (pytorch_lora_weights.safetensors)."""
+  import shutil
+  a, _ = two_peft
+  (tmp_path / 'saved').mkdir()
+  shutil.copy(a, tmp_path / 'saved' / 'pytorch_lora_weights.safetensors')
+  (tmp_path / 'saved' / 'other.safetensors').write_bytes(b'')
+  got = load_transformer(model_dir, loras=[(tmp_path / 'saved', 0.8)])
+  want = load_transformer(model_dir, loras=[(a, 0.8)])
+  np.testing.assert_array_equal(np.asarray(got.blocks.attn1.to_q.kernel[...]),
+                                np.asarray(want.blocks.attn1.to_q.kernel[...]))
+  with pytest.raises(FileNotFoundError, match='holds 0 .safetensors files'):
+    load_transformer(model_dir, loras=tmp_path)
+
+
+def test_full_differences_and_adapter_named_keys(model_dir, two_peft, tmp_path,
+                                                 highest_precision):
+  """ComfyUI's `.diff` / `.diff_b` (a norm weight, a bias, the bare scale_shift_table) with
+  official names, and a PEFT model's raw keys (`lora_A.<adapter>.weight`)."""
+  rng = np.random.default_rng(3)
+  ref = fresh_reference(model_dir)
+  params = dict(ref.named_parameters())
+  diffs = {'transformer_blocks.1.attn1.norm_q.weight': 'transformer_blocks.1.attn1.q_norm.diff',
+           'transformer_blocks.0.ff.net.2.bias': 'transformer_blocks.0.ff.net.2.diff_b',
+           'scale_shift_table': 'scale_shift_table.diff',
+           'transformer_blocks.2.scale_shift_table': 'transformer_blocks.2.scale_shift_table.diff',
+           'time_embed.linear.weight': 'adaln_single.linear.diff'}
+  tensors = {}
+  with torch.no_grad():
+    for param, key in diffs.items():
+      d = rng.normal(0, 0.2, params[param].shape).astype(np.float32)
+      tensors['diffusion_model.' + key] = d
+      params[param] += torch.from_numpy(0.5 * d)
+  path = tmp_path / 'diff.safetensors'
+  write_safetensors(path, tensors)
+  err, _ = compare(load_transformer(model_dir, loras=[(path, 0.5)]), ref)
+  assert err < 1e-5, err
+
+  a, _ = two_peft
+  raw = {k.replace('.lora_A.weight', '.lora_A.default.weight').replace(
+      '.lora_B.weight', '.lora_B.default.weight').replace('transformer.', 'base_model.model.', 1): v
+         for k, v in peft_tensors(a).items()}
+  path = tmp_path / 'raw.safetensors'
+  meta = __import__('safetensors').safe_open(str(a), 'np').metadata()
+  write_safetensors(path, raw, meta)
+  got = load_transformer(model_dir, loras=[(path, 0.8)])
+  want = load_transformer(model_dir, loras=[(a, 0.8)])
+  for leaf in ('to_q', 'to_k'):
+    np.testing.assert_array_equal(np.asarray(getattr(got.blocks.attn2, leaf).kernel[...]),
+                                  np.asarray(getattr(want.blocks.attn2, leaf).kernel[...]))
+
+
+@pytest.mark.parametrize('metadata, match', [
+    ({'lora_adapter_metadata': '{"lora_alpha": "much"}'}, "alpha of transformer_blocks.0.attn1"
+                                                          ".to_q is nan"),
+    ({'lora_adapter_metadata': '{not json'}, 'unreadable lora_adapter_metadata'),
+    ({'lora_adapter_metadata': '[1, 2]'}, 'is a list, not a JSON object'),
+    ({'lora_adapter_metadata': '{"use_dora": true}'}, 'DoRA'),
+])
+def test_damaged_lora_metadata(model_dir, tmp_path, metadata, match):
+  tensors = {'transformer.transformer_blocks.0.attn1.to_q.lora_A.weight':
+             np.ones((2, 16), np.float32),
+             'transformer.transformer_blocks.0.attn1.to_q.lora_B.weight':
+             np.ones((16, 2), np.float32)}
+  path = tmp_path / 'meta.safetensors'
+  write_safetensors(path, tensors, metadata)
+  with pytest.raises(CheckpointFormatError, match=match) as e:
+    load_transformer(model_dir, loras=path)
+  assert str(path) in str(e.value)

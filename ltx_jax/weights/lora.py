@@ -45,7 +45,7 @@ from ltx_jax import sharding as sharding_lib
 from ltx_jax.errors import CheckpointFormatError, LoadError, UsageError
 from ltx_jax.nn.layers import Dense
 from ltx_jax.nn.lora import LowRank
-from ltx_jax.weights import precision
+from ltx_jax.weights import precision, values
 from ltx_jax.weights.loader import Plan, Source, report_mismatch
 from ltx_jax.weights.safetensors_io import open_safetensors
 
@@ -59,6 +59,7 @@ _ROLES = (
     ('.lora.down.weight', 'down'), ('.lora.up.weight', 'up'),
     ('.diff_b', 'diff_b'), ('.alpha', 'alpha'), ('.diff', 'diff'),
 )
+_ADAPTER_NAMED = re.compile(r'(.+)\.lora_([AB])\.(?!weight$)[^.]+\.weight')
 _UNSUPPORTED = {  # markers of adapter kinds that are not plain low-rank products
     'dora_scale': 'DoRA', 'lora_magnitude_vector': 'DoRA', 'lora_mid': 'LoCon (CP)',
     'hada_': 'LoHa', 'lokr_': 'LoKr', 'oft_': 'OFT', 'boft_': 'BOFT',
@@ -97,11 +98,25 @@ def parse_loras(loras: Any) -> tuple[tuple[Path, float], ...]:
     if (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
         or not math.isfinite(scale)):
       raise UsageError(f"LoRA scale {scale!r} for {path}; expected a finite number")
-    if not Path(path).is_file():
-      raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist (pass a .safetensors "
-                              "file)")
-    out.append((Path(path), float(scale)))
+    out.append((_lora_file(Path(path)), float(scale)))
   return tuple(out)
+
+
+def _lora_file(path: Path) -> Path:
+  """A .safetensors file, or a folder holding diffusers' pytorch_lora_weights.safetensors or a
+  single .safetensors file."""
+  if path.is_dir():
+    files = sorted(path.glob('*.safetensors'))
+    named = path / 'pytorch_lora_weights.safetensors'
+    if named.is_file():
+      return named
+    if len(files) == 1:
+      return files[0]
+    raise FileNotFoundError(f"LoRA folder {str(path)!r} holds {len(files)} .safetensors files; "
+                            "pass the file")
+  if not path.is_file():
+    raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist (pass a .safetensors file)")
+  return path
 
 
 def check_mode(mode: str) -> str:
@@ -147,9 +162,11 @@ class LoraFile:
         if marker in key:
           raise CheckpointFormatError(f"{path}: {key} belongs to a {kind} adapter; only LoRA "
                                       "(low-rank A/B, down/up, diff) adapters are supported")
+      named = _ADAPTER_NAMED.fullmatch(key)  # a PEFT model's raw state: lora_A.<adapter>.weight
+      plain = f'{named[1]}.lora_{named[2]}.weight' if named else key
       for suffix, role in _ROLES:
-        if key.endswith(suffix):
-          module = key[:-len(suffix)]
+        if plain.endswith(suffix):
+          module = plain[:-len(suffix)]
           break
       else:
         raise CheckpointFormatError(
@@ -283,8 +300,7 @@ class Adapters:
   def records(self) -> tuple[Adapter, ...]:
     return tuple(Adapter(f.name, str(f.path), _sha256(f.path), f.scale) for f in self.files)
 
-  def delta(self, path: tuple, index: int, shape: tuple[int, ...], *,
-            scales: Sequence[float] | None = None) -> np.ndarray | None:
+  def delta(self, path: tuple, index: int, shape: tuple[int, ...]) -> np.ndarray | None:
     """The f32 change of slice `index` of parameter `path`, in the PyTorch layout `shape`
     (None when no adapter touches it)."""
     todo = [u for u in self.updates.get(path, ()) if u.index == index]
@@ -293,7 +309,7 @@ class Adapters:
     out = np.zeros(shape, np.float32)
     for u in todo:
       f = self.files[u.file]
-      s = f.scale if scales is None else scales[u.file]
+      s = f.scale
       entry = f.modules[u.module]
       if u.leaf == 'weight':
         if 'down' in entry:
@@ -326,7 +342,8 @@ def open_adapters(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, stric
       n += 1
       name = f'{path.stem}_{n}'
     names.add(name)
-    files.append(LoraFile(path, scale, name))
+    with values.in_file(path):  # every error about the file names it
+      files.append(LoraFile(path, scale, name))
 
   variables = {p: v for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Variable)}
   targets: dict[str, dict[str, tuple]] = {}  # module name -> {'weight'/'bias': (path, index)}
@@ -336,6 +353,8 @@ def open_adapters(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, stric
         module, _, leaf = key.rpartition('.')
         if leaf in ('weight', 'bias') and module:
           targets.setdefault(module, {})[leaf] = (path, index)
+        elif leaf:  # a parameter of no layer (scale_shift_table): `.diff` on its full name
+          targets.setdefault(key, {})['self'] = (path, index)
   main_plan = plans[0]
 
   unmatched, wrong, updates = [], [], {}
@@ -343,6 +362,8 @@ def open_adapters(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, stric
     f.resolve_underscored(targets)
     for module, entry in f.modules.items():
       leaves = targets.get(module)
+      if leaves is not None and 'self' in leaves and set(entry) == {'diff'}:
+        leaves = {'weight': leaves['self']}  # W + diff on a bare parameter
       if leaves is None or 'weight' not in leaves:
         unmatched.append(f"{f.path.name}: {', '.join(sorted(entry.values()))}")
         continue
@@ -364,6 +385,8 @@ def open_adapters(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, stric
             keys = f"{entry['up']} @ {entry['down']}" if role == 'down' else entry[role]
             bad.append(f"{keys}: gives {list(got)}, the layer {module} has {list(torch)}")
         todo.append((path, Update(i, module, index, leaf)))
+      if 'down' in entry:  # a bad alpha is refused now, not half way through loading
+        f.factor(module, f.store.shape(entry['down'])[0])
       if bad:  # the whole module is reported (and skipped when not strict)
         wrong.extend(f"{f.path.name}: {b}" for b in bad)
         continue
