@@ -262,13 +262,16 @@ def test_config_refusals(tmp_path):
 
 
 def test_cli_control_video_end_to_end(tmp_path):
+  """An IC-LoRA run on the smoke model: a (random) control LoRA and a control video."""
+  from builders import random_lora
+  lora = random_lora(tmp_path / 'ic-lora.safetensors', smoke.TRANSFORMER, rank=2, seed=2)
   control = tmp_path / 'depth.mp4'
   video_io.write_mp4(control, clip(9, 48, 80, seed=4), 8.0)
   out_dir = tmp_path / 'out'
   cmd = [sys.executable, '-m', 'ltx_jax.generate', '--config',
          str(ROOT / 'configs' / 'smoke.py') + ':control', f'--config.control_video={control}',
          '--config.control_strength=0.9', '--config.control_frame=0',
-         f'--config.output_dir={out_dir}']
+         f"--config.model.loras=(('{lora}', 1.0),)", f'--config.output_dir={out_dir}']
   proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'),
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr
@@ -279,5 +282,6 @@ def test_cli_control_video_end_to_end(tmp_path):
   assert meta['control'] == {'guides': [{'media': str(control), 'kind': 'video',
                                          'frame_index': 0, 'strength': 0.9}],
                              'image_cond_noise_scale': 0.15}
+  assert [a['path'] for a in meta['loras']] == [str(lora)]
   assert meta['config']['control_video'] == str(control)
   assert meta['config']['task'] == 'control'
