@@ -255,6 +255,14 @@ def test_config_refusals(tmp_path):
   for kw, match in cases:
     with pytest.raises(UsageError, match=match):
       config_lib.check(_config(tmp_path, **kw))
+  # configs/control.py as documented: a 13B preset, task 'control', the video required.
+  from test_cli_units import load_config
+  c = load_config('control', 'ltxv-13b-0.9.7-distilled')
+  c.output_dir, c.num_frames = str(tmp_path / 'out'), 17
+  with pytest.raises(UsageError, match='config.control_video is empty'):
+    config_lib.check(c)
+  c.control_video = str(ok)
+  config_lib.check(c)
   c = _config(tmp_path, control_video=str(ok))
   c.long_video.enabled = True
   with pytest.raises(UsageError, match='takes no config.control_video'):
