@@ -214,7 +214,8 @@ def test_kohya_layout_with_official_names(model_dir, tmp_path, highest_precision
   for m, (down, up) in mods.items():
     name = official_name(m)
     for table, key in ((dotted, 'diffusion_model.' + name),
-                       (underscored, 'lora_unet_' + name.replace('.', '_'))):
+                       (underscored, ('lora_unet_' if m.startswith('t') else 'lora_transformer_')
+                                     + name.replace('.', '_'))):
       table[key + '.lora_down.weight'] = down
       table[key + '.lora_up.weight'] = up
       table[key + '.alpha'] = np.array(alphas[m], np.float32)
