@@ -15,6 +15,7 @@ from flax import nnx
 from conftest import rel_l2
 from test_fp8 import fp8_file, run  # noqa: F401  (the module fixture and the forward pass)
 from ltx_jax import UsageError, load_transformer
+from ltx_jax.nn import layers
 from ltx_jax.nn import FP8_COMPILER_OPTIONS, compiler_options, fp8_matmul, set_matmul
 
 FP8 = ml_dtypes.float8_e4m3fn
@@ -34,6 +35,15 @@ def test_fp8_matmul_equals_numpy_emulation():
   err = rel_l2(got, exact)
   print(f"fp8 activation quantisation error of one GEMM: rel L2 {err:.2e}")
   assert 1e-4 < err < 5e-2  # the activations really are quantised, and stay close
+
+  # bf16 compute: the scale the GEMM applies is rounded to bf16 (on GPUs cuBLASLt's f32 a_scale)
+  xb = np.asarray(jnp.asarray(x, jnp.bfloat16), np.float32)
+  got = np.asarray(fp8_matmul(jnp.asarray(xb, jnp.bfloat16), jnp.asarray(w), jnp.bfloat16),
+                   np.float64)
+  scale = np.float32(np.abs(xb).max()) / np.float32(448)
+  xq = np.clip(xb / scale, -448, 448).astype(FP8).astype(np.float64)
+  want = (xq @ w.astype(np.float64)) * float(jnp.bfloat16(scale))
+  assert rel_l2(got, want) < (1e-6 if jax.default_backend() == 'cpu' else 5e-3)
 
 
 def test_fp8_compute_transformer_close_to_upcast(fp8_file, highest_precision):  # noqa: F811
@@ -154,7 +164,13 @@ def _rewritable_dots(hlo: str) -> tuple[list[str], list[str]]:
   return ok, why
 
 
-def test_fp8_matmul_hlo_has_the_form_xlas_gemm_rewriter_matches():
+@pytest.fixture
+def gpu_trace(monkeypatch):
+  """Traces as for a GPU: without the CPU's f32 GEMM operands (`cpu_half_precision`)."""
+  monkeypatch.setattr(layers, 'cpu_half_precision', lambda dtype: False)
+
+
+def test_fp8_matmul_hlo_has_the_form_xlas_gemm_rewriter_matches(gpu_trace):
   x = jax.ShapeDtypeStruct((2, 16, 64), jnp.bfloat16)  # batch dims, as a Dense sees them
   w = jax.ShapeDtypeStruct((64, 32), jnp.float8_e4m3fn)
   hlo = jax.jit(lambda a, b: fp8_matmul(a, b, jnp.bfloat16)).lower(x, w).as_text(dialect='hlo')
@@ -162,6 +178,7 @@ def test_fp8_matmul_hlo_has_the_form_xlas_gemm_rewriter_matches():
   (dot,), (why) = _rewritable_dots(hlo)
   assert why == []
   ty, dims, _, (lhs, rhs), attrs = ins[dot]
+  assert ty == 'bf16' and ins[lhs][0] == ins[rhs][0] == 'bf16'
   assert dims == (32, 32) and 'lhs_contracting_dims={1}, rhs_contracting_dims={0}' in attrs
   assert 'batch_dims' not in attrs  # the batch dims of x were flattened away: a 2-D dot
   lhs_path = _fp8_path(ins, lhs, set())
@@ -182,7 +199,7 @@ def test_fp8_matmul_hlo_has_the_form_xlas_gemm_rewriter_matches():
   assert _rewritable_dots(vec.lower(sq, sq, s).as_text(dialect='hlo'))[0] == []
 
 
-def test_fp8_transformer_block_hlo_every_gemm_rewritable(fp8_file):  # noqa: F811
+def test_fp8_transformer_block_hlo_every_gemm_rewritable(fp8_file, gpu_trace):  # noqa: F811
   """All ten Dense GEMMs of the scanned block body (q/k/v/out of both attentions, the FFN's
   two) are in the rewriter's form inside the layer scan."""
   path, _ = fp8_file

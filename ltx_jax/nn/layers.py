@@ -69,7 +69,8 @@ def compiler_options(model: nnx.Module) -> dict[str, bool]:
 
 
 def fp8_matmul(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
-  """x [..., I] @ kernel [I, O] (float8_e4m3fn) as an fp8 x fp8 product, output in `dtype`.
+  """x [..., I] @ kernel [I, O] (float8_e4m3fn) as an fp8 x fp8 product, output in `dtype`
+  (f32 on the CPU for 16-bit dtypes, see `cpu_half_precision`; `Dense` casts it).
 
   The activations are quantised on the fly with one per-tensor scale (max |x| / 448, in f32);
   the weights carry scale 1 (the official fp8 files are plain casts). Written as the
@@ -92,12 +93,18 @@ def fp8_matmul(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
   xq = jnp.clip(xf / scale, -FP8_MAX, FP8_MAX).astype(FP8)
   # The barrier keeps the fp8 tensor: XLA's SimplifyFPConversions folds any chain of two float
   # converts (f32 -> fp8 -> bf16 becomes f32 -> bf16) and would drop the quantisation. It does
-  # not hide the fp8 value from the rewriter: the barrier's get-tuple-element is fp8 itself.
+  # not hide the fp8 value from the rewriter, whose walk from the dot stops at the first fp8
+  # instruction: the barrier itself.
   xq = jax.lax.optimization_barrier(xq)
-  lhs = xq.astype(dtype) * scale.astype(dtype)  # dequantise: convert, multiply by a scalar
-  rhs = kernel.astype(dtype)
-  acc = jnp.float32 if cpu_half_precision(dtype) else None
-  y = jax.lax.dot_general(lhs, rhs, (((1,), (0,)), ((), ())), preferred_element_type=acc)
+  # Dequantise (convert, multiply by a scalar) in the GEMM's operand dtype. The rewriter takes
+  # the scale -- rounded to `dtype` -- as cuBLASLt's f32 a_scale, applied to the f32 sums of the
+  # exact fp8 products; on the CPU the operands are f32, where fp8 value x rounded scale is
+  # exact too, so both compute scale * sum(xq * w) with f32 accumulation.
+  scale = scale.astype(dtype)
+  dq = jnp.float32 if cpu_half_precision(dtype) else dtype
+  lhs = xq.astype(dq) * scale.astype(dq)  # [M, I]
+  rhs = kernel.astype(dq)  # [I, O]
+  y = jax.lax.dot_general(lhs, rhs, (((1,), (0,)), ((), ())))  # [M, O]
   return y.reshape(*lead, kernel.shape[1])  # [..., O]
 
 
