@@ -4,7 +4,9 @@ from ltx_jax.compilation_cache import configure_compilation_cache, enable_compil
 from ltx_jax.errors import (CheckpointFormatError, DataError, LoadError, LTXError, ReleaseError,
                             SourceError, UsageError)
 from ltx_jax.models.t5 import T5Config, T5Encoder, load_text_encoder, load_tokenizer
-from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig, load_transformer
+from ltx_jax.models.transformer import (LTXVideoTransformer, TransformerConfig, add_loras,
+                                        load_transformer)
+from ltx_jax.nn.lora import lora_scales, set_lora_scales
 from ltx_jax.models.upsampler import LatentUpsampler, UpsamplerConfig, load_latent_upsampler
 from ltx_jax.models.vae import VAEConfig, VideoAutoencoder, load_vae
 from ltx_jax.pipeline import (Condition, GenerationPlan, LTXLongVideoOutput, LTXLongVideoPipeline,
@@ -21,7 +23,8 @@ __all__ = [
     'LTXPipeline', 'LTXMultiScalePipeline', 'LTXPipelineOutput', 'GenerationPlan', 'Condition',
     'presets', 'video_io', 'FirstBlockCache', 'TeaCache', 'LTXLongVideoPipeline',
     'LTXLongVideoOutput',
-    'LTXVideoTransformer', 'TransformerConfig', 'load_transformer',
+    'LTXVideoTransformer', 'TransformerConfig', 'load_transformer', 'add_loras',
+    'set_lora_scales', 'lora_scales',
     'VAEConfig', 'VideoAutoencoder', 'load_vae',
     'LatentUpsampler', 'UpsamplerConfig', 'load_latent_upsampler',
     'T5Config', 'T5Encoder', 'load_text_encoder', 'load_tokenizer',

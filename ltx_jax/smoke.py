@@ -23,7 +23,7 @@ from flax import nnx
 from ltx_jax import sharding
 from ltx_jax.models.random import random_weights
 from ltx_jax.models.t5 import T5Config, T5Encoder, T5Tokenizer
-from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig
+from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig, add_loras
 from ltx_jax.models.vae import VAEConfig, VideoAutoencoder
 from ltx_jax.pipeline import LTXPipeline
 from ltx_jax.sampling import SchedulerConfig
@@ -94,13 +94,15 @@ def tokenizer() -> T5Tokenizer:
 def build_pipeline(seed: int = 0, dtype=jnp.float32, *, text_encoder_dtype=None,
                    attention: str = 'auto', mesh: jax.sharding.Mesh | None = None,
                    rules: sharding.Rules | None = None,
-                   context_attention: str = 'allgather') -> LTXPipeline:
+                   context_attention: str = 'allgather', loras=None,
+                   lora_mode: str = 'merged', lora_strict: bool = True) -> LTXPipeline:
   """The smoke pipeline with random weights drawn from `seed`.
 
   The other arguments mean what they mean for `LTXPipeline.from_pretrained`: dtype (compute and
   storage of the transformer and VAE; text_encoder_dtype defaults to it), attention, and mesh /
   rules / context_attention (parameters placed on the mesh by the rules, activations
-  constrained by them, self-attention context parallel over the 'context' axis).
+  constrained by them, self-attention context parallel over the 'context' axis), loras /
+  lora_mode / lora_strict (LoRA files for the smoke transformer's shapes, `add_loras`).
   """
   dtype = precision.parse(dtype, what='compute')  # 'f32', 'bf16', jnp.bfloat16, ...
   te_dtype = dtype if text_encoder_dtype is None else precision.parse(text_encoder_dtype,
@@ -117,5 +119,7 @@ def build_pipeline(seed: int = 0, dtype=jnp.float32, *, text_encoder_dtype=None,
     for module in (transformer, vae, text_encoder):
       sharding.shard_module(module, mesh, rules)
     partitioning = sharding.Partitioning.create(mesh, rules, context_attention)
+  add_loras(transformer, loras, lora_mode=lora_mode, lora_strict=lora_strict, mesh=mesh,
+            rules=rules)
   return LTXPipeline(transformer, vae, text_encoder, tokenizer(), SchedulerConfig(),
                      release=RELEASE, partitioning=partitioning)

@@ -6,6 +6,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import torch
+from flax import nnx
 
 from conftest import randomize_torch_module
 
@@ -187,3 +188,29 @@ def write_gguf(path, cfg, tensors, arch='t5encoder'):
   w.write_kv_data_to_file()
   w.write_tensors_to_file()
   w.close()
+
+
+def random_lora(path: Path, config, *, rank: int = 2, seed: int = 0,
+                targets=('to_q', 'to_v', 'ff.net.2'), std: float = 0.3) -> Path:
+  """A diffusers-layout LoRA file (`transformer.<module>.lora_A/B.weight`, alpha = rank) with
+  random factors for every Linear of a DiT with `config` (ltx_jax TransformerConfig) whose
+  diffusers module name ends in one of `targets`."""
+  from ltx_jax.models.transformer import DIFFUSERS_TABLE, abstract_transformer
+  from ltx_jax.weights import plan_from_table, write_safetensors
+  model = abstract_transformer(config)
+  variables = {p: v for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Variable)}
+  rng = np.random.default_rng(seed)
+  tensors = {}
+  for p, src in plan_from_table(model, DIFFUSERS_TABLE).items():
+    if p[-1] != 'kernel':
+      continue
+    d_in, d_out = variables[p].get_value().shape[-2:]
+    for key in src.keys:
+      module = key[:-len('.weight')]
+      if module.endswith(tuple(targets)):
+        tensors[f'transformer.{module}.lora_A.weight'] = rng.normal(
+            0, std, (rank, d_in)).astype(np.float32)
+        tensors[f'transformer.{module}.lora_B.weight'] = rng.normal(
+            0, std, (d_out, rank)).astype(np.float32)
+  write_safetensors(path, tensors)
+  return path

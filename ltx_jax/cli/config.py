@@ -7,8 +7,10 @@ seeds and output paths of the run.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
+import math
 import os
 import re
 import tempfile
@@ -69,6 +71,11 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   # sources) the preset's upscaler file from the same hub repo.
   c.model.upsampler = ''
   c.model.allow_nonfinite = False  # load weights holding NaN / Inf (refused by default)
+  # LoRA adapters merged into the transformer (IC-LoRA control models too): a path, or
+  # '((path, scale), ...)' with scales of any sign; lora_strict=False skips (with a warning)
+  # LoRA modules that match no layer instead of refusing the file.
+  c.model.loras = ''
+  c.model.lora_strict = True
 
   # Device mesh (docs/sharding.md): sizes of the (data, fsdp, tensor, context) axes, one of them
   # may be -1 (the rest of the devices); all 1 on one device.
@@ -425,6 +432,38 @@ def step_cache(c):
     _fail(f"config.cache: {e}")
 
 
+def loras(c) -> tuple[tuple[str, float], ...]:
+  """config.model.loras as ((path, scale), ...): a path, or a Python literal of (path, scale)
+  pairs (or paths); each file must exist."""
+  text = c.model.loras
+  if not isinstance(text, str):
+    _fail(f"config.model.loras={text!r}; expected a path or '((path, scale), ...)'")
+  text = text.strip()
+  if not text:
+    return ()
+  if text[0] in '([':
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      _fail(f"config.model.loras={text!r} is not a literal such as "
+            "'((\"a.safetensors\", 0.8), (\"b.safetensors\", -0.3))'")
+    items = [value] if (isinstance(value, tuple) and len(value) == 2
+                        and isinstance(value[1], (int, float))) else list(value)
+  else:
+    items = [text]
+  out = []
+  for item in items:
+    path, scale = (item, 1.0) if isinstance(item, str) else (
+        tuple(item) if isinstance(item, (tuple, list)) and len(item) == 2 else (None, None))
+    if (not isinstance(path, str) or isinstance(scale, bool)
+        or not isinstance(scale, (int, float)) or not math.isfinite(scale)):
+      _fail(f"config.model.loras entry {item!r}; expected a path or (path, finite scale)")
+    if not Path(path).expanduser().is_file():
+      _fail(f"config.model.loras: LoRA file {path!r} does not exist")
+    out.append((str(Path(path).expanduser()), float(scale)))
+  return tuple(out)
+
+
 def check_mesh(c) -> None:
   from ltx_jax.sharding import CONTEXT_ATTENTION, MESH_AXES
   sizes = [c.mesh[a] for a in MESH_AXES]
@@ -457,6 +496,7 @@ def check(c) -> Plan:
     _fail("the smoke model has no fp8 storage: leave config.model.param_dtype and "
           "config.model.matmul at their defaults")
   check_model_source(c)
+  loras(c)
   tc, sc = model_compression(c)
   check_sampling(c, (tc, sc))
   if c.max_sequence_length < 1:

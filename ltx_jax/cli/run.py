@@ -8,6 +8,7 @@ stage timings.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -30,17 +31,19 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
                text_encoder_dtype: str = '', attention: str = 'auto', offline: bool = False,
                hash_files: bool = False, mesh=None, context_attention: str = 'allgather',
                param_dtype: str = '', matmul: str = 'default',
-               allow_nonfinite: bool = False):
+               allow_nonfinite: bool = False, loras=(), lora_strict: bool = True):
   """(LTXPipeline, source facts) from a folder, file, converted checkpoint, hub repo id, or
-  'smoke' (ltx_jax.smoke's random-weight plumbing model). Names as in config.model; mesh: a
-  device mesh (ltx_jax.sharding.make_mesh) or None for one device."""
+  'smoke' (ltx_jax.smoke's random-weight plumbing model). Names as in config.model (loras as
+  ((path, scale), ...)); mesh: a device mesh (ltx_jax.sharding.make_mesh) or None for one
+  device."""
   import jax.numpy as jnp
   dt = getattr(jnp, dtype)
   te_dtype = getattr(jnp, text_encoder_dtype or dtype)
   if source == config_lib.SMOKE:
     from ltx_jax import smoke
     pipe = smoke.build_pipeline(dtype=dt, text_encoder_dtype=te_dtype, attention=attention,
-                                mesh=mesh, context_attention=context_attention)
+                                mesh=mesh, context_attention=context_attention,
+                                loras=list(loras), lora_strict=lora_strict)
     return pipe, {
         'kind': 'smoke', 'note': 'random-weight plumbing check (ltx_jax.smoke), not a model',
         'files': []}
@@ -50,7 +53,8 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
                                      attention=attention, offline=True if offline else None,
                                      mesh=mesh, context_attention=context_attention,
                                      param_dtype=param_dtype or None, matmul=matmul,
-                                     allow_nonfinite=allow_nonfinite)
+                                     allow_nonfinite=allow_nonfinite, loras=list(loras),
+                                     lora_strict=lora_strict)
   ms = pipe.source
   logging.info("source: %s (%s), release %s", ms.root, ms.kind, ms.release.name)
   if ms.vae_override:
@@ -68,7 +72,8 @@ def load_pipeline(c):
                     text_encoder_dtype=m.text_encoder_dtype, attention=m.attention,
                     offline=m.offline, hash_files=m.hash_files, mesh=config_mesh(c),
                     context_attention=c.mesh.context_attention, param_dtype=m.param_dtype,
-                    matmul=m.matmul, allow_nonfinite=m.allow_nonfinite)
+                    matmul=m.matmul, allow_nonfinite=m.allow_nonfinite,
+                    loras=config_lib.loras(c), lora_strict=m.lora_strict)
 
 
 def load_upsampler(c, pipe, source: dict):
@@ -178,6 +183,7 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
                        'preprocessing': c.condition_preprocessing} if c.input_video else None),
       'release': {'detected': pipe.release, 'preset': c.preset or None},
       'source': source, 'pipeline_kwargs': kwargs, 'config': c.to_dict(),
+      'loras': [dataclasses.asdict(a) for a in pipe.lora_adapters],
       'passes': _passes(c, kwargs),
       'cache': {'kind': c.cache.kind or None, 'threshold': c.cache.threshold,
                 'skipped_steps': skipped_steps},

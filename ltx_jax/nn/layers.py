@@ -111,6 +111,7 @@ def fp8_matmul(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
 class Dense(nnx.Module):
   """y = x @ kernel + bias with kernel [in, out].
 
+  `lora`: runtime LoRA adapters added to the product (None without; `ltx_jax.nn.lora`).
   Weights may be stored in fp8: by default they are upcast to the compute dtype inside each
   matmul (storage only); with `matmul='fp8'` (see `set_matmul`) fp8 kernels multiply fp8
   activations (`fp8_matmul`).
@@ -123,6 +124,7 @@ class Dense(nnx.Module):
                rngs: nnx.Rngs):
     self.dtype = dtype
     self.matmul = 'default'
+    self.lora = None  # runtime LoRA adapters (ltx_jax/nn/lora.py LowRank), attached by loaders
     self.kernel = param(nnx.initializers.lecun_normal(), rngs.params(),
                         (in_features, out_features), param_dtype, axes)
     self.bias = (param(nnx.initializers.normal(0.02), rngs.params(), (out_features,),
@@ -135,6 +137,8 @@ class Dense(nnx.Module):
       kernel = self.kernel[...].astype(self.dtype)  # fp8 / bf16 storage -> compute dtype
       acc = jnp.float32 if cpu_half_precision(self.dtype) else None
       y = jnp.einsum('...i,io->...o', x.astype(self.dtype), kernel, preferred_element_type=acc)
+    if self.lora is not None:
+      y = y + self.lora(x, self.dtype).astype(y.dtype)
     if self.bias is not None:
       y = y + self.bias[...].astype(y.dtype)
     return y.astype(self.dtype)

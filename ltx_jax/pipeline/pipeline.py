@@ -13,7 +13,7 @@ import dataclasses
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,7 @@ from ltx_jax import checks
 from ltx_jax import sharding as sharding_lib
 from ltx_jax.errors import CheckpointFormatError, UsageError
 from ltx_jax.models.transformer.rope import token_coords
+from ltx_jax.nn.lora import lora_scales, set_lora_scales
 from ltx_jax.pipeline import conditioning as conditioning_lib
 from ltx_jax.pipeline import inputs as inputs_lib
 from ltx_jax.pipeline.plan import GenerationPlan, noised_to, trim_schedule
@@ -84,7 +85,6 @@ class LTXPipeline:
     self.source = None  # the resolved ltx_jax.sources.ModelSource, when loaded from one
     self.allowed_inference_steps = (None if allowed_inference_steps is None else
                                     tuple(round(float(t), 4) for t in allowed_inference_steps))
-    self._transformer_split = nnx.split(transformer)
     self._text_split = nnx.split(text_encoder) if text_encoder is not None else None
 
   @classmethod
@@ -93,7 +93,9 @@ class LTXPipeline:
                       text_encoder_dtype=None, attention: str = 'auto', offline: bool | None = None,
                       mesh=None, rules: sharding_lib.Rules | None = None,
                       context_attention: str = 'allgather', param_dtype=None,
-                      matmul: str = 'default', allow_nonfinite: bool = False) -> 'LTXPipeline':
+                      matmul: str = 'default', allow_nonfinite: bool = False,
+                      loras=None, lora_mode: str = 'merged', lora_strict: bool = True
+                      ) -> 'LTXPipeline':
     """Builds the pipeline from whatever `ltx_jax.sources.resolve_source` understands: a
     diffusers repo folder, a folder with an official single file (+ T5 folder or GGUF +
     tokenizer), a checkpoint written by tools/convert.py, or a hub repo id.
@@ -109,8 +111,14 @@ class LTXPipeline:
       (`ltx_jax.nn.set_matmul`: cuBLASLt fp8 GEMMs on GPUs with fp8 tensor cores).
     allow_nonfinite: load weights holding NaN or Inf (by default a LoadError names the first
       such tensor while loading, before anything is generated).
+    loras: LoRA adapters for the transformer, `[path | (path, scale), ...]` in the diffusers /
+      PEFT, official trainer / ComfyUI or kohya layout (`ltx_jax.weights.lora`); IC-LoRA control
+      models are loaded the same way. lora_mode: 'merged' (added to the weights while they
+      load) or 'runtime' (kept beside them: `set_lora_scales` changes scales without
+      recompiling). lora_strict=False skips LoRA modules that match no layer (warning).
     """
     from ltx_jax.nn import MATMULS, set_matmul
+    from ltx_jax.weights.lora import check_mode, parse_loras
     from ltx_jax.models.t5 import load_text_encoder, load_tokenizer
     from ltx_jax.models.transformer import load_transformer
     from ltx_jax.models.vae import load_vae
@@ -120,6 +128,8 @@ class LTXPipeline:
       raise UsageError(f"matmul={matmul!r}; choose one of {', '.join(MATMULS)}")
     if matmul == 'fp8' and param_dtype != 'fp8':
       raise UsageError("matmul='fp8' multiplies fp8 weights: pass param_dtype='fp8' too")
+    check_mode(lora_mode)
+    parse_loras(loras)  # bad adapters refused before anything loads
     configure_compilation_cache()  # on by default (LTX_JAX_COMPILATION_CACHE=0 disables)
     ms = resolve_source(source, file=file, release=release, allow_custom=allow_custom,
                         offline=offline)
@@ -137,7 +147,8 @@ class LTXPipeline:
                     sharding_lib.Partitioning.create(mesh, rules, context_attention))
     where = dict(mesh=mesh, rules=rules, allow_nonfinite=allow_nonfinite)
     transformer = load_transformer(ms.transformer, dtype=dtype, param_dtype=param_dtype,
-                                   attention=attention, **where)
+                                   attention=attention, loras=loras, lora_mode=lora_mode,
+                                   lora_strict=lora_strict, **where)
     if matmul != 'default':
       set_matmul(transformer, matmul)
     pipe = cls(transformer, load_vae(ms.vae, dtype=dtype, **where),
@@ -148,6 +159,26 @@ class LTXPipeline:
     return pipe
 
   # -- pieces --------------------------------------------------------------------------------
+
+  @property
+  def _transformer_split(self):
+    """(graph, state) of the transformer, split at each use so that changes made to it since
+    (runtime LoRA scales, `set_matmul`) reach the jitted loop."""
+    return nnx.split(self.transformer)
+
+  @property
+  def lora_adapters(self) -> tuple:
+    """The transformer's LoRA adapters (`ltx_jax.weights.lora.Adapter`: name, file, sha256,
+    scale), with the current scales of runtime adapters."""
+    adapters = getattr(self.transformer, 'lora_adapters', ())
+    current = lora_scales(self.transformer)
+    return tuple(dataclasses.replace(a, scale=current.get(a.name, a.scale)) for a in adapters)
+
+  def set_lora_scales(self, scales: Sequence[float] | Mapping[str, float]) -> None:
+    """Changes the scales of runtime LoRA adapters (`from_pretrained(..., loras=...,
+    lora_mode='runtime')`): one per adapter in load order, or {name: scale}; 0 switches one
+    off. The next generation runs the same compiled program."""
+    set_lora_scales(self.transformer, scales)
 
   @property
   def mesh(self):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,7 @@ from flax import nnx
 
 from ltx_jax import sharding as sharding_lib
 from ltx_jax.errors import UsageError
+from ltx_jax.weights import lora as lora_lib
 from ltx_jax.weights import orbax_io, precision, values
 from ltx_jax.weights.loader import Plan, TensorStore, load_params
 
@@ -50,6 +51,9 @@ class Component:
   config_type: type  # its config dataclass (rebuilt from a converted checkpoint's manifest)
   build: Callable[..., nnx.Module]  # (config, *, dtype, param_dtype, **options) -> abstract model
   open: Callable[[Path], Checkpoint]  # a safetensors / GGUF source -> Checkpoint
+  # The name maps LoRA files may use for this component (first: the one updates are made in);
+  # None: the component takes no LoRA.
+  lora_plans: Callable[[nnx.Module], Sequence[Plan]] | None = None
 
 
 def load_component(source: str | os.PathLike, component: Component, *,
@@ -57,6 +61,7 @@ def load_component(source: str | os.PathLike, component: Component, *,
                    param_dtype: precision.DTypeLike | None = None,
                    mesh: jax.sharding.Mesh | None = None,
                    rules: sharding_lib.Rules | None = None, allow_nonfinite: bool = False,
+                   loras: Any = None, lora_mode: str = 'merged', lora_strict: bool = True,
                    **options) -> nnx.Module:
   """`component` loaded from `source`: a file or folder its `open` reads, or a checkpoint
   converted by tools/convert.py (its folder or the component's folder inside it).
@@ -68,22 +73,50 @@ def load_component(source: str | os.PathLike, component: Component, *,
   allow_nonfinite: load weights holding NaN or Inf (by default a LoadError names the first
     such tensor, before anything runs).
   options: model options for `component.build` (e.g. attention='auto').
+  loras: LoRA adapters (components with `lora_plans`): a .safetensors path, (path, scale), or a
+    list of those, in any layout `ltx_jax.weights.lora` reads. lora_mode: 'merged' adds them to
+    the weights as they load; 'runtime' keeps their factors beside the weights with scales that
+    `ltx_jax.nn.set_lora_scales` changes without recompiling. lora_strict: a LoRA module that
+    matches no layer, or does not fit it, is refused (False: warned about and skipped).
+    The loaded adapters are listed in the model's `lora_adapters` (file, sha256, scale).
   """
   dtype = precision.parse(dtype, what='compute')
   param_dtype = dtype if param_dtype is None else precision.parse(param_dtype)
+  lora_lib.check_mode(lora_mode)
+  if lora_lib.parse_loras(loras) and component.lora_plans is None:
+    raise UsageError(f"the {component.name} takes no LoRA adapters (loras={loras!r})")
+  ckpt = None
   if orbax_io.is_orbax(source):
-    return _load_orbax(source, component, dtype, param_dtype, mesh, rules, allow_nonfinite,
-                       options)
-  with values.in_file(source):
-    ckpt = component.open(Path(source))
-  model = component.build(ckpt.config, dtype=dtype, param_dtype=param_dtype, **options)
-  where = sharding_lib.sharding_fn(mesh, rules) if mesh is not None else None
-  return load_params(model, ckpt.store, ckpt.plan(model), what=ckpt.what, ignore=ckpt.ignore,
-                     sharding=where, allow_nonfinite=allow_nonfinite)
+    model, folder, what = _open_orbax(source, component, dtype, param_dtype, options)
+  else:
+    with values.in_file(source):
+      ckpt = component.open(Path(source))
+    model = component.build(ckpt.config, dtype=dtype, param_dtype=param_dtype, **options)
+    what = ckpt.what
+  adapters = (None if component.lora_plans is None else lora_lib.open_adapters(
+      model, component.lora_plans(model), loras, strict=lora_strict, what=what))
+  merged = adapters is not None and lora_mode == 'merged'
+  if ckpt is None:  # a converted checkpoint: orbax reads each device's shard, adapters after
+    with values.in_file(folder):
+      orbax_io.restore_model(model, folder, what=what, mesh=mesh, rules=rules,
+                             allow_nonfinite=allow_nonfinite)
+    if merged:
+      lora_lib.merge_loaded(model, adapters)
+  else:
+    plan = ckpt.plan(model)
+    store = lora_lib.MergedStore(ckpt.store, plan, adapters) if merged else ckpt.store
+    where = sharding_lib.sharding_fn(mesh, rules) if mesh is not None else None
+    load_params(model, store, plan, what=what, ignore=ckpt.ignore, sharding=where,
+                allow_nonfinite=allow_nonfinite)
+  if adapters is not None and lora_mode == 'runtime':
+    lora_lib.attach_runtime(model, adapters, mesh=mesh, rules=rules)
+  if component.lora_plans is not None:
+    model.lora_adapters = adapters.records if adapters is not None else ()
+  return model
 
 
-def _load_orbax(source, component, dtype, param_dtype, mesh, rules, allow_nonfinite, options
-                ) -> nnx.Module:
+def _open_orbax(source, component, dtype, param_dtype, options):
+  """(abstract model, its folder, what) of a converted checkpoint."""
   with values.in_file(source):
     root, _ = orbax_io.read_manifest(source)
     if Path(source).resolve() != root.resolve() and Path(source).name != component.name:
@@ -91,7 +124,4 @@ def _load_orbax(source, component, dtype, param_dtype, mesh, rules, allow_nonfin
                        f"{component.name}; pass {root} or {root / component.name}")
     config = orbax_io.component_config(root, component.name, component.config_type)
   model = component.build(config, dtype=dtype, param_dtype=param_dtype, **options)
-  with values.in_file(root / component.name):
-    return orbax_io.restore_model(model, root / component.name,
-                                  what=f'{component.name} from {root}', mesh=mesh, rules=rules,
-                                  allow_nonfinite=allow_nonfinite)
+  return model, root / component.name, f'{component.name} from {root}'

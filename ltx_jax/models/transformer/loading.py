@@ -14,6 +14,7 @@ from flax import nnx
 from ltx_jax import sharding as sharding_lib
 from ltx_jax.models.transformer.config import TransformerConfig
 from ltx_jax.models.transformer.model import LTXVideoTransformer
+from ltx_jax.weights import lora as lora_lib
 from ltx_jax.weights import precision
 from ltx_jax.weights.component import Checkpoint, Component, load_component
 from ltx_jax.weights.loader import plan_from_table
@@ -91,7 +92,13 @@ def open_checkpoint(path: Path) -> Checkpoint:
                     what=what)
 
 
-COMPONENT = Component('transformer', TransformerConfig, abstract_transformer, open_checkpoint)
+def lora_plans(model: LTXVideoTransformer):
+  """The names LoRA files use for the DiT's layers: diffusers' (first) and the official ones."""
+  return [plan_from_table(model, DIFFUSERS_TABLE), plan_from_table(model, OFFICIAL_TABLE)]
+
+
+COMPONENT = Component('transformer', TransformerConfig, abstract_transformer, open_checkpoint,
+                      lora_plans=lora_plans)
 
 
 def load_transformer(source: str | os.PathLike, *, dtype: precision.DTypeLike = jnp.float32,
@@ -99,7 +106,8 @@ def load_transformer(source: str | os.PathLike, *, dtype: precision.DTypeLike = 
                      mesh: jax.sharding.Mesh | None = None,
                      rules: sharding_lib.Rules | None = None,
                      attention: str = 'auto',
-                     allow_nonfinite: bool = False) -> LTXVideoTransformer:
+                     allow_nonfinite: bool = False, loras=None, lora_mode: str = 'merged',
+                     lora_strict: bool = True) -> LTXVideoTransformer:
   """Loads the DiT strictly: every parameter from the file, every file tensor used.
 
   source: a diffusers repo folder (or its transformer/ subfolder), an official single file, or a
@@ -111,6 +119,23 @@ def load_transformer(source: str | os.PathLike, *, dtype: precision.DTypeLike = 
     one device.
   allow_nonfinite: load weights holding NaN or Inf (refused by default, naming the tensor).
   attention: 'auto', 'xla', 'cudnn' or a registered implementation name.
+  loras: LoRA adapters, `[path | (path, scale), ...]` (diffusers / PEFT, official trainer /
+    ComfyUI and kohya layouts; `ltx_jax.weights.lora`). lora_mode: 'merged' (added to the
+    weights while they load) or 'runtime' (factors kept beside the weights; scales changed by
+    `ltx_jax.set_lora_scales` without recompiling). lora_strict=False skips (with a warning)
+    LoRA modules that match no layer or do not fit, instead of refusing the file.
   """
   return load_component(source, COMPONENT, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
-                        rules=rules, attention=attention, allow_nonfinite=allow_nonfinite)
+                        rules=rules, attention=attention, allow_nonfinite=allow_nonfinite,
+                        loras=loras, lora_mode=lora_mode, lora_strict=lora_strict)
+
+
+def add_loras(model: LTXVideoTransformer, loras, *, lora_mode: str = 'merged',
+              lora_strict: bool = True, mesh: jax.sharding.Mesh | None = None,
+              rules: sharding_lib.Rules | None = None) -> LTXVideoTransformer:
+  """Adds LoRA adapters to a DiT already in memory (as `load_transformer(..., loras=...)` does
+  while loading): 'merged' changes its weights in place, 'runtime' attaches the factors.
+  mesh, rules: where runtime factors go (the model's own mesh)."""
+  lora_lib.apply_loras(model, lora_plans(model), loras, mode=lora_mode, strict=lora_strict, mesh=mesh,
+              rules=rules, what='transformer')
+  return model
