@@ -242,3 +242,15 @@ def test_cli_config_refuses_fp8_matmul_without_fp8_storage(tmp_path):
   c.model.param_dtype = 'fp4'
   with pytest.raises(UsageError, match="config.model.param_dtype='fp4'"):
     config_lib.check(c)
+
+
+def test_loops_compile_fp8_models_with_the_fp8_options(fp8_file):  # noqa: F811
+  """The denoising loops pick the program compiled with FP8_COMPILER_OPTIONS exactly when the
+  transformer multiplies in fp8."""
+  from ltx_jax.sampling import blend_loop, loop
+  model = load_transformer(fp8_file[0], dtype=jnp.bfloat16, param_dtype='fp8')
+  assert loop.denoise_program(model) is loop.denoise_jit
+  assert blend_loop.denoise_blended_program(model) is blend_loop.denoise_blended_jit
+  set_matmul(model, 'fp8')
+  assert loop.denoise_program(model) is loop.denoise_fp8_jit
+  assert blend_loop.denoise_blended_program(model) is blend_loop.denoise_blended_fp8_jit
