@@ -214,7 +214,8 @@ def test_kohya_layout_with_official_names(model_dir, tmp_path, highest_precision
   for m, (down, up) in mods.items():
     name = official_name(m)
     for table, key in ((dotted, 'diffusion_model.' + name),
-                       (underscored, 'lora_unet_' + name.replace('.', '_'))):
+                       (underscored, ('lora_unet_' if m.startswith('t') else 'lora_transformer_')
+                                     + name.replace('.', '_'))):
       table[key + '.lora_down.weight'] = down
       table[key + '.lora_up.weight'] = up
       table[key + '.alpha'] = np.array(alphas[m], np.float32)
@@ -572,3 +573,37 @@ def test_damaged_lora_metadata(model_dir, tmp_path, metadata, match):
   with pytest.raises(CheckpointFormatError, match=match) as e:
     load_transformer(model_dir, loras=path)
   assert str(path) in str(e.value)
+
+
+def test_convert_bakes_adapters_in(repo, tmp_path, highest_precision):
+  """tools/convert.py --lora: the converted transformer equals loading with the adapters; the
+  manifest records them; a bad adapter leaves no output."""
+  import subprocess
+  import sys
+  from pathlib import Path
+  from ltx_jax.weights import orbax_io
+  root, a, b = repo
+  out = tmp_path / 'baked'
+  tool = Path(__file__).resolve().parents[1] / 'tools' / 'convert.py'
+  proc = subprocess.run([sys.executable, str(tool), '--source', str(root), '--out', str(out),
+                         '--dtype', 'f32', '--components', 'transformer', '--allow-custom',
+                         '--no-progress', '--lora', f'{a}:0.7', '--lora', f'{b}:-0.4'],
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(__import__('os').environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr
+  manifest = json.loads((out / orbax_io.MANIFEST).read_text())
+  assert [(x['name'], x['scale']) for x in manifest['components']['transformer']['loras']] == [
+      ('la', 0.7), ('lb', -0.4)]
+  got = load_transformer(out)
+  want = load_transformer(root, loras=[(a, 0.7), (b, -0.4)])
+  for (p, x), (_, y) in zip(nnx.state(got).flat_state(), nnx.state(want).flat_state()):
+    np.testing.assert_array_equal(np.asarray(x.get_value()), np.asarray(y.get_value()), str(p))
+  bad = tmp_path / 'bad.safetensors'
+  write_safetensors(bad, {'transformer.nowhere.lora_A.weight': np.zeros((1, 2), np.float32),
+                          'transformer.nowhere.lora_B.weight': np.zeros((2, 1), np.float32)})
+  proc = subprocess.run([sys.executable, str(tool), '--source', str(root), '--out',
+                         str(tmp_path / 'refused'), '--allow-custom', '--no-progress',
+                         '--lora', str(bad)], capture_output=True, text=True, timeout=300,
+                        env=dict(__import__('os').environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 1 and 'nowhere' in proc.stderr, proc.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['bad.safetensors', 'baked']  # no output

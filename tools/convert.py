@@ -3,6 +3,7 @@
   python tools/convert.py --source /models/ltxv --out /ckpt/ltxv-2b-0.9.1 --dtype bf16
   python tools/convert.py --source Lightricks/LTX-Video --file ltxv-2b-0.9.8-distilled.safetensors \
       --out /ckpt/ltxv-2b-0.9.8-distilled-fp8 --dtype fp8 --components transformer,vae
+  python tools/convert.py --source /models/ltxv --out /ckpt/ltxv-styled --lora style.safetensors:0.8
 
 Errors print one `error:` line and leave no output folder: exit status 2 for usage errors (bad
 --dtype or --components, an existing --out), 1 for data errors (bad or truncated files, missing
@@ -19,6 +20,15 @@ from ltx_jax.sources import resolve_source
 from ltx_jax.weights.convert import COMPONENTS, convert
 
 
+def _lora(text: str) -> tuple[str, float]:
+  """'PATH' or 'PATH:SCALE' -> (path, scale)."""
+  path, _, scale = text.rpartition(':')
+  try:
+    return (path, float(scale)) if path else (text, 1.0)
+  except ValueError:
+    return text, 1.0  # a ':' inside the path
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--source', required=True,
@@ -33,6 +43,8 @@ def main(argv=None) -> int:
   p.add_argument('--allow-custom', action='store_true',
                  help='accept unreleased (e.g. tiny test) architectures as release "custom"')
   p.add_argument('--offline', action='store_true', help='hub repo ids: use the local cache only')
+  p.add_argument('--lora', action='append', default=[], metavar='PATH[:SCALE]',
+                 help='a LoRA merged into the transformer (repeatable; scale default 1)')
   p.add_argument('--no-progress', action='store_true')
   args = p.parse_args(argv)
 
@@ -41,7 +53,8 @@ def main(argv=None) -> int:
                             allow_custom=args.allow_custom, offline=args.offline or None)
     print(f"source: {source.kind} at {source.root}, release {source.release.name}")
     convert(source, args.out, dtype=args.dtype, progress=not args.no_progress,
-            components=[c.strip() for c in args.components.split(',') if c.strip()])
+            components=[c.strip() for c in args.components.split(',') if c.strip()],
+            loras=[_lora(text) for text in args.lora])
   except (LTXError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2 if isinstance(e, UsageError) else 1

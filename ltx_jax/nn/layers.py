@@ -49,26 +49,63 @@ FP8 = jnp.float8_e4m3fn
 FP8_MAX = float(jnp.finfo(FP8).max)  # 448
 MATMULS = ('default', 'fp8')
 
+# XLA options for a program whose Dense layers multiply in fp8 (`compiler_options`). XLA's GPU
+# compiler (gpu_compiler.cc, OptimizeHloPostLayoutAssignment) runs GemmFusion, which wraps every
+# dot with fusible producers -- here the fp8 -> bf16 convert and the scale multiply -- into a
+# Triton GEMM fusion, before the GemmRewriter passes that turn the dequantise -> dot pattern
+# into a cuBLASLt fp8 GEMM (`__cublas$lt$matmul$f8`); the fusion goes back to cuBLAS only when
+# its autotuner prefers it, and on an H200 it kept all 13B GEMMs in Triton (bf16 MMAs on
+# upcast operands, no fp8 speed). Without the Triton GEMM emitter the rewriter sees every dot.
+FP8_COMPILER_OPTIONS = {'xla_gpu_enable_triton_gemm': False}
+
+
+def compiler_options(model: nnx.Module) -> dict[str, bool]:
+  """XLA compiler options for jitted programs that run `model`: `FP8_COMPILER_OPTIONS` when one
+  of its `Dense` layers multiplies in fp8 (`set_matmul(model, 'fp8')`), else none. Pass them as
+  `jax.jit(..., compiler_options=compiler_options(model))`; backends other than GPU ignore
+  them."""
+  fp8 = any(isinstance(m, Dense) and m.matmul == 'fp8' for _, m in nnx.iter_graph(model))
+  return dict(FP8_COMPILER_OPTIONS) if fp8 else {}
+
 
 def fp8_matmul(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
-  """x [..., I] @ kernel [I, O] (float8_e4m3fn) as an fp8 x fp8 product, output in `dtype`.
+  """x [..., I] @ kernel [I, O] (float8_e4m3fn) as an fp8 x fp8 product, output in `dtype`
+  (f32 on the CPU for 16-bit dtypes, see `cpu_half_precision`; `Dense` casts it).
 
   The activations are quantised on the fly with one per-tensor scale (max |x| / 448, in f32);
-  the weights carry scale 1 (the official fp8 files are plain casts). Written as XLA's
-  dequantise -> dot pattern, which its GPU GEMM rewriter turns into a cuBLASLt fp8 GEMM with
-  the scales folded in (f32 accumulation) on GPUs with fp8 tensor cores (compute capability
-  8.9+); other backends run the same maths as written, an exact emulation.
+  the weights carry scale 1 (the official fp8 files are plain casts). Written as the
+  dequantise -> dot pattern that XLA's GPU GemmRewriter (gemm_rewriter.cc, `MatchFp8Param` /
+  `CreateF8CustomCall`) turns into a cuBLASLt fp8 GEMM on GPUs with fp8 tensor cores (compute
+  capability 8.9+, CUDA 12+), with the scale as its f32 a_scale and f32 accumulation, when the
+  program is compiled with `FP8_COMPILER_OPTIONS`. Other backends run the same maths as written,
+  an exact emulation. tests/test_fp8_compute.py checks the HLO against the rewriter's rules:
+  - each dot operand reaches an fp8 value through `convert` to a wider type, optionally
+    `multiply` by `broadcast` of a scalar (the scale), then only bitcast / broadcast / copy /
+    dynamic-slice / pad / reshape / select / slice / transpose;
+  - one contracting dimension per operand and exactly one non-contracting one besides the
+    batch dimensions (so the batch dimensions of x are flattened away here, giving a 2-D dot);
+  - output bf16, f16, f32 or fp8. Operand layouts need no care: the rewriter transposes a
+    column-major A / row-major B itself and pads dimensions to multiples of 16.
   """
-  xf = x.astype(jnp.float32)
+  lead, i = x.shape[:-1], x.shape[-1]
+  xf = x.reshape(-1, i).astype(jnp.float32)  # [M, I]
   scale = jnp.maximum(jnp.max(jnp.abs(xf)), jnp.finfo(jnp.float32).tiny) / FP8_MAX
   xq = jnp.clip(xf / scale, -FP8_MAX, FP8_MAX).astype(FP8)
-  # A barrier keeps the fp8 tensor: XLA may otherwise fold the f32 -> fp8 -> bf16 round trip
-  # away (xla_allow_excess_precision), leaving a bf16 GEMM that never sees fp8 operands.
+  # The barrier keeps the fp8 tensor: XLA's SimplifyFPConversions folds any chain of two float
+  # converts (f32 -> fp8 -> bf16 becomes f32 -> bf16) and would drop the quantisation. It does
+  # not hide the fp8 value from the rewriter, whose walk from the dot stops at the first fp8
+  # instruction: the barrier itself.
   xq = jax.lax.optimization_barrier(xq)
-  lhs = xq.astype(dtype) * scale.astype(dtype)
-  rhs = kernel.astype(dtype)
-  acc = jnp.float32 if cpu_half_precision(dtype) else None
-  return jnp.einsum('...i,io->...o', lhs, rhs, preferred_element_type=acc)
+  # Dequantise (convert, multiply by a scalar) in the GEMM's operand dtype. The rewriter takes
+  # the scale -- rounded to `dtype` -- as cuBLASLt's f32 a_scale, applied to the f32 sums of the
+  # exact fp8 products; on the CPU the operands are f32, where fp8 value x rounded scale is
+  # exact too, so both compute scale * sum(xq * w) with f32 accumulation.
+  scale = scale.astype(dtype)
+  dq = jnp.float32 if cpu_half_precision(dtype) else dtype
+  lhs = xq.astype(dq) * scale.astype(dq)  # [M, I]
+  rhs = kernel.astype(dq)  # [I, O]
+  y = jax.lax.dot_general(lhs, rhs, (((1,), (0,)), ((), ())))  # [M, O]
+  return y.reshape(*lead, kernel.shape[1])  # [..., O]
 
 
 class Dense(nnx.Module):

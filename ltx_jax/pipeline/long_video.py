@@ -417,14 +417,15 @@ class LTXLongVideoPipeline:
     graph, state = pipe._transformer_split
     args = pipe._global(x, clean, strength, sched, *text, guidance, win.coords,
                         np.float32(eta), key)
+    program = blend_loop.denoise_blended_program(pipe.transformer)
     programs.setdefault(('denoise', spec, _shapes(args)),
-                        ('denoise', blend_loop.denoise_blended_jit,
+                        ('denoise', program,
                          ((spec, graph), _abstract((state,) + args))))
     with pipe.timer('denoise'):
       if show:
         loop_lib.PROGRESS.start(len(sched) - 1)
       try:
-        result = np.asarray(blend_loop.denoise_blended_jit(spec, graph, state, *args))
+        result = np.asarray(program(spec, graph, state, *args))
       finally:
         loop_lib.PROGRESS.close()
     return result.reshape(win.latents.shape)[:, :t_eff - win.appended]

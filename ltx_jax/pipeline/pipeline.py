@@ -443,7 +443,7 @@ class LTXPipeline:
         args = self._global(plan.latents, plan.sigmas, plan.context, plan.context_mask,
                             plan.guidance, plan.coords, plan.cond_mask, plan.key, plan.cache)
         packed, ran = jax.block_until_ready(
-            loop_lib.denoise_jit(plan.spec, graph, state, *args))
+            loop_lib.denoise_program(self.transformer)(plan.spec, graph, state, *args))
       finally:
         loop_lib.PROGRESS.close()
     return plan.unpack(packed), np.asarray(ran)

@@ -21,9 +21,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ltx_jax import sharding as sharding_lib
+from ltx_jax.nn.layers import FP8_COMPILER_OPTIONS, compiler_options
 from ltx_jax.sampling.loop import PROGRESS, Guidance, LoopSpec, combine
 
-__all__ = ['denoise_blended', 'denoise_blended_jit']
+__all__ = ['denoise_blended', 'denoise_blended_jit', 'denoise_blended_program']
 
 
 def denoise_blended(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: jax.Array,
@@ -79,3 +80,11 @@ def denoise_blended(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: ja
 
 
 denoise_blended_jit = jax.jit(denoise_blended, static_argnums=(0, 1))
+denoise_blended_fp8_jit = jax.jit(denoise_blended, static_argnums=(0, 1),
+                                  compiler_options=FP8_COMPILER_OPTIONS)
+
+
+def denoise_blended_program(model: nnx.Module):
+  """`denoise_blended_jit`, or its fp8-options twin when `model` multiplies in fp8 (see
+  `loop.denoise_program`)."""
+  return denoise_blended_fp8_jit if compiler_options(model) else denoise_blended_jit

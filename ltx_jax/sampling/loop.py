@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ltx_jax import sharding as sharding_lib
+from ltx_jax.nn.layers import FP8_COMPILER_OPTIONS, compiler_options
 from ltx_jax.sampling import cache as cache_lib
 
 
@@ -235,3 +236,12 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
 
 
 denoise_jit = jax.jit(denoise, static_argnums=(0, 1))
+# The same program compiled with the XLA options fp8 matmuls need (`ltx_jax.nn.compiler_options`:
+# without them XLA's GPU Triton GEMM fusion takes the dequantise -> dot before its fp8 GEMM
+# rewriter sees it); `denoise_program` picks it for models with fp8 matmuls.
+denoise_fp8_jit = jax.jit(denoise, static_argnums=(0, 1), compiler_options=FP8_COMPILER_OPTIONS)
+
+
+def denoise_program(model: nnx.Module):
+  """`denoise_jit`, or `denoise_fp8_jit` when `model` multiplies in fp8 (`set_matmul`)."""
+  return denoise_fp8_jit if compiler_options(model) else denoise_jit

@@ -12,6 +12,7 @@ checkpoint given as the source is restored through the front door and written ag
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from ltx_jax.errors import UsageError
 from ltx_jax.models import t5, transformer, vae
 from ltx_jax.sources import ModelSource, read_scheduler_config
 from ltx_jax.sources.resolve import sha256
+from ltx_jax.weights import lora as lora_lib
 from ltx_jax.weights import orbax_io, precision
 from ltx_jax.weights.component import Component, load_component
 from ltx_jax.weights.loader import check_plan, read_param
@@ -58,31 +60,40 @@ def _stored_dtype(model: nnx.Module, param_dtype) -> str:
 
 
 def write_component(component: Component, source: str | os.PathLike, out: Path, param_dtype,
-                    progress: bool = False):
-  """One component of `source` as an orbax checkpoint at `out` -> (config, writer, stored dtype).
+                    progress: bool = False, loras=None):
+  """One component of `source` as an orbax checkpoint at `out` -> (config, writer, stored dtype,
+  the merged LoRA adapters).
 
-  Raises before writing anything when the checkpoint does not fit the model.
+  loras: LoRA adapters merged into the weights as they are read (components that take them).
+  Raises before writing anything when the checkpoint or an adapter does not fit the model.
   """
   if orbax_io.is_orbax(source):
-    model = load_component(source, component, dtype=jnp.float32, param_dtype=param_dtype)
+    model = load_component(source, component, dtype=jnp.float32, param_dtype=param_dtype,
+                           loras=loras)
     config = orbax_io.component_config(source, component.name, component.config_type)
     with _bar(_nbytes(model), component.name, progress) as bar:
       writer = orbax_io.write_model(out, model, bar)
-    return config, writer, _stored_dtype(model, param_dtype)
+    return (config, writer, _stored_dtype(model, param_dtype),
+            getattr(model, 'lora_adapters', ()))
   ckpt = component.open(Path(source))
   model = component.build(ckpt.config, dtype=jnp.float32, param_dtype=param_dtype)
   plan = ckpt.plan(model)
   check_plan(model, ckpt.store, plan, what=ckpt.what, ignore=ckpt.ignore)
+  adapters = None
+  if loras and component.lora_plans is not None:
+    adapters = lora_lib.open_adapters(model, component.lora_plans(model), loras, what=ckpt.what)
+  store = ckpt.store if adapters is None else lora_lib.MergedStore(ckpt.store, plan, adapters)
   variables = dict(orbax_io.variables(model))
   writer = orbax_io.ComponentWriter(out)
   with _bar(_nbytes(model), component.name, progress) as bar:
     for path, src in plan.items():
-      host = read_param(ckpt.store, src, variables[path])
+      host = read_param(store, src, variables[path])
       writer.add(path, host)
       bar.update(host.nbytes)
       del host
     writer.close()
-  return ckpt.config, writer, _stored_dtype(model, param_dtype)
+  return (ckpt.config, writer, _stored_dtype(model, param_dtype),
+          adapters.records if adapters is not None else ())
 
 
 def _write_tokenizer(source: Path, out: Path) -> None:
@@ -96,7 +107,7 @@ def _write_tokenizer(source: Path, out: Path) -> None:
 
 def convert(source: ModelSource, out: str | os.PathLike, *, dtype: precision.DTypeLike = 'bf16',
             components: Sequence[str] = COMPONENTS, progress: bool = True,
-            log: Callable[[str], None] = print) -> dict:
+            log: Callable[[str], None] = print, loras=None) -> dict:
   """Writes `source` as a converted checkpoint folder `out`; returns its manifest.
 
   dtype: storage dtype, 'f32', 'bf16', 'fp16' or 'fp8' (transformer block linear weights in
@@ -104,12 +115,16 @@ def convert(source: ModelSource, out: str | os.PathLike, *, dtype: precision.DTy
     A weight the dtype cannot hold is refused (LoadError naming it), leaving no output.
   components: a subset of ('transformer', 'vae', 'text_encoder'); the tokenizer and scheduler
     config are always carried along when the source has them.
+  loras: LoRA adapters merged into the transformer's weights (`[path | (path, scale), ...]`,
+    see `ltx_jax.weights.lora`); the manifest records each one's file, sha256 and scale.
   """
   out = Path(out)
   unknown = sorted(set(components) - set(COMPONENTS))
   if unknown or not components:
     raise UsageError(f"components {list(components)}: choose from {list(COMPONENTS)}")
   param_dtype = precision.parse(dtype)
+  if lora_lib.parse_loras(loras) and 'transformer' not in components:
+    raise UsageError("LoRA adapters change the transformer: add it to the components")
   if out.exists():
     raise OutputExistsError(f"{out} already exists; choose a new output folder or remove it")
   source.require(*components)
@@ -121,10 +136,13 @@ def convert(source: ModelSource, out: str | os.PathLike, *, dtype: precision.DTy
   try:
     entries = {}
     for c in components:
-      cfg, writer, stored = write_component(REGISTRY[c], getattr(source, c), tmp / c,
-                                            param_dtype, progress)
+      cfg, writer, stored, merged = write_component(
+          REGISTRY[c], getattr(source, c), tmp / c, param_dtype, progress,
+          loras=loras if c == 'transformer' else None)
       entries[c] = {'config': orbax_io.config_to_json(cfg), 'param_dtype': stored,
                     'tensors': writer.count, 'bytes': writer.bytes}
+      if merged:
+        entries[c]['loras'] = [dataclasses.asdict(a) for a in merged]
       log(f"{c}: {writer.count} parameters, {writer.bytes / 1e6:.1f} MB ({stored})")
     if source.tokenizer is not None:
       _write_tokenizer(source.tokenizer, tmp / 'tokenizer')

@@ -12,9 +12,9 @@ Layouts (told apart by key suffix; any of the prefixes below, or none):
                      written `lora_unet_<module with '_' for '.'>`; full differences `.diff`
                      (weight) and `.diff_b` (bias), as ComfyUI applies them.
 Prefixes: `transformer.`, `diffusion_model.`, `model.diffusion_model.`, `base_model.model.`,
-`lora_unet_`. Module names may follow either naming of the checkpoints (diffusers' `proj_in`,
-`time_embed`, `norm_q` or the official `patchify_proj`, `adaln_single`, `q_norm`): both
-resolve through the model's checkpoint name tables.
+`lora_unet_` / `lora_transformer_` (flattened). Module names may follow either naming of the
+checkpoints (diffusers' `proj_in`, `time_embed`, `norm_q` or the official `patchify_proj`,
+`adaln_single`, `q_norm`): both resolve through the model's checkpoint name tables.
 
 With W [out, in] in PyTorch's layout, adapter k of user scale s_k changes
   W    -> W + s_k * f * B @ A,  f = alpha / r (alpha / sqrt(r) with use_rslora)
@@ -65,7 +65,7 @@ _UNSUPPORTED = {  # markers of adapter kinds that are not plain low-rank product
     'hada_': 'LoHa', 'lokr_': 'LoKr', 'oft_': 'OFT', 'boft_': 'BOFT',
 }
 _PREFIXES = ('base_model.model.', 'model.diffusion_model.', 'diffusion_model.', 'transformer.')
-_UNDERSCORED = 'lora_unet_'
+_UNDERSCORED = ('lora_unet_', 'lora_transformer_')  # kohya-style flattened module names
 _METADATA = 'lora_adapter_metadata'
 
 
@@ -178,8 +178,10 @@ class LoraFile:
           module = module[len(prefix):]
           break
       else:
-        if module.startswith(_UNDERSCORED):
-          module, table = module[len(_UNDERSCORED):], self.underscored
+        for flat in _UNDERSCORED:
+          if module.startswith(flat):
+            module, table = module[len(flat):], self.underscored
+            break
       entry = table.setdefault(module, {})
       if role in entry:
         raise CheckpointFormatError(f"{path}: module {module} has two {role} tensors "
@@ -238,7 +240,7 @@ class LoraFile:
     """Turns `lora_unet_a_b_c` modules into dotted names, by the model's known module names."""
     by_flat = {n.replace('.', '_'): n for n in names}
     for flat, entry in self.underscored.items():
-      module = by_flat.get(flat, _UNDERSCORED + flat)  # unknown: reported as unmatched
+      module = by_flat.get(flat, _UNDERSCORED[0] + flat)  # unknown: reported as unmatched
       if module in self.modules:
         raise CheckpointFormatError(f"{self.path}: module {module} appears twice")
       self.modules[module] = entry

@@ -184,7 +184,7 @@ def _fp8_copy(model):
 
 def section_fp8(out, name, config, grid):
   from ltx_jax.models.transformer import LTXVideoTransformer
-  from ltx_jax.nn import set_matmul
+  from ltx_jax.nn import compiler_options, set_matmul
   dt = jnp.bfloat16
   f, h, w = grid
   n = f * h * w
@@ -196,7 +196,8 @@ def section_fp8(out, name, config, grid):
 
   def step_fn(model):
     graph, state = nnx.split(model)
-    fn = jax.jit(lambda s, *a: nnx.merge(graph, s)(*a, num_frames=f, height=h, width=w))
+    fn = jax.jit(lambda s, *a: nnx.merge(graph, s)(*a, num_frames=f, height=h, width=w),
+                 compiler_options=compiler_options(model))  # fp8 GEMMs need Triton off
     return lambda: fn(state, x, ctx, t, mask)
 
   model = LTXVideoTransformer(config, dtype=dt, param_dtype=dt, rngs=nnx.Rngs(0))
