@@ -111,7 +111,7 @@ def test_guides_are_appended_never_replacing_and_dropped_before_decode(pipe):
   np.testing.assert_array_equal(mask[:, :n], 0)
   np.testing.assert_array_equal(mask[:, n:n + 3 * per_frame], 1.0)
   np.testing.assert_array_equal(mask[:, n + 3 * per_frame:], 0.5)
-  assert plan.spec.cond_noise_scale == 0.15  # image_cond_noise_scale applies to guides
+  assert plan.spec.cond_noise_scale == 0.0  # guide tokens take no conditioning noise
   # The guide's tokens at strength 1 are its VAE latents after the crop + resize to H x W.
   pixels = prepare_media(control, H, W, rule='official', blur=False, crf=None)
   assert pixels.shape == (17, H, W, 3)
@@ -288,8 +288,7 @@ def test_cli_control_video_end_to_end(tmp_path):
   assert (info['frames'], info['width'], info['height']) == (9, 96, 64)
   meta = json.loads(video.with_suffix('.json').read_text())
   assert meta['control'] == {'guides': [{'media': str(control), 'kind': 'video',
-                                         'frame_index': 0, 'strength': 0.9}],
-                             'image_cond_noise_scale': 0.15}
+                                         'frame_index': 0, 'strength': 0.9}]}
   assert [a['path'] for a in meta['loras']] == [str(lora)]
   assert meta['config']['control_video'] == str(control)
   assert meta['config']['task'] == 'control'

@@ -285,7 +285,7 @@ def conditions(c) -> list:
 def guides(c) -> list:
   """The config's guides: `control_video` (a video by its suffix, else an image) at
   `control_frame` with `control_strength`."""
-  from ltx_jax.pipeline.conditioning import _VIDEO_SUFFIXES
+  from ltx_jax.pipeline.conditioning import VIDEO_SUFFIXES
   from ltx_jax.pipeline.guides import Guide
   if not c.control_video:
     return []
@@ -294,7 +294,7 @@ def guides(c) -> list:
   except UsageError as e:
     _fail(f"config.{e}")
   path = os.path.expanduser(c.control_video)
-  kind = 'video' if Path(path).suffix.lower() in _VIDEO_SUFFIXES else 'image'
+  kind = 'video' if Path(path).suffix.lower() in VIDEO_SUFFIXES else 'image'
   return [Guide(**{kind: path}, frame_index=c.control_frame, strength=strength)]
 
 

@@ -181,8 +181,7 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
                                           c.image_cond_noise_scale),
       'input_video': ({'path': c.input_video, 'denoise_strength': c.denoise_strength,
                        'preprocessing': c.condition_preprocessing} if c.input_video else None),
-      'control': ({'guides': guides.describe(config_lib.guides(c)),
-                   'image_cond_noise_scale': c.image_cond_noise_scale}
+      'control': ({'guides': guides.describe(config_lib.guides(c))}
                   if c.control_video else None),
       'release': {'detected': pipe.release, 'preset': c.preset or None},
       'source': source, 'pipeline_kwargs': kwargs, 'config': c.to_dict(),

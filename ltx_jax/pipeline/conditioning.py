@@ -36,7 +36,7 @@ __all__ = ['Condition', 'check_conditions', 'read_media', 'prepare_media', 'resi
            'item_noise', 'describe']
 
 RESIZE_RULES = ('official', 'official_input', 'diffusers', 'none')
-_VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.gif')
+VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.gif')
 
 
 def _is_int(v: Any) -> bool:
@@ -353,15 +353,15 @@ class Combined(NamedTuple):
   num_extra: int         # E: drop latents[:, :E] before decoding
 
 
-def _lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
+def lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
   """a + w (b - a), evaluated as torch.lerp does (from b for w >= 0.5: exact at w = 1)."""
   w = np.float32(w)
   d = b - a
   return (a + w * d) if w < 0.5 else (b - d * (np.float32(1) - w))
 
 
-def _pixel_coords(frames: int, h: int, w: int, batch: int, temporal: int, spatial: int,
-                  causal: bool, frame_offset: int = 0) -> np.ndarray:
+def pixel_coords(frames: int, h: int, w: int, batch: int, temporal: int, spatial: int,
+                 causal: bool, frame_offset: int = 0) -> np.ndarray:
   """[B, 3, f*h*w] pixel corners in (f, h, w) token order; with `causal` latent frame f starts
   at pixel frame max(f t + 1 - t, 0)."""
   f, y, x = np.meshgrid(np.arange(frames), np.arange(h), np.arange(w), indexing='ij')
@@ -441,7 +441,7 @@ def combine_conditions(latents: np.ndarray, items: Sequence[EncodedCondition],
         cond, x0, y0 = _place(cond, item, nh, nw, spatial)
       fl, lh, lw = cond.shape[1:4]
       region = (slice(None), slice(0, fl), slice(y0, y0 + lh), slice(x0, x0 + lw))
-      base[region] = _lerp(base[region], cond, s)
+      base[region] = lerp(base[region], cond, s)
       mask[region] = s
       continue
     if fl > 1:
@@ -451,7 +451,7 @@ def combine_conditions(latents: np.ndarray, items: Sequence[EncodedCondition],
       if fl > num_prefix:
         start = item.frame_index // temporal + num_prefix
         stop = start + fl - num_prefix
-        base[:, start:stop] = _lerp(base[:, start:stop], cond[:, num_prefix:], s)
+        base[:, start:stop] = lerp(base[:, start:stop], cond[:, num_prefix:], s)
         mask[:, start:stop] = s
       cond = cond[:, :num_prefix]
     if eps is None:
@@ -461,15 +461,15 @@ def combine_conditions(latents: np.ndarray, items: Sequence[EncodedCondition],
     if eps.shape[1:] != cond.shape[1:] or eps.shape[0] not in (1, b):
       raise UsageError(f"noise for the item at frame {item.frame_index} has shape "
                        f"{list(eps.shape)}; expected {list(cond.shape)}")
-    cond = _lerp(eps, cond, s)
+    cond = lerp(eps, cond, s)
     f, h, w = cond.shape[1:4]
     extra_latents.append(cond.reshape(b, f * h * w, c))
-    extra_coords.append(_pixel_coords(f, h, w, b, temporal, spatial, causal, item.frame_index))
+    extra_coords.append(pixel_coords(f, h, w, b, temporal, spatial, causal, item.frame_index))
     extra_mask.append(np.full((b, f * h * w), s, np.float32))
   n = nf * nh * nw
   out_latents = np.concatenate([*extra_latents, base.reshape(b, n, c)], axis=1)
   out_coords = np.concatenate(
-      [*extra_coords, _pixel_coords(nf, nh, nw, b, temporal, spatial, causal)], axis=2)
+      [*extra_coords, pixel_coords(nf, nh, nw, b, temporal, spatial, causal)], axis=2)
   out_mask = np.concatenate([*extra_mask, mask.reshape(b, n)], axis=1)
   return Combined(out_latents, out_coords, out_mask, sum(e.shape[1] for e in extra_latents))
 
@@ -532,7 +532,7 @@ def load_conditions(conditions: Sequence[Condition], num_frames: int, height: in
   return out
 
 
-def parse_condition(text: str, *, video_suffixes: Sequence[str] = _VIDEO_SUFFIXES
+def parse_condition(text: str, *, video_suffixes: Sequence[str] = VIDEO_SUFFIXES
                     ) -> Condition:
   """'PATH:FRAME[:STRENGTH]' -> a Condition (a video by the path's suffix, else an image)."""
   parts = str(text).rsplit(':', 2)

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from ltx_jax.errors import UsageError
-from ltx_jax.pipeline.conditioning import _lerp, _pixel_coords, prepare_media, read_media
+from ltx_jax.pipeline.conditioning import lerp, pixel_coords, prepare_media, read_media
 
 __all__ = ['Guide', 'as_guides', 'resolve_frame', 'check_guides', 'load_guides',
            'EncodedGuide', 'append_guides', 'describe']
@@ -174,8 +174,8 @@ def append_guides(latents: np.ndarray, coords: np.ndarray, mask: np.ndarray | No
       raise UsageError(f"noise for the guide at frame {g.frame} has shape {list(eps.shape)}; "
                        f"expected {list(z.shape)}")
     f, h, w = z.shape[1:4]
-    out_latents.append(_lerp(eps, z, float(g.strength)).reshape(b, f * h * w, c))
-    pixel = _pixel_coords(f, h, w, 1, temporal, spatial, causal, g.frame)  # [1, 3, f*h*w]
+    out_latents.append(lerp(eps, z, float(g.strength)).reshape(b, f * h * w, c))
+    pixel = pixel_coords(f, h, w, 1, temporal, spatial, causal, g.frame)  # [1, 3, f*h*w]
     pixel[:, 0] *= np.float32(1.0 / frame_rate)  # frames -> seconds, as the grid's coords
     out_coords.append(pixel)
     out_mask.append(np.full((b, f * h * w), g.strength, np.float32))

@@ -350,8 +350,8 @@ class LTXPipeline:
       a strength), shared by all videos: every latent frame of each guide is appended as extra
       tokens at its own positions (never replacing the video's latents) and dropped before
       decoding (ltx_jax/pipeline/guides.py; README "IC-LoRA control"). Not with `image`.
-    image_cond_noise_scale: hard-conditioned tokens are re-noised to
-      start + scale * noise * t^2 before each step (conditions and guides only; 0 disables).
+    image_cond_noise_scale: hard-conditioned tokens of `conditions` are re-noised to
+      start + scale * noise * t^2 before each step (0 disables); guide tokens never are.
     progress: a progress bar over denoising steps; None shows it on a terminal only. The bar
       is a host callback inside the loop, which keeps the loop out of the persistent
       compilation cache.
@@ -405,6 +405,7 @@ class LTXPipeline:
       else:
         start, cond_mask = self._image_condition(pixels, start, height, width)
         packed = start.reshape(shape[0], -1, shape[-1])
+      noised = packed.shape[1]  # conditioning noise stops before the guide tokens
       if guide_items:  # after the grid and any condition tokens, at the grid's time rule
         packed, coords, cond_mask = self._guide_tokens(
             guide_items, packed, coords, cond_mask, frame_rate,
@@ -414,7 +415,8 @@ class LTXPipeline:
           grid=grid, cfg=use_cfg, stg=use_stg,
           stg_strategy=skip_layer_strategy if use_stg else None,
           cfg_star=bool(cfg_star_rescale) and use_cfg, conditioned=cond_mask is not None,
-          cond_noise_scale=float(image_cond_noise_scale) if items or guide_items else 0.0,
+          cond_noise_scale=float(image_cond_noise_scale) if items else 0.0,
+          noised_tokens=noised if guide_items and items else None,
           stochastic=bool(stochastic_sampling),
           progress=sys.stderr.isatty() if progress is None else bool(progress),
           partitioning=self.partitioning, cache=None if cache is None else cache.kind)

@@ -38,6 +38,9 @@ class LoopSpec:
   # image_cond_noise_scale: before each step the hard-conditioned tokens (mask 1) become
   # start + scale * noise * t^2 (the references' conditioning noise); 0 disables.
   cond_noise_scale: float = 0.0
+  # Only the first `noised_tokens` tokens take that noise (None: all); the IC-LoRA guide tokens
+  # appended after them stay as encoded, as ComfyUI keeps them.
+  noised_tokens: int | None = None
   stochastic: bool = False        # re-noise x0 to the next sigma instead of an Euler step
   # A host callback per step drives the progress bar; XLA's persistent cache does not store
   # programs with host callbacks, so a loop without it is the one a warm start reuses.
@@ -199,7 +202,9 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
     t = jnp.full((b,), sigma * 1000.0, jnp.float32)
     if spec.conditioned:
       if spec.cond_noise_scale > 0:
-        x = noise_hard_conditions(sigma, start, x, cond_mask, condition_noise(key, x.shape),
+        noised = cond_mask if spec.noised_tokens is None else (
+            cond_mask * (jnp.arange(cond_mask.shape[1]) < spec.noised_tokens))
+        x = noise_hard_conditions(sigma, start, x, noised, condition_noise(key, x.shape),
                                   spec.cond_noise_scale)
       t = token_timesteps(sigma, cond_mask) * 1000.0  # [B, N]
     skip = None
