@@ -3,14 +3,14 @@ refine) guides the generation through its IC-LoRA.
 
   python -m ltx_jax.generate --config configs/control.py:ltxv-13b-0.9.7-distilled \
       --config.model.source=/models/ltxv \
-      --config.model.loras='(("ltxv-097-ic-lora-depth-control-comfyui.safetensors", 1.0),)' \
+      --config.loras='(("ltxv-097-ic-lora-depth-control-comfyui.safetensors", 1.0),)' \
       --config.control_video=depth.mp4 --config.prompt="A dancer spins in a sunlit studio"
 
 The control video (8N+1 frames, any size: centre-cropped to the video's aspect and resized,
 no blur or compression) is encoded by the VAE and appended as guiding tokens from
 `--config.control_frame` (default 0; negative counts from the end) with
 `--config.control_strength` (default 1: kept as encoded); the tokens are dropped before
-decoding. The control LoRA is loaded with `--config.model.loras`. README "IC-LoRA control"
+decoding. The control LoRA is loaded with `--config.loras`. README "IC-LoRA control"
 states the rules. Presets as in configs/t2v.py (the 0.9.7 control LoRAs and the 0.9.8
 detailer are trained on the 13B models).
 """

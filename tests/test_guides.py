@@ -279,7 +279,7 @@ def test_cli_control_video_end_to_end(tmp_path):
   cmd = [sys.executable, '-m', 'ltx_jax.generate', '--config',
          str(ROOT / 'configs' / 'smoke.py') + ':control', f'--config.control_video={control}',
          '--config.control_strength=0.9', '--config.control_frame=0',
-         f"--config.model.loras=(('{lora}', 1.0),)", f'--config.output_dir={out_dir}']
+         f"--config.loras=(('{lora}', 1.0),)", f'--config.output_dir={out_dir}']
   proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'),
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr

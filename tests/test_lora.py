@@ -400,7 +400,7 @@ def test_pipeline_runtime_scales_one_compile(repo, highest_precision):
 
 
 def test_cli_records_adapters_and_refuses_bad_ones(tmp_path):
-  """--config.model.loras on the smoke model: the sidecar records file, sha256, scale; bad
+  """--config.loras on the smoke model: the sidecar records file, sha256, scale; bad
   values are refused in one line before anything loads."""
   import hashlib
   from builders import random_lora
@@ -409,7 +409,7 @@ def test_cli_records_adapters_and_refuses_bad_ones(tmp_path):
   lora = random_lora(tmp_path / 'style.safetensors', smoke.TRANSFORMER, rank=2, seed=1)
   out_dir = tmp_path / 'out'
   _, err, rc = generate(f'--config.output_dir={out_dir}',
-                        f"--config.model.loras=(('{lora}', -0.5),)")
+                        f"--config.loras=(('{lora}', -0.5),)")
   assert rc == 0, err
   (video,) = out_dir.glob('*.mp4')
   meta = json.loads(video.with_suffix('.json').read_text())
@@ -419,7 +419,7 @@ def test_cli_records_adapters_and_refuses_bad_ones(tmp_path):
                          (f'(("{lora}", 1)', 'is not a literal'),
                          (str(tmp_path / 'nope.safetensors'), 'does not exist')):
     _, err, rc = generate(f'--config.output_dir={tmp_path / "refused"}',
-                          f'--config.model.loras={value}')
+                          f'--config.loras={value}')
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc == 2 and len(lines) == 1 and message in lines[0], err
 

@@ -43,6 +43,11 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.image_cond_noise_scale = 0.15  # noise on hard-conditioned tokens (0: none)
   c.input_video = ''  # v2v: the video to re-render (path)
   c.denoise_strength = 1.0  # v2v: the share of the schedule run on it (below 1)
+  # LoRA adapters merged into the transformer (IC-LoRA control models too): a path, or
+  # '((path, scale), ...)' with scales of any sign; lora_strict=False skips (with a warning)
+  # LoRA modules that match no layer instead of refusing the file.
+  c.loras = ''
+  c.lora_strict = True
   # IC-LoRA control (ltx_jax.Guide): a reference video of 8N+1 frames (depth / pose / canny
   # maps, any clip) or an image, appended as guiding tokens; its LoRA is loaded with the model.
   c.control_video = ''
@@ -76,11 +81,6 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   # sources) the preset's upscaler file from the same hub repo.
   c.model.upsampler = ''
   c.model.allow_nonfinite = False  # load weights holding NaN / Inf (refused by default)
-  # LoRA adapters merged into the transformer (IC-LoRA control models too): a path, or
-  # '((path, scale), ...)' with scales of any sign; lora_strict=False skips (with a warning)
-  # LoRA modules that match no layer instead of refusing the file.
-  c.model.loras = ''
-  c.model.lora_strict = True
 
   # Device mesh (docs/sharding.md): sizes of the (data, fsdp, tensor, context) axes, one of them
   # may be -1 (the rest of the devices); all 1 on one device.
@@ -473,11 +473,11 @@ def step_cache(c):
 
 
 def loras(c) -> tuple[tuple[str, float], ...]:
-  """config.model.loras as ((path, scale), ...): a path, or a Python literal of (path, scale)
+  """config.loras as ((path, scale), ...): a path, or a Python literal of (path, scale)
   pairs (or paths); each file must exist."""
-  text = c.model.loras
+  text = c.loras
   if not isinstance(text, str):
-    _fail(f"config.model.loras={text!r}; expected a path or '((path, scale), ...)'")
+    _fail(f"config.loras={text!r}; expected a path or '((path, scale), ...)'")
   text = text.strip()
   if not text:
     return ()
@@ -485,7 +485,7 @@ def loras(c) -> tuple[tuple[str, float], ...]:
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-      _fail(f"config.model.loras={text!r} is not a literal such as "
+      _fail(f"config.loras={text!r} is not a literal such as "
             "'((\"a.safetensors\", 0.8), (\"b.safetensors\", -0.3))'")
     items = [value] if (isinstance(value, tuple) and len(value) == 2
                         and isinstance(value[1], (int, float))) else list(value)
@@ -497,9 +497,9 @@ def loras(c) -> tuple[tuple[str, float], ...]:
         tuple(item) if isinstance(item, (tuple, list)) and len(item) == 2 else (None, None))
     if (not isinstance(path, str) or isinstance(scale, bool)
         or not isinstance(scale, (int, float)) or not math.isfinite(scale)):
-      _fail(f"config.model.loras entry {item!r}; expected a path or (path, finite scale)")
+      _fail(f"config.loras entry {item!r}; expected a path or (path, finite scale)")
     if not Path(path).expanduser().exists():
-      _fail(f"config.model.loras: LoRA file {path!r} does not exist")
+      _fail(f"config.loras: LoRA file {path!r} does not exist")
     out.append((str(Path(path).expanduser()), float(scale)))
   return tuple(out)
 

@@ -73,7 +73,7 @@ def load_pipeline(c):
                     offline=m.offline, hash_files=m.hash_files, mesh=config_mesh(c),
                     context_attention=c.mesh.context_attention, param_dtype=m.param_dtype,
                     matmul=m.matmul, allow_nonfinite=m.allow_nonfinite,
-                    loras=config_lib.loras(c), lora_strict=m.lora_strict)
+                    loras=config_lib.loras(c), lora_strict=c.lora_strict)
 
 
 def load_upsampler(c, pipe, source: dict):
