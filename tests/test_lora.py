@@ -618,3 +618,24 @@ def test_convert_bakes_adapters_in(repo, tmp_path, highest_precision):
                         env=dict(__import__('os').environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 1 and 'nowhere' in proc.stderr, proc.stderr
   assert sorted(p.name for p in tmp_path.iterdir()) == ['bad.safetensors', 'baked']  # no output
+
+
+def test_cli_lora_values(tmp_path):
+  """config.loras accepts one path, quoted literals and unquoted (path, scale) pairs."""
+  from ltx_jax.cli import config as config_lib
+  a, b = tmp_path / 'a.safetensors', tmp_path / 'b c.safetensors'
+  for f in (a, b):
+    f.write_bytes(b'')
+  c = config_lib.base_config()
+  want = ((str(a), 0.8), (str(b), -0.3))
+  for text in (f'(("{a}", 0.8), ("{b}", -0.3))', f'(({a}, 0.8), ({b}, -3e-1))',
+               f'[[{a}, 0.8], [{b}, -0.3]]'):
+    c.loras = text
+    assert config_lib.loras(c) == want, text
+  c.loras = str(a)
+  assert config_lib.loras(c) == ((str(a), 1.0),)
+  c.loras = f'({a}, 2)'
+  assert config_lib.loras(c) == ((str(a), 2.0),)
+  c.loras = f'(({a}, inf),)'
+  with pytest.raises(UsageError, match='is not a literal'):
+    config_lib.loras(c)

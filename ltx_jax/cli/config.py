@@ -472,6 +472,22 @@ def step_cache(c):
     _fail(f"config.cache: {e}")
 
 
+_PAIR = re.compile(r'[(\[]\s*([^()\[\],]+?)\s*,\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*[)\]]')
+
+
+def _unquoted_pairs(text: str) -> list | None:
+  """'((a.safetensors, 0.8), (/x/b.safetensors, -0.3))' (paths without quotes) -> pairs;
+  None when the text is not only such pairs."""
+  inner = text.strip()
+  if inner[:1] in '([' and inner[-1:] in ')]' and inner[1:].lstrip()[:1] in ('(', '['):
+    inner = inner[1:-1].strip()
+  pairs = _PAIR.findall(inner)
+  rest = _PAIR.sub('', inner).replace(',', '').strip()
+  if not pairs or rest:
+    return None
+  return [(path.strip('\'"'), float(scale)) for path, scale in pairs]
+
+
 def loras(c) -> tuple[tuple[str, float], ...]:
   """config.loras as ((path, scale), ...): a path, or a Python literal of (path, scale)
   pairs (or paths); each file must exist."""
@@ -485,8 +501,10 @@ def loras(c) -> tuple[tuple[str, float], ...]:
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-      _fail(f"config.loras={text!r} is not a literal such as "
-            "'((\"a.safetensors\", 0.8), (\"b.safetensors\", -0.3))'")
+      value = _unquoted_pairs(text)
+      if value is None:
+        _fail(f"config.loras={text!r} is not a literal such as "
+              "'((\"a.safetensors\", 0.8), (\"b.safetensors\", -0.3))'")
     items = [value] if (isinstance(value, tuple) and len(value) == 2
                         and isinstance(value[1], (int, float))) else list(value)
   else:
