@@ -164,7 +164,7 @@ def test_multi_scale_passes_guides_to_both_passes(pipe, monkeypatch):
 # -- refusals ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(), 'exactly one of video= and image=, got neither'),
+    (dict(), 'Guide needs exactly one of image= and video=, got neither'),
     (dict(video=clip(9), image=clip(1)[0]), 'got both'),
     (dict(video=clip(9), strength=1.5), r'strength=1.5 must be a number in \[0, 1\]'),
     (dict(video=clip(9), strength=-0.1), 'strength=-0.1'),

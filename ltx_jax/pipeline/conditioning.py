@@ -39,7 +39,7 @@ RESIZE_RULES = ('official', 'official_input', 'diffusers', 'none')
 VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.gif')
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
   return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
@@ -65,29 +65,13 @@ class Condition:
   media_y: int | None = None
 
   def __post_init__(self):
-    if (self.image is None) == (self.video is None):
-      raise UsageError("Condition needs exactly one of image= and video=, got "
-                       f"{'both' if self.image is not None else 'neither'}")
-    if not _is_int(self.frame_index) or self.frame_index < 0:
+    check_item(self, 'Condition')
+    if not is_int(self.frame_index) or self.frame_index < 0:
       raise UsageError(f"Condition frame_index={self.frame_index!r} must be an int >= 0")
-    try:
-      s = float(self.strength)
-    except (TypeError, ValueError):
-      s = float('nan')
-    if isinstance(self.strength, bool) or not 0.0 <= s <= 1.0:
-      raise UsageError(f"Condition strength={self.strength!r} must be a number in [0, 1]")
     for name in ('media_x', 'media_y'):
       v = getattr(self, name)
-      if v is not None and (not _is_int(v) or v < 0):
+      if v is not None and (not is_int(v) or v < 0):
         raise UsageError(f"Condition {name}={v!r} must be an int >= 0 or None")
-    for name in ('image', 'video'):
-      v = getattr(self, name)
-      if isinstance(v, np.ndarray):
-        want = 3 if name == 'image' else 4
-        if v.dtype != np.uint8 or v.ndim != want or v.shape[-1] != 3:
-          shape = '[H, W, 3]' if name == 'image' else '[F, H, W, 3]'
-          raise UsageError(f"Condition {name} array must be uint8 {shape}, got {v.dtype} "
-                           f"{list(v.shape)}")
 
   @property
   def placed(self) -> bool:
@@ -95,11 +79,37 @@ class Condition:
 
   @property
   def source(self) -> str:
-    """The media as a short name for messages."""
-    v = self.image if self.image is not None else self.video
-    if isinstance(v, (str, os.PathLike)):
-      return str(v)
-    return f"{'image' if self.image is not None else 'video'} {type(v).__name__}"
+    return media_name(self)
+
+
+def check_item(item: Any, kind: str) -> None:
+  """The checks a `Condition` and a `Guide` share: exactly one of image / video, a uint8 array
+  of the right rank, strength in [0, 1]. kind: the class name for messages."""
+  if (item.image is None) == (item.video is None):
+    raise UsageError(f"{kind} needs exactly one of image= and video=, got "
+                     f"{'both' if item.image is not None else 'neither'}")
+  try:
+    s = float(item.strength)
+  except (TypeError, ValueError):
+    s = float('nan')
+  if isinstance(item.strength, bool) or not 0.0 <= s <= 1.0:
+    raise UsageError(f"{kind} strength={item.strength!r} must be a number in [0, 1]")
+  for name in ('image', 'video'):
+    v = getattr(item, name)
+    if isinstance(v, np.ndarray):
+      want = 3 if name == 'image' else 4
+      if v.dtype != np.uint8 or v.ndim != want or v.shape[-1] != 3:
+        shape = '[H, W, 3]' if name == 'image' else '[F, H, W, 3]'
+        raise UsageError(f"{kind} {name} array must be uint8 {shape}, got {v.dtype} "
+                         f"{list(v.shape)}")
+
+
+def media_name(item: Any) -> str:
+  """An item's media as a short name for messages: its path, or its kind and type."""
+  v = item.image if item.image is not None else item.video
+  if isinstance(v, (str, os.PathLike)):
+    return str(v)
+  return f"{'image' if item.image is not None else 'video'} {type(v).__name__}"
 
 
 def check_conditions(conditions: Sequence[Condition], sizes: Sequence[tuple[int, int, int]],

@@ -17,20 +17,16 @@ The pieces, each pure and checked before anything compiles: `Guide` (what the us
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from ltx_jax.errors import UsageError
-from ltx_jax.pipeline.conditioning import lerp, pixel_coords, prepare_media, read_media
+from ltx_jax.pipeline.conditioning import (check_item, is_int, lerp, media_name, pixel_coords,
+                                           prepare_media, read_media)
 
 __all__ = ['Guide', 'as_guides', 'resolve_frame', 'check_guides', 'load_guides',
            'EncodedGuide', 'append_guides', 'describe']
-
-
-def _is_int(v: Any) -> bool:
-  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,34 +48,14 @@ class Guide:
   strength: float = 1.0
 
   def __post_init__(self):
-    if (self.image is None) == (self.video is None):
-      raise UsageError("Guide needs exactly one of video= and image=, got "
-                       f"{'both' if self.image is not None else 'neither'}")
-    if not _is_int(self.frame_index):
+    check_item(self, 'Guide')  # media and strength, as for a Condition
+    if not is_int(self.frame_index):
       raise UsageError(f"Guide frame_index={self.frame_index!r} must be an int (negative: "
                        "from the end)")
-    try:
-      s = float(self.strength)
-    except (TypeError, ValueError):
-      s = float('nan')
-    if isinstance(self.strength, bool) or not 0.0 <= s <= 1.0:
-      raise UsageError(f"Guide strength={self.strength!r} must be a number in [0, 1]")
-    for name in ('image', 'video'):
-      v = getattr(self, name)
-      if isinstance(v, np.ndarray):
-        want = 3 if name == 'image' else 4
-        if v.dtype != np.uint8 or v.ndim != want or v.shape[-1] != 3:
-          shape = '[H, W, 3]' if name == 'image' else '[F, H, W, 3]'
-          raise UsageError(f"Guide {name} array must be uint8 {shape}, got {v.dtype} "
-                           f"{list(v.shape)}")
 
   @property
   def source(self) -> str:
-    """The media as a short name for messages."""
-    v = self.image if self.image is not None else self.video
-    if isinstance(v, (str, os.PathLike)):
-      return str(v)
-    return f"{'image' if self.image is not None else 'video'} {type(v).__name__}"
+    return media_name(self)
 
 
 def as_guides(guides: Any) -> list[Guide]:
