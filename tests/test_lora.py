@@ -639,3 +639,23 @@ def test_cli_lora_values(tmp_path):
   c.loras = f'(({a}, inf),)'
   with pytest.raises(UsageError, match='is not a literal'):
     config_lib.loras(c)
+
+
+def test_runtime_adapters_on_fp8_weights(model_dir, two_peft):
+  """Runtime adapters beside fp8 block kernels: factors in bf16, the product added to the fp8
+  matmul's (both matmul modes); close to the f32 model at fp8's precision."""
+  from ltx_jax.nn import set_matmul
+  a, _ = two_peft
+  d = inputs(5)
+  args = [jnp.asarray(d[k]) for k in ('x', 'ctx', 't', 'mask')]
+  kw = dict(num_frames=GRID[0], height=GRID[1], width=GRID[2],
+            rope_interpolation_scale=jnp.array(SCALE))
+  want = load_transformer(model_dir, loras=[(a, 0.8)])(*args, **kw)
+  model = load_transformer(model_dir, dtype='bf16', param_dtype='fp8', loras=[(a, 0.8)],
+                           lora_mode='runtime')
+  assert model.blocks.attn1.to_q.lora.a[...].dtype == jnp.bfloat16
+  for matmul in ('default', 'fp8'):
+    set_matmul(model, matmul)
+    err = rel_l2(np.asarray(model(*args, **kw), np.float32), want)
+    print(f"runtime adapters on fp8 weights, matmul={matmul}: rel L2 {err:.2e} vs f32")
+    assert err < 0.1, (matmul, err)
