@@ -96,6 +96,8 @@ def load_component(source: str | os.PathLike, component: Component, *,
   adapters = (None if component.lora_plans is None else lora_lib.open_adapters(
       model, component.lora_plans(model), loras, strict=lora_strict, what=what))
   merged = adapters is not None and lora_mode == 'merged'
+  if adapters is not None and not merged:
+    lora_lib.check_runtime(adapters)  # before the weights load
   if ckpt is None:  # a converted checkpoint: orbax reads each device's shard, adapters after
     with values.in_file(folder):
       orbax_io.restore_model(model, folder, what=what, mesh=mesh, rules=rules,

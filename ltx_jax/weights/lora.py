@@ -455,11 +455,9 @@ def merge_loaded(model: nnx.Module, adapters: Adapters) -> None:
     var.set_value(value)
 
 
-def attach_runtime(model: nnx.Module, adapters: Adapters, *, mesh=None, rules=None) -> None:
-  """Puts `LowRank` modules on every Dense the adapters touch (factors in the kernel's storage
-  dtype, fp8 kernels: bf16; scales f32 from the files' scales)."""
-  variables = {p: v for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Variable)}
-  names = [f.name for f in adapters.files]
+def check_runtime(adapters: Adapters) -> None:
+  """Refuses (before any weight loads) adapters that runtime mode cannot hold: changes to
+  anything but Dense kernels, full differences, LoRA biases."""
   for path, todo in adapters.updates.items():
     if path[-1] != 'kernel':
       raise UsageError(f"lora_mode='runtime' adapts Dense kernels only; "
@@ -470,6 +468,14 @@ def attach_runtime(model: nnx.Module, adapters: Adapters, *, mesh=None, rules=No
         raise UsageError(f"lora_mode='runtime' adds low-rank products only; "
                          f"{adapters.files[u.file].path.name} module {u.module} holds "
                          "full differences or a LoRA bias: use lora_mode='merged'")
+
+
+def attach_runtime(model: nnx.Module, adapters: Adapters, *, mesh=None, rules=None) -> None:
+  """Puts `LowRank` modules on every Dense the adapters touch (factors in the kernel's storage
+  dtype, fp8 kernels: bf16; scales f32 from the files' scales)."""
+  check_runtime(adapters)
+  variables = {p: v for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Variable)}
+  names = [f.name for f in adapters.files]
   by_layer: dict[tuple, list[Update]] = {}
   for path, todo in adapters.updates.items():
     by_layer.setdefault(path[:-1], []).extend(todo)
