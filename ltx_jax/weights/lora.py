@@ -396,8 +396,10 @@ def open_adapters(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, stric
         updates.setdefault(path, []).append(update)
   if unmatched or wrong:
     if strict:
-      lines = [f"LoRA for {what}: {len(unmatched)} modules match no layer and {len(wrong)} "
-               "tensors do not fit (pass lora_strict=False to skip them with a warning)"]
+      names = ', '.join(str(f.path) for f in files)
+      lines = [f"LoRA {names} for {what}: {len(unmatched)} modules match no layer and "
+               f"{len(wrong)} tensors do not fit (pass lora_strict=False to skip them with a "
+               "warning)"]
       lines += [f"  no layer: {m}" for m in unmatched[:20]]
       lines += [f"  wrong shape: {w}" for w in wrong[:20]]
       raise LoadError('\n'.join(lines))
