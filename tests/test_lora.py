@@ -659,3 +659,16 @@ def test_runtime_adapters_on_fp8_weights(model_dir, two_peft):
     err = rel_l2(np.asarray(model(*args, **kw), np.float32), want)
     print(f"runtime adapters on fp8 weights, matmul={matmul}: rel L2 {err:.2e} vs f32")
     assert err < 0.1, (matmul, err)
+
+
+def test_metadata_without_alpha_uses_peft_default(model_dir, two_peft, tmp_path,
+                                                  highest_precision):
+  """Metadata that names no lora_alpha: PEFT's LoraConfig default (8), as diffusers applies."""
+  a, _ = two_peft
+  path = tmp_path / 'noalpha.safetensors'
+  write_safetensors(path, peft_tensors(a), {'lora_adapter_metadata': json.dumps(
+      {'transformer.r': 4, 'transformer.rank_pattern': {'ff.net.0.proj': 2},
+       'transformer.target_modules': TARGETS})})
+  ref = diffusers_with_loras(model_dir, [path], [0.5])
+  err, _ = compare(load_transformer(model_dir, loras=[(path, 0.5)]), ref)
+  assert err < 1e-5, err

@@ -5,7 +5,8 @@ Layouts (told apart by key suffix; any of the prefixes below, or none):
   diffusers / PEFT   `transformer.<module>.lora_A.weight` [r, in], `.lora_B.weight` [out, r]
                      (`.lora_B.bias` [out] with PEFT's lora_bias); alpha from the file's
                      `lora_adapter_metadata` JSON (`lora_alpha`, `alpha_pattern`, `use_rslora`,
-                     prefixed `transformer.` by diffusers' pipeline saver), else alpha = r.
+                     prefixed `transformer.` by diffusers' pipeline saver; PEFT's default 8 when it names
+                     none), else alpha = r.
   official trainer / ComfyUI  `diffusion_model.<module>.lora_A / lora_B`, alpha = r.
   kohya / LyCORIS    `lora_down` / `lora_up` (also `lora.down` / `lora.up`) with `<module>.alpha`
                      scalars (else the `ss_network_alpha` metadata, else alpha = r), modules also
@@ -67,6 +68,7 @@ _UNSUPPORTED = {  # markers of adapter kinds that are not plain low-rank product
 _PREFIXES = ('base_model.model.', 'model.diffusion_model.', 'diffusion_model.', 'transformer.')
 _UNDERSCORED = ('lora_unet_', 'lora_transformer_')  # kohya-style flattened module names
 _METADATA = 'lora_adapter_metadata'
+PEFT_DEFAULT_ALPHA = 8  # peft.LoraConfig's lora_alpha when the metadata names none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,9 +254,9 @@ class LoraFile:
     alpha = None
     if 'alpha' in entry:
       alpha = float(self.store.read(entry['alpha'], np.float32).reshape(()))
-    elif cfg:
+    elif cfg:  # a PEFT LoraConfig: its lora_alpha defaults to 8, as PEFT's does
       alpha = _pattern_value(cfg.get('alpha_pattern') or {}, module)
-      alpha = cfg.get('lora_alpha') if alpha is None else alpha
+      alpha = cfg.get('lora_alpha', PEFT_DEFAULT_ALPHA) if alpha is None else alpha
     elif 'ss_network_alpha' in meta:
       alpha = meta['ss_network_alpha']
     try:
