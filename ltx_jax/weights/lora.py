@@ -5,8 +5,8 @@ Layouts (told apart by key suffix; any of the prefixes below, or none):
   diffusers / PEFT   `transformer.<module>.lora_A.weight` [r, in], `.lora_B.weight` [out, r]
                      (`.lora_B.bias` [out] with PEFT's lora_bias); alpha from the file's
                      `lora_adapter_metadata` JSON (`lora_alpha`, `alpha_pattern`, `use_rslora`,
-                     prefixed `transformer.` by diffusers' pipeline saver; PEFT's default 8 when it names
-                     none), else alpha = r.
+                     prefixed `transformer.` by diffusers' pipeline saver; PEFT's default 8
+                     when it names none), else alpha = r.
   official trainer / ComfyUI  `diffusion_model.<module>.lora_A / lora_B`, alpha = r.
   kohya / LyCORIS    `lora_down` / `lora_up` (also `lora.down` / `lora.up`) with `<module>.alpha`
                      scalars (else the `ss_network_alpha` metadata, else alpha = r), modules also
