@@ -16,15 +16,17 @@ from ltx_jax import Condition, Guide, smoke
 from ltx_jax.sharding import make_mesh
 rng = np.random.default_rng(0)
 out = {}
-for name, (h, w), mesh_kw, ca in (('fsdp2_context2', (64, 96), dict(fsdp=2, context=2), 'allgather'),
-                                   ('context4_ring_odd', (96, 96), dict(context=4), 'ring'),
-                                   ('data2_tensor2', (64, 96), dict(data=2, tensor=2), 'allgather')):
+CASES = (('fsdp2_context2', (64, 96), dict(fsdp=2, context=2), 'allgather'),
+         ('context4_ring_odd', (96, 96), dict(context=4), 'ring'),
+         ('data2_tensor2', (64, 96), dict(data=2, tensor=2), 'allgather'))
+for name, (h, w), mesh_kw, ca in CASES:
   img = rng.integers(0, 255, (h, w, 3), np.uint8)
   clip = rng.integers(0, 255, (9, h, w, 3), np.uint8)
   call = dict(prompt=['a red fox', 'a boat'], height=h, width=w, num_frames=17,
               num_inference_steps=2, guidance_scale=3.0, max_sequence_length=16, seed=0,
               output_type='latent', progress=False,
-              conditions=[Condition(image=img), Condition(image=img, frame_index=16, strength=0.8)],
+              conditions=[Condition(image=img),
+                          Condition(image=img, frame_index=16, strength=0.8)],
               guides=[Guide(video=clip, frame_index=8)])
   with jax.default_matmul_precision('highest'):
     want = np.asarray(smoke.build_pipeline()(**call).latents)
