@@ -61,12 +61,11 @@ def set_lora_scales(model: nnx.Module, scales: Sequence[float] | Mapping[str, fl
     raise UsageError("this model has no runtime LoRA adapters; load it with loras=[...] and "
                      "lora_mode='runtime'")
   names = layers[0].names
-  current = np.asarray(jax.device_get(layers[0].scale[...]), np.float32).reshape(-1, len(names))[0]
   if isinstance(scales, Mapping):
     unknown = sorted(set(scales) - set(names))
     if unknown:
       raise UsageError(f"unknown LoRA adapter name(s) {unknown}; this model has {list(names)}")
-    values = [scales.get(n, current[i]) for i, n in enumerate(names)]
+    values = list({**lora_scales(model), **scales}.values())  # in the adapters' order
   else:
     values = list(scales)
     if len(values) != len(names):

@@ -382,9 +382,10 @@ class LTXPipeline:
       video_pixels = self._load_video(video, float(sigmas[0]), num_frames, height, width,
                                       condition_preprocessing)
       items = self._load_conditions(conditions, image, num_frames, height, width,
-                                    condition_preprocessing, image_cond_noise_scale)
-      guide_items = self._load_guides(guides, image, num_frames, height, width,
-                                      image_cond_noise_scale)
+                                    condition_preprocessing)
+      guide_items = self._load_guides(guides, image, num_frames, height, width)
+      if items or guide_items:
+        checks.check_finite('image_cond_noise_scale', image_cond_noise_scale, 0.0, None)
       if video_pixels is not None:  # video-to-video: its latents, re-noised to the first sigma
         latents = self._encode_video(video_pixels, shape[0])
       start = self._starting_latents(latents, noise, shape, key_noise, float(sigmas[0]))
@@ -562,15 +563,20 @@ class LTXPipeline:
                        "skip_initial_inference_steps > 0 (or a timesteps list below 1000)")
     return conditioning_lib.load_input_video(video, num_frames, height, width, preprocessing)
 
+  def _encode_pixels(self, pixels: np.ndarray) -> jax.Array:
+    """Prepared pixels [F, H, W, 3] in [-1, 1] -> normalised f32 latents [1, F', H', W', C]
+    (video-to-video inputs, conditioning items, guides)."""
+    z = self.vae.encode(self._global(jnp.asarray(pixels)[None]).astype(self.vae.dtype))
+    return self.vae.normalize(z).astype(jnp.float32)
+
   def _encode_video(self, pixels: np.ndarray, batch: int) -> jax.Array:
     """Video-to-video pixels [F, H, W, 3] -> normalised latents [B, F', H', W', C]."""
     with self.timer('image_encoding'):
-      z = self.vae.encode(self._global(jnp.asarray(pixels)[None]).astype(self.vae.dtype))
-      z = self.vae.normalize(z).astype(jnp.float32)
+      z = self._encode_pixels(pixels)
       return jax.block_until_ready(jnp.broadcast_to(z, (batch,) + z.shape[1:]))
 
   def _load_conditions(self, conditions, image, num_frames: int, height: int, width: int,
-                       preprocessing: str, noise_scale: float) -> list:
+                       preprocessing: str) -> list:
     """Host side of `conditions`: checked and read -> [(Condition, pixels [F, H, W, 3])]."""
     items = conditioning_lib.as_conditions(conditions)
     if not items:
@@ -578,7 +584,6 @@ class LTXPipeline:
     if image is not None:
       raise UsageError("pass image= or conditions=, not both (image= is "
                        "conditions=[ltx_jax.Condition(image=...)] with the diffusers handling)")
-    checks.check_finite('image_cond_noise_scale', noise_scale, 0.0, None)
     tc, sc = self.compression
     pixels = conditioning_lib.load_conditions(items, num_frames, height, width, preprocessing,
                                               temporal=tc, spatial=sc)
@@ -595,8 +600,7 @@ class LTXPipeline:
     encoded, noise = [], []
     with self.timer('image_encoding'):
       for i, (c, pixels) in enumerate(items):
-        z = self.vae.encode(self._global(jnp.asarray(pixels)[None]).astype(self.vae.dtype))
-        z = np.asarray(self.vae.normalize(z).astype(jnp.float32))  # [1, f, h, w, C]
+        z = np.asarray(self._encode_pixels(pixels))  # [1, f, h, w, C]
         item = conditioning_lib.EncodedCondition(
             np.broadcast_to(z, (b,) + z.shape[1:]), c.frame_index, float(c.strength),
             c.media_x, c.media_y)
@@ -615,8 +619,7 @@ class LTXPipeline:
     return (jnp.asarray(grid_first(comb.latents, 1)), jnp.asarray(coords),
             jnp.asarray(grid_first(comb.mask, 1)))
 
-  def _load_guides(self, guides, image, num_frames: int, height: int, width: int,
-                   noise_scale: float) -> list:
+  def _load_guides(self, guides, image, num_frames: int, height: int, width: int) -> list:
     """Host side of `guides`: checked, read and resized -> [(start frame, strength,
     pixels [F, H, W, 3])]."""
     items = guides_lib.as_guides(guides)
@@ -625,7 +628,6 @@ class LTXPipeline:
     if image is not None:
       raise UsageError("pass image= or guides=, not both (put the first frame in "
                        "conditions=[ltx_jax.Condition(image=...)] instead)")
-    checks.check_finite('image_cond_noise_scale', noise_scale, 0.0, None)
     return guides_lib.load_guides(items, num_frames, height, width,
                                   temporal=self.compression[0])
 
@@ -638,8 +640,7 @@ class LTXPipeline:
     encoded, noise = [], []
     with self.timer('image_encoding'):
       for i, (frame, strength, pixels) in enumerate(items):
-        z = self.vae.encode(self._global(jnp.asarray(pixels)[None]).astype(self.vae.dtype))
-        z = np.asarray(self.vae.normalize(z).astype(jnp.float32))  # [1, f, h, w, C]
+        z = np.asarray(self._encode_pixels(pixels))  # [1, f, h, w, C]
         encoded.append(guides_lib.EncodedGuide(z, frame, strength))
         noise.append(np.asarray(conditioning_lib.item_noise(key, i, (b,) + z.shape[1:])))
     tc, sc = self.compression
