@@ -175,21 +175,28 @@ def test_matches_official_conditioning_items(setup, layout, preprocessing, noise
     # placement is reachable only past that step.
     monkeypatch.setattr(official.LTXVideoPipeline, '_resize_conditioning_item',
                         staticmethod(lambda item, h, w: item))
-  t = torch.from_numpy
-  with torch.no_grad():
-    out = ref(prompt_embeds=t(e), prompt_attention_mask=t(m), negative_prompt_embeds=t(n),
-              negative_prompt_attention_mask=t(nm), negative_prompt=None,
-              generator=torch.Generator().manual_seed(0), output_type='latent', is_video=True,
-              vae_per_channel_normalize=True, conditioning_items=items,
-              image_cond_noise_scale=noise_scale, rescaling_scale=0.7,
-              skip_layer_strategy=official.SkipLayerStrategy.AttentionValues,
-              decode_timestep=0.05, decode_noise_scale=0.0, **common, **guidance).images
+  want = run_official_items(ref, (e, m, n, nm), items, noise_scale, **common, **guidance)
   assert not draws.arrays, f"{len(draws.arrays)} noise draws unused"
-  want = out.permute(0, 2, 3, 4, 1).numpy()
   err = rel_l2(got, want)
   print(f"{layout} {preprocessing} noise {noise_scale}: {n_extra} extra tokens, "
         f"rel L2 {err:.2e}")
   assert err < 1e-4
+
+
+def run_official_items(ref, texts4, items, noise_scale, **kw) -> np.ndarray:
+  """The official pipeline with conditioning items (STG on attention values, rescaling 0.7,
+  no decode noise) -> its final latents [B, F', H', W', C]."""
+  from ltx_video.pipelines import pipeline_ltx_video as official
+  e, m, n, nm = (torch.from_numpy(a) for a in texts4)
+  with torch.no_grad():
+    out = ref(prompt_embeds=e, prompt_attention_mask=m, negative_prompt_embeds=n,
+              negative_prompt_attention_mask=nm, negative_prompt=None,
+              generator=torch.Generator().manual_seed(0), output_type='latent', is_video=True,
+              vae_per_channel_normalize=True, conditioning_items=items,
+              image_cond_noise_scale=noise_scale, rescaling_scale=0.7,
+              skip_layer_strategy=official.SkipLayerStrategy.AttentionValues,
+              decode_timestep=0.05, decode_noise_scale=0.0, **kw).images
+  return out.permute(0, 2, 3, 4, 1).numpy()
 
 
 def test_video_to_video_matches_official(setup, monkeypatch, highest_precision):

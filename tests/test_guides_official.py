@@ -18,7 +18,7 @@ from ltx_jax import Condition, Guide
 from ltx_jax.pipeline.conditioning import item_noise
 from ltx_jax.sampling.loop import condition_noise
 from test_conditioning_pipeline import (FRAMES, GRID, H, STEPS, W, NoiseQueue, media,  # noqa: F401
-                                        official_media, setup, texts)
+                                        official_media, run_official_items, setup, texts)
 
 torch = pytest.importorskip('torch')
 
@@ -74,17 +74,9 @@ def _run(setup, monkeypatch, guides_spec, noise_scale, first_frame=False):
   for p, (_, fi, s) in zip(pixels, guides_spec):
     items.append(official.ConditioningItem(official_media(p, 'none', H, W),
                                            fi + FRAMES if fi < 0 else fi, s))
-  t = torch.from_numpy
-  with torch.no_grad():
-    out = ref(prompt_embeds=t(e), prompt_attention_mask=t(m), negative_prompt_embeds=t(n),
-              negative_prompt_attention_mask=t(nm), negative_prompt=None,
-              generator=torch.Generator().manual_seed(0), output_type='latent', is_video=True,
-              vae_per_channel_normalize=True, conditioning_items=items,
-              image_cond_noise_scale=noise_scale, rescaling_scale=0.7,
-              skip_layer_strategy=official.SkipLayerStrategy.AttentionValues,
-              decode_timestep=0.05, decode_noise_scale=0.0, **common, **guidance).images
+  want = run_official_items(ref, (e, m, n, nm), items, noise_scale, **common, **guidance)
   assert not draws.arrays, f"{len(draws.arrays)} noise draws unused"
-  return got, out.permute(0, 2, 3, 4, 1).numpy(), plan.latents.shape[1] - n_video
+  return got, want, plan.latents.shape[1] - n_video
 
 
 @pytest.mark.parametrize('case', list(CASES))
