@@ -16,7 +16,6 @@ from builders import LATENT
 from conftest import rel_l2
 from ltx_jax import Condition, Guide
 from ltx_jax.pipeline.conditioning import item_noise
-from ltx_jax.sampling.loop import condition_noise
 from test_conditioning_pipeline import (FRAMES, GRID, H, STEPS, W, NoiseQueue, media,  # noqa: F401
                                         official_media, run_official_items, setup, texts)
 
@@ -31,7 +30,8 @@ CASES = {  # guide tokens take no conditioning noise (ComfyUI): the official sid
     'two_guides': [(9, 8, 0.9), (1, 24, 1.0)],
 }
 
-def _run(setup, monkeypatch, guides_spec, noise_scale, first_frame=False):
+def _run(setup, monkeypatch, guides_spec, first_frame=False):
+  """ltx_jax's and the official latents, without conditioning noise (guides take none)."""
   from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
   from ltx_video.pipelines import pipeline_ltx_video as official
   ref, ours = setup
@@ -49,7 +49,7 @@ def _run(setup, monkeypatch, guides_spec, noise_scale, first_frame=False):
   plan = ours.prepare(
       prompt_embeds=e, prompt_attention_mask=m, negative_prompt_embeds=n,
       negative_prompt_attention_mask=nm, latents=start, seed=seed, guides=guides,
-      conditions=conditions, condition_preprocessing='none', image_cond_noise_scale=noise_scale,
+      conditions=conditions, condition_preprocessing='none', image_cond_noise_scale=0.0,
       stg_rescale=0.7, progress=False, **common, **guidance)
   got = np.asarray(ours.denoise(plan))
   n_video = int(np.prod(GRID))
@@ -61,10 +61,6 @@ def _run(setup, monkeypatch, guides_spec, noise_scale, first_frame=False):
     shape = (1, (f - 1) // 8 + 1, GRID[1], GRID[2], LATENT)
     z = np.asarray(item_noise(jax.random.fold_in(key_noise, 2), i, shape))
     queue.append(z.transpose(0, 4, 1, 2, 3))
-  if noise_scale > 0:
-    for k in jax.random.split(plan.key, STEPS):
-      z = np.asarray(condition_noise(k, plan.latents.shape))
-      queue.append(np.concatenate([z[:, n_video:], z[:, :n_video]], axis=1))  # extras first
   draws = NoiseQueue(queue)
   monkeypatch.setattr(official, 'randn_tensor', draws)
   monkeypatch.setattr(DiagonalGaussianDistribution, 'sample',
@@ -74,7 +70,7 @@ def _run(setup, monkeypatch, guides_spec, noise_scale, first_frame=False):
   for p, (_, fi, s) in zip(pixels, guides_spec):
     items.append(official.ConditioningItem(official_media(p, 'none', H, W),
                                            fi + FRAMES if fi < 0 else fi, s))
-  want = run_official_items(ref, (e, m, n, nm), items, noise_scale, **common, **guidance)
+  want = run_official_items(ref, (e, m, n, nm), items, 0.0, **common, **guidance)
   assert not draws.arrays, f"{len(draws.arrays)} noise draws unused"
   return got, want, plan.latents.shape[1] - n_video
 
@@ -82,7 +78,7 @@ def _run(setup, monkeypatch, guides_spec, noise_scale, first_frame=False):
 @pytest.mark.parametrize('case', list(CASES))
 def test_guides_match_official_appended_items(setup, case, monkeypatch, highest_precision):
   spec = CASES[case]
-  got, want, extra = _run(setup, monkeypatch, spec, 0.0)
+  got, want, extra = _run(setup, monkeypatch, spec)
   err = rel_l2(got, want)
   print(f"{case}: {extra} guide tokens, rel L2 {err:.2e}")
   assert extra == sum(((f - 1) // 8 + 1) * GRID[1] * GRID[2] for f, _, _ in spec)
@@ -92,7 +88,7 @@ def test_guides_match_official_appended_items(setup, case, monkeypatch, highest_
 def test_guide_with_first_frame_condition_matches_official(setup, monkeypatch,
                                                            highest_precision):
   """conditions= (a first frame, replacing latent frame 0) and a guide together."""
-  got, want, _ = _run(setup, monkeypatch, [(9, 16, 1.0)], 0.0, first_frame=True)
+  got, want, _ = _run(setup, monkeypatch, [(9, 16, 1.0)], first_frame=True)
   err = rel_l2(got, want)
   print(f"first frame + guide: rel L2 {err:.2e}")
   assert err < 2e-5
