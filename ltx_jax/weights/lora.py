@@ -431,7 +431,9 @@ class MergedStore:
   def read(self, name: str, dtype: Any = None) -> np.ndarray:
     if name not in self._where:
       return self.store.read(name, dtype)
-    base = np.array(self.store.read(name, np.float32), np.float32)  # [out, in] or [out]
+    base = self.store.read(name, np.float32)  # [out, in] or [out]: a cast copy, or the
+    if not base.flags.writeable:               # read-only map of an f32 file
+      base = base.copy()
     delta = self.adapters.delta(*self._where[name], base.shape)
     if delta is not None:
       base += delta
