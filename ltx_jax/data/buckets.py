@@ -119,7 +119,7 @@ def available_frames(source_frames: int, source_fps: float, target_fps: float | 
   if target_fps is None or source_frames <= 0:
     return max(source_frames, 0)
   step = source_fps / target_fps
-  n = int(math.floor((source_frames - 1) / step + 1e-9)) + 1
+  n = int(math.ceil(source_frames / step)) + 1  # k < source_frames / step, give or take rounding
   while n > 0 and int(math.floor((n - 1) * step + 1e-9)) >= source_frames:
     n -= 1
   return n

@@ -101,7 +101,9 @@ class ShardWriter:
     os.close(fd)
     self.tmp = Path(tmp)
     self.count = 0
-    self._writer = ArrayRecordWriter(str(self.tmp), 'group_size:1')
+    # One record per chunk (random access reads one record), stored as is: latents and
+    # embeddings are floats that general-purpose compression barely shrinks.
+    self._writer = ArrayRecordWriter(str(self.tmp), 'group_size:1,uncompressed')
 
   def write(self, record: bytes) -> int:
     """Appends a record; returns its position in the shard."""
