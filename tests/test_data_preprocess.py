@@ -331,3 +331,53 @@ def test_the_command_exit_codes(dataset, tmp_path):
   assert r.returncode == 1 and 'nothing usable' in r.stderr.splitlines()[-1]
   with pytest.raises(UsageError, match="caption_column='caption' is not a column"):
     data.list_items(dataset / 'dataset.jsonl')
+
+
+_DEVICES_SCRIPT = """
+import sys
+import numpy as np
+from flax import nnx
+import jax, jax.numpy as jnp
+sys.path.insert(0, 'tests')
+from test_data_preprocess import tiny_pipeline
+from ltx_jax import data
+from ltx_jax.data import encode as E
+pipe = tiny_pipeline()
+x = np.random.default_rng(0).uniform(-1, 1, (3, 1, 64, 64, 3)).astype(np.float32)
+enc = data.Encoders(pipe, latents='sample', max_sequence_length=16, batch_size=2)
+got = enc.encode_video(x, ['a', 'b', 'c'])
+graph, state = nnx.split(pipe.vae)
+one = jax.devices()[0]
+want = []
+for rows, keys in ((x[:2], ['a', 'b']), (x[[2, 2]], ['c', 'c'])):
+  m = E._moments(graph, jax.device_put(state, one), jax.device_put(jnp.asarray(rows), one))
+  seeds = jnp.asarray([E.sample_seed(f'0:{k}') for k in keys], jnp.uint32)
+  want.append(np.asarray(pipe.vae.normalize(E._draw(m, seeds, 8, 'uniform'))))
+assert len(enc.devices) == 2 and enc.batch_size == 2, (enc.devices, enc.batch_size)
+np.testing.assert_array_equal(got, np.concatenate(want)[:3])
+print('ok')
+"""
+
+
+def test_batches_are_split_over_the_local_devices():
+  """Two (simulated) devices: rows split over them, weights replicated; the same numbers as
+  one device."""
+  r = subprocess.run([sys.executable, '-c', _DEVICES_SCRIPT], capture_output=True, text=True,
+                     timeout=600, cwd=ROOT,
+                     env={'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin',
+                          'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+  assert r.returncode == 0 and r.stdout.strip().endswith('ok'), r.stderr[-2000:]
+
+
+def test_videos_resampled_to_a_frame_rate(made, dataset, pipe, tmp_path):
+  """frame_rate=12 on a 24 fps clip takes source frames 0, 2, ..., 16."""
+  items = [i for i in made[0] if i.media.name == 'wide.mp4'][:1]
+  summary = run(items, pipe, tmp_path / 'fps', frame_rate=12.0)
+  assert summary.total == 1
+  samples = data.CachedSamples(tmp_path / 'fps')
+  assert samples.index.samples[0]['fps'] == 12.0
+  frames = media.read_clip(dataset / 'wide.mp4', 20).frames[0:17:2]
+  pixels = media.to_bucket(frames, data.parse_buckets('96x64x9')[0])
+  x = jnp.asarray(np.stack([pixels, pixels]))
+  want = pipe.vae.normalize(pipe.vae.encode(x)).astype(jnp.float32)
+  np.testing.assert_array_equal(samples[0]['latents'], np.asarray(want[0]))
