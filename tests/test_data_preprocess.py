@@ -381,3 +381,39 @@ def test_videos_resampled_to_a_frame_rate(made, dataset, pipe, tmp_path):
   x = jnp.asarray(np.stack([pixels, pixels]))
   want = pipe.vae.normalize(pipe.vae.encode(x)).astype(jnp.float32)
   np.testing.assert_array_equal(samples[0]['latents'], np.asarray(want[0]))
+
+
+def test_the_command_runs_a_listing_into_the_default_folder(dataset, pipe, monkeypatch, capsys):
+  """preprocess_run.run, the command's body, with the tiny models in place of config.model."""
+  from ltx_jax.cli import preprocess_run
+  monkeypatch.setattr(preprocess_run, '_load', lambda c: pipe)
+  listing = dataset / 'images.json'
+  listing.write_text(json.dumps([{'caption': 'a tall image', 'media_path': 'tall.png'},
+                                 {'caption': 'a photo', 'media_path': 'photo.jpg'},
+                                 {'caption': 'gone', 'media_path': 'missing.png'}]))
+  c = preprocess_run.base_config('smoke')
+  c.input, c.buckets, c.max_sequence_length, c.batch_size = str(listing), BUCKETS, SEQ, 2
+  c.progress = False
+  assert preprocess_run.run(c) == 2
+  err = capsys.readouterr().err
+  assert '2 samples written' in err and 'missing.png: no such file' in err
+  assert records.read_index(dataset / '.precomputed').params['latents'] == 'sample'
+  c.buckets = '96x64x9'  # other parameters into the same folder: refused
+  with pytest.raises(UsageError, match="holds data made with buckets="):
+    preprocess_run.run(c)
+
+
+def test_encoders_load_from_a_diffusers_folder(tmp_path):
+  """load_encoders: VAE, T5 and tokenizer of a source (no transformer), with the release."""
+  pytest.importorskip('diffusers')
+  from builders import tiny_repo
+  tiny_repo(tmp_path / 'repo')
+  a = data.load_encoders(str(tmp_path / 'repo'), dtype='float32', allow_custom=True)
+  assert a.transformer is None and a.vae is not None and a.release
+  b = data.load_encoders(str(tmp_path / 'repo'), dtype='bfloat16', allow_custom=True)
+  ia = data.Encoders(a).identities()
+  assert ia == data.Encoders(b).identities()  # the same weights, whichever compute dtype
+  assert ia['vae'].release == a.release
+  with pytest.raises(UsageError, match='bucket 100x64x9 does not fit this VAE'):
+    data.preprocess([], data.Encoders(a), tmp_path / 'out',
+                    data.PreprocessConfig(data.parse_buckets('100x64x9', spatial=1, temporal=1)))

@@ -239,6 +239,11 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
   problems = list(problems)
   if config.strict and problems:
     raise DataError(str(problems[0]))
+  temporal, spatial = encoders.pipe.compression
+  for b in config.buckets:  # the model's own compression (32 x 32 x 8 for the releases)
+    if b.width % spatial or b.height % spatial or (b.frames - 1) % temporal:
+      raise UsageError(f"bucket {b} does not fit this VAE: width and height must be multiples "
+                       f"of {spatial}, frames {temporal}N+1")
   models = {k: v.to_json() for k, v in encoders.identities().items()}
   index = _open_folder(folder, _params(config, encoders), models, overwrite)
   done = {s['key'] for s in index.samples}
