@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -112,8 +113,8 @@ def _params(config: PreprocessConfig, encoders) -> dict:
 
 def _open_folder(folder: Path, params: dict, models: dict, overwrite: bool) -> records.Index:
   """The folder's index to extend (checked against this run's parameters and models), or a new
-  empty one; stale temporary files of an interrupted run are removed."""
-  folder.mkdir(parents=True, exist_ok=True)
+  empty one; stale temporary files of an interrupted run are removed (the caller holds the
+  folder's lock)."""
   for f in folder.iterdir():
     if _TEMP.match(f.name):
       f.unlink(missing_ok=True)
@@ -231,9 +232,8 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
   encoders: an `ltx_jax.data.encode.Encoders`. problems: inputs already found unusable (the
   listing's), reported in the summary. Bad items are skipped and reported (config.strict:
   refused with a DataError). Returns the Summary; the caller decides what an empty result
-  means.
+  means. One run at a time writes a folder (a second is refused).
   """
-  from tqdm import tqdm
   start = time.perf_counter()
   folder = Path(folder).expanduser()
   problems = list(problems)
@@ -245,6 +245,27 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
       raise UsageError(f"bucket {b} does not fit this VAE: width and height must be multiples "
                        f"of {spatial}, frames {temporal}N+1")
   models = {k: v.to_json() for k, v in encoders.identities().items()}
+  folder.mkdir(parents=True, exist_ok=True)
+  with _locked(folder):
+    return _run(items, encoders, folder, config, problems, models, overwrite, progress, start)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+  """One writer per data folder: an exclusive flock on folder/.lock (released by the system
+  if the process dies, so a crash leaves no stale lock)."""
+  import fcntl
+  with open(folder / '.lock', 'w') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      raise UsageError(f"{str(folder)!r} is being written by another preprocess run") from None
+    yield
+
+
+def _run(items, encoders, folder: Path, config: PreprocessConfig, problems: list, models: dict,
+         overwrite: bool, progress: bool, start: float) -> Summary:
+  from tqdm import tqdm
   index = _open_folder(folder, _params(config, encoders), models, overwrite)
   done = {s['key'] for s in index.samples}
   already = 0
