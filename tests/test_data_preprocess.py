@@ -215,10 +215,12 @@ def test_a_crash_leaves_no_partial_record_and_the_rerun_completes(made, pipe, tm
   assert len(index.samples) == 2 and len(index.shards) == 1
   assert sorted(f.name for f in target.iterdir()) == ['.lock', 'index.json',
                                                       records.shard_name(0)]
-  stale = target / f".{records.shard_name(1)}.x1y2.tmp"  # what a killed run leaves behind
-  stale.write_bytes(b'partial')
+  stale = target / f".{records.shard_name(1)}.x1y2.tmp"  # what a killed run leaves behind:
+  stale.write_bytes(b'partial')  # a temporary shard, and a complete shard the index does not
+  (target / records.shard_name(1)).write_bytes(b'orphan')  # name yet (both replaced)
   done = run(items, pipe, target)
   assert done.already_done == 2 and done.written == 4 and not stale.exists()
+  assert records.read_index(target).shards[1]['records'] == 2
   a, b = data.CachedSamples(folder), data.CachedSamples(target)
   key = {s['key']: i for i, s in enumerate(a.index.samples)}
   assert sorted(key) == sorted(s['key'] for s in b.index.samples)

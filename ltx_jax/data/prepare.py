@@ -3,9 +3,12 @@
 `preprocess(items, encoders, folder, config)` reads each item, picks its bucket, shapes its
 frames (ltx_jax.data.buckets / media), encodes batches of one bucket with the VAE and T5
 (ltx_jax.data.encode) and appends one record per sample to the current shard. A shard is
-written under a temporary name and renamed when complete; the index is rewritten atomically
-after each shard. A crash or Ctrl-C therefore leaves the folder as of the last complete shard
-(no partial record is ever named by the index), and a rerun skips the samples the index holds.
+written under a temporary name and renamed when complete; the index, rewritten atomically,
+names complete shards only (updated at most every INDEX_INTERVAL_S seconds, and when the run
+ends, fails or is interrupted). So no partial record is ever named by the index, an error or
+Ctrl-C keeps every complete shard, a killed process loses at most the last seconds of work
+(a shard the index does not name is overwritten by the rerun), and a rerun skips the samples
+the index holds.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = ['PreprocessConfig', 'Summary', 'preprocess', 'sample_key', 'file_sha2
 
 _TEMP = re.compile(r'^\.(shard-\d{5}\.array_record|index)\..*\.tmp$')
 _OURS = re.compile(r'^shard-\d{5}\.array_record$')
+INDEX_INTERVAL_S = 10.0  # at most this long between index updates while shards complete
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,13 +279,23 @@ def _run(items, encoders, folder: Path, config: PreprocessConfig, problems: list
   writer: records.ShardWriter | None = None
   new_samples: list[dict] = []
 
+  saved = {'at': time.monotonic(), 'shards': len(index.shards)}
+
+  def save_index():
+    if len(index.shards) != saved['shards']:
+      records.write_index(index)
+      saved.update(at=time.monotonic(), shards=len(index.shards))
+
   def flush_shard():
     nonlocal writer
     if writer is not None and writer.count:
       index.shards.append(writer.commit())
       index.samples.extend(new_samples)
-      records.write_index(index)
       new_samples.clear()
+      # The index names the new shard: now, or within INDEX_INTERVAL_S (a big index is not
+      # rewritten after every small shard); a killed run loses at most that much work.
+      if time.monotonic() - saved['at'] >= INDEX_INTERVAL_S:
+        save_index()
     writer = None
 
   def encode(batch: list[_Prepared]):
@@ -350,8 +364,9 @@ def _run(items, encoders, folder: Path, config: PreprocessConfig, problems: list
   finally:
     bar.close()
     pool.shutdown(wait=True, cancel_futures=True)
-    if writer is not None:  # an error or Ctrl-C: the unfinished shard is dropped
+    if writer is not None:  # an error or Ctrl-C: the unfinished shard is dropped ...
       writer.__exit__(None, None, None)
+    save_index()  # ... and the complete ones are kept
   summary = Summary(written, already, problems, len(index.samples),
                     time.perf_counter() - start)
   for line in summary.lines():
