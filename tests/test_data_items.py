@@ -15,7 +15,8 @@ def test_listing_formats_give_the_same_items(tmp_path):
   (tmp_path / 'd.jsonl').write_text('\n'.join(json.dumps(r) for r in rows) + '\n\n')
   (tmp_path / 'd.csv').write_bytes(('\ufeffcaption,media_path\n"a cat, running",v/a.mp4\n'
                                     'a dog,b.png\n').encode())  # Excel's byte-order mark
-  got = [list_items(tmp_path / f"d.{ext}", trigger_word=' TOK ') for ext in ('json', 'jsonl', 'csv')]
+  got = [list_items(tmp_path / f"d.{ext}", trigger_word=' TOK ')
+         for ext in ('json', 'jsonl', 'csv')]
   for items, problems in got:
     assert not problems
     assert [(i.caption, i.media) for i in items] == [
