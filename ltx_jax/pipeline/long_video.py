@@ -422,12 +422,11 @@ class LTXLongVideoPipeline:
                         ('denoise', program,
                          ((spec, graph), _abstract((state,) + args))))
     with pipe.timer('denoise'):
-      if show:
-        loop_lib.PROGRESS.start(len(sched) - 1)
-      try:
-        result = np.asarray(program(spec, graph, state, *args))
-      finally:
-        loop_lib.PROGRESS.close()
+      if show:  # one program call per step, reported on the host
+        result = blend_loop.denoise_blended_stepwise(pipe.transformer, spec, graph, state, *args)
+      else:
+        result = program(spec, graph, state, *args)
+      result = np.asarray(result)
     return result.reshape(win.latents.shape)[:, :t_eff - win.appended]
 
   def _schedule(self, num_inference_steps, sigmas, threshold, tokens: int) -> np.ndarray:

@@ -352,9 +352,10 @@ class LTXPipeline:
       decoding (ltx_jax/pipeline/guides.py; README "IC-LoRA control"). Not with `image`.
     image_cond_noise_scale: hard-conditioned tokens of `conditions` are re-noised to
       start + scale * noise * t^2 before each step (0 disables); guide tokens never are.
-    progress: a progress bar over denoising steps; None shows it on a terminal only. The bar
-      is a host callback inside the loop, which keeps the loop out of the persistent
-      compilation cache.
+    progress: report denoising steps (ltx_jax/sampling/progress.py): a bar on a terminal, log
+      lines (logger `ltx_jax.progress`) otherwise; None: on a terminal only. The loop then runs
+      one compiled step per call instead of one scan (the same step; no host callback, so the
+      persistent compilation cache keeps it).
     cache: a step cache, `ltx_jax.FirstBlockCache(threshold)` or `ltx_jax.TeaCache(threshold)`
       (ltx_jax/sampling/cache.py); None runs every block of every step. Its threshold is
       traced: changing it does not recompile.
@@ -440,15 +441,14 @@ class LTXPipeline:
     plan.check()
     graph, state = self._transformer_split
     with self.timer('denoise'):
-      if plan.spec.progress:
-        loop_lib.PROGRESS.start(plan.num_steps)
-      try:
-        args = self._global(plan.latents, plan.sigmas, plan.context, plan.context_mask,
-                            plan.guidance, plan.coords, plan.cond_mask, plan.key, plan.cache)
-        packed, ran = jax.block_until_ready(
-            loop_lib.denoise_program(self.transformer)(plan.spec, graph, state, *args))
-      finally:
-        loop_lib.PROGRESS.close()
+      args = self._global(plan.latents, plan.sigmas, plan.context, plan.context_mask,
+                          plan.guidance, plan.coords, plan.cond_mask, plan.key, plan.cache)
+      if plan.spec.progress:  # one program call per step, reported on the host
+        packed, ran = loop_lib.denoise_stepwise(self.transformer, plan.spec, graph, state,
+                                                *args)
+      else:
+        packed, ran = loop_lib.denoise_program(self.transformer)(plan.spec, graph, state, *args)
+      packed, ran = jax.block_until_ready((packed, ran))
     return plan.unpack(packed), np.asarray(ran)
 
   def decode(self, latents: jax.Array, decode_timestep: float = 0.0,
