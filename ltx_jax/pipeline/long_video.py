@@ -178,8 +178,8 @@ def adain(x: np.ndarray, ref: np.ndarray, factor: float) -> np.ndarray:
 
 def crossfade(prev: np.ndarray, new: np.ndarray, overlap: int) -> np.ndarray:
   """prev [B, F1, ...] then new [B, F2, ...], linearly cross-faded over `overlap` frames
-  (concatenated when overlap <= 1)."""
-  if overlap <= 1:
+  (concatenated when overlap <= 0) -> [B, F1 + F2 - overlap, ...]."""
+  if overlap <= 0:
     return np.concatenate([prev, new], axis=1)
   alpha = np.linspace(1, 0, overlap + 2, dtype=np.float32)[1:-1]
   alpha = alpha.reshape(1, -1, *([1] * (prev.ndim - 2)))
@@ -385,7 +385,10 @@ class LTXLongVideoPipeline:
         if strengths['adain_factor'] > 0:
           result = adain(result, first, strengths['adain_factor'])
         n = result.shape[1]
-        fused = crossfade(out[:, out.shape[1] - n:], result, max(overlap - 1, 1))
+        # overlap - 1 frames are shared once the first is dropped. diffusers concatenates a
+        # single shared frame (overlap 2) instead of blending it, one latent frame too many
+        # per window; blended here, so the video has exactly its num_frames.
+        fused = crossfade(out[:, out.shape[1] - n:], result, overlap - 1)
         out = np.concatenate([out[:, :out.shape[1] - n], fused], axis=1)
       bar.update(1)
     bar.close()
