@@ -57,6 +57,7 @@ def _parse(argv: list[str]) -> list[str]:
 def main(_):
   from ltx_jax.cli import run
   from ltx_jax.compilation_cache import configure_compilation_cache
+  run.quiet_libraries()
   configure_compilation_cache()  # a second run of the same shapes skips compilation
   logging.set_verbosity(logging.INFO)
   try:

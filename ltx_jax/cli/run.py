@@ -24,6 +24,16 @@ from ltx_jax.cli.config import pipeline_kwargs
 from ltx_jax.errors import UsageError
 from ltx_jax.sources.resolve import sha256
 
+# ------------------------------------------------------------------------------------ noise
+
+
+def quiet_libraries() -> None:
+  """JAX's own INFO lines (backend probing such as "Unable to initialize backend 'tpu'", cache
+  resets) off; its warnings stay. Call before JAX starts its backends."""
+  import logging as std_logging
+  std_logging.getLogger('jax').setLevel(std_logging.WARNING)
+
+
 # ---------------------------------------------------------------------------------- loading
 
 

@@ -82,11 +82,22 @@ class LTXPipeline:
     self.scheduler = scheduler or SchedulerConfig()
     self.release = release
     self.partitioning = partitioning
-    self.timer = timer or no_timer
+    self.timer = timer
     self.source = None  # the resolved ltx_jax.sources.ModelSource, when loaded from one
     self.allowed_inference_steps = (None if allowed_inference_steps is None else
                                     tuple(round(float(t), 4) for t in allowed_inference_steps))
     self._text_split = nnx.split(text_encoder) if text_encoder is not None else None
+
+  @property
+  def timer(self) -> Callable[[str], contextlib.AbstractContextManager]:
+    """The stage timer (see `__init__`); setting None restores the default, none."""
+    return self._timer
+
+  @timer.setter
+  def timer(self, timer: Callable[[str], contextlib.AbstractContextManager] | None):
+    if timer is not None and not callable(timer):
+      raise UsageError(f"timer={timer!r} must be None or a callable stage -> context manager")
+    self._timer = timer or no_timer
 
   @classmethod
   def from_pretrained(cls, source: str | Path, dtype=jnp.float32, *, file: str | None = None,
