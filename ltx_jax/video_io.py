@@ -26,6 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from ltx_jax.errors import UsageError
+from ltx_jax.pause_point import pause_point
 
 __all__ = ['make_folder', 'quiet_fork', 'read_mp4_info', 'remove', 'remove_empty', 'write_gif',
            'write_json', 'write_mp4', 'write_pngs']
@@ -141,8 +142,10 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, *, crf: int = 17,
                                 pixelformat='yuv420p', quality=None, macro_block_size=1,
                                 output_params=['-crf', str(int(crf))], ffmpeg_log_level='error')
     try:
-      for frame in frames:
+      for i, frame in enumerate(frames):
         writer.append_data(frame)
+        if i == 0:
+          pause_point('write')  # test-only (ltx_jax/pause_point.py)
     finally:
       writer.close()
   return path

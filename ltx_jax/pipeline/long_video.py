@@ -53,6 +53,7 @@ class LTXLongVideoOutput:
   frames: np.ndarray | None = None  # uint8 [1, F, H, W, 3]; None for output_type='latent'
   windows: tuple = ()               # (start, end) latent frames of each window
   skipped_steps: int = 0            # as LTXPipelineOutput's (no step cache here)
+  sigmas: tuple = ()                # the noise levels every window ran (0..1), one tuple
   # The device programs the call ran, one per distinct signature: (name, jitted, args) with
   # args abstract; `peak_device_bytes` compiles them for XLA's memory plan.
   programs: tuple = ()
@@ -400,7 +401,8 @@ class LTXLongVideoPipeline:
                            temporal_overlap=d_overlap, last_frame_fix=bool(last_frame_fix),
                            programs=programs)
     return LTXLongVideoOutput(latents=out, frames=frames, windows=tuple(windows),
-                              programs=tuple(programs.values()))
+                              programs=tuple(programs.values()),
+                              sigmas=(tuple(round(float(s), 6) for s in sched),))
 
   # -- parts -----------------------------------------------------------------------------------
 

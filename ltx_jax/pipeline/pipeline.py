@@ -42,6 +42,7 @@ class LTXPipelineOutput:
   latents: np.ndarray              # [B, F', H', W', C] final normalised latents
   frames: np.ndarray | None = None  # uint8 [B, F, H, W, 3]; None for output_type='latent'
   skipped_steps: int = 0           # steps the step cache (`cache=`) did not run in full
+  sigmas: tuple = ()               # the noise levels each pass ran (0..1), one tuple per pass
 
 
 _encode_text = jax.jit(lambda graph, state, ids, mask: nnx.merge(graph, state)(ids, mask),
@@ -52,6 +53,10 @@ def no_timer(stage: str) -> contextlib.AbstractContextManager:
   """The default stage timer: times nothing."""
   del stage
   return contextlib.nullcontext()
+
+
+def _sigma_list(sigmas) -> tuple[float, ...]:
+  return tuple(round(float(s), 6) for s in np.asarray(sigmas))
 
 
 class LTXPipeline:
@@ -294,7 +299,8 @@ class LTXPipeline:
       frames = self.decode(final, decode_timestep, decode_noise_scale, plan.decode_key,
                            tone_map_compression_ratio=tone_map_compression_ratio)
     return LTXPipelineOutput(latents=np.asarray(final), frames=frames,
-                             skipped_steps=int(np.sum(~np.asarray(ran))))
+                             skipped_steps=int(np.sum(~np.asarray(ran))),
+                             sigmas=(_sigma_list(plan.sigmas),))
 
   def prepare(self, prompt: str | Sequence[str] | None = None,
               negative_prompt: str | Sequence[str] | None = None, image: Any = None, *,

@@ -14,6 +14,7 @@ is new to this process, so the bar's rate counts denoising steps only.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from typing import Any, Callable
@@ -52,7 +53,9 @@ class Reporter:
     self._start = self._last = time.perf_counter()
     if self.bar:
       from tqdm.auto import tqdm
-      self._tqdm = tqdm(total=total, desc=self.desc, unit='step', leave=False)
+      # A terminal that reports no size (a bare pseudo-terminal) would get an empty bar.
+      cols = shutil.get_terminal_size((100, 24)).columns or 100
+      self._tqdm = tqdm(total=total, desc=self.desc, unit='step', leave=False, ncols=cols)
 
   def step(self):
     self._done += 1
