@@ -262,7 +262,8 @@ def lora_facts(pipe) -> list[dict]:
   """The LoRAs in the transformer: those applied at load or run time (with the tensors each
   changed: 0 when lora_strict=False skipped them all, which is not applied), and those a
   converted checkpoint has merged into its weights ('baked_in')."""
-  facts = [dict(dataclasses.asdict(a), baked_in=False) for a in pipe.lora_adapters]
+  facts = [dict(dataclasses.asdict(a), baked_in=False, applied=a.modules_applied != 0)
+           for a in pipe.lora_adapters]
   ms = pipe.source
   if ms is not None and ms.kind == 'orbax':
     from ltx_jax.weights.orbax_io import read_manifest
