@@ -1,8 +1,8 @@
 """Test-only: make a run wait at a named point, so a test can interrupt it there.
 
 With the environment variable `LTX_JAX_TEST_PAUSE` set to a point's name ('load', 'prepare',
-'denoise', 'decode': the CLI's stages; 'write': inside the mp4 writer, its temporary file
-open), the run prints `paused at NAME` on stderr when it gets there and waits until a signal
+'denoise', 'decode', 'write': the start of the CLI's stages; 'write_mp4': inside the mp4
+writer, its temporary file open), the run prints `paused at NAME` on stderr when it gets there and waits until a signal
 ends the wait. Unset (always, outside tests) it costs one dictionary lookup.
 """
 

@@ -145,7 +145,7 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, *, crf: int = 17,
       for i, frame in enumerate(frames):
         writer.append_data(frame)
         if i == 0:
-          pause_point('write')  # test-only (ltx_jax/pause_point.py)
+          pause_point('write_mp4')  # test-only (ltx_jax/pause_point.py)
     finally:
       writer.close()
   return path

@@ -77,7 +77,7 @@ def test_interrupts_leave_nothing_and_print_one_line(tmp_path):
   """Item 5: SIGINT and SIGTERM while loading, denoising and writing the mp4 (its temporary
   file open): exit 130 / 143, one line after the pause, no file or folder left."""
   procs = []
-  for stage in ('load', 'denoise', 'write'):
+  for stage in ('load', 'denoise', 'write_mp4'):
     for sig in (signal.SIGINT, signal.SIGTERM):
       out = tmp_path / f'{stage}-{sig.name}' / 'videos'
       cmd = [sys.executable, '-m', 'ltx_jax.generate', '--config', SMOKE,
@@ -92,7 +92,7 @@ def test_interrupts_leave_nothing_and_print_one_line(tmp_path):
         break
     else:
       pytest.fail(f"{stage}: never paused (exit {proc.wait()})")
-    if stage == 'write':  # the hidden temporary mp4 exists while paused
+    if stage == 'write_mp4':  # the hidden temporary mp4 exists while paused
       assert any(p.name.startswith('.') for p in out.iterdir()), list(out.iterdir())
     proc.send_signal(sig)
     rest = [ln for ln in proc.stderr.read().splitlines() if ln.strip()]
