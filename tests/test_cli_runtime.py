@@ -76,8 +76,7 @@ def test_terminal_runs_take_the_loop_from_the_persistent_cache(tmp_path):
 def test_interrupts_leave_nothing_and_print_one_line(tmp_path):
   """Item 5: SIGINT and SIGTERM while loading, denoising and writing the mp4 (its temporary
   file open): exit 130 / 143, one line after the pause, no file or folder left."""
-  procs = []
-  for stage in ('load', 'denoise', 'write_mp4'):
+  for stage in ('load', 'denoise', 'write_mp4'):  # one at a time: later ones reuse the cache
     for sig in (signal.SIGINT, signal.SIGTERM):
       out = tmp_path / f'{stage}-{sig.name}' / 'videos'
       cmd = [sys.executable, '-m', 'ltx_jax.generate', '--config', SMOKE,
@@ -85,20 +84,19 @@ def test_interrupts_leave_nothing_and_print_one_line(tmp_path):
       proc = subprocess.Popen(cmd, env=_env(tmp_path / 'xla', LTX_JAX_TEST_PAUSE=stage),
                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                               cwd=ROOT)
-      procs.append((stage, sig, out, proc))
-  for stage, sig, out, proc in procs:
-    for line in proc.stderr:
-      if line.startswith('paused at'):
-        break
-    else:
-      pytest.fail(f"{stage}: never paused (exit {proc.wait()})")
-    if stage == 'write_mp4':  # the hidden temporary mp4 exists while paused
-      assert any(p.name.startswith('.') for p in out.iterdir()), list(out.iterdir())
-    proc.send_signal(sig)
-    rest = [ln for ln in proc.stderr.read().splitlines() if ln.strip()]
-    assert proc.wait(timeout=120) == 128 + sig, (stage, sig, rest)
-    assert rest == [f'error: interrupted by {sig.name}; nothing was left half-written'], rest
-    assert not out.parent.exists() or not any(out.parent.rglob('*')), list(out.parent.rglob('*'))
+      for line in proc.stderr:
+        if line.startswith('paused at'):
+          break
+      else:
+        pytest.fail(f"{stage}: never paused (exit {proc.wait()})")
+      if stage == 'write_mp4':  # the hidden temporary mp4 exists while paused
+        assert any(p.name.startswith('.') for p in out.iterdir()), list(out.iterdir())
+      proc.send_signal(sig)
+      rest = [ln for ln in proc.stderr.read().splitlines() if ln.strip()]
+      assert proc.wait(timeout=120) == 128 + sig, (stage, sig, rest)
+      assert rest == [f'error: interrupted by {sig.name}; nothing was left half-written'], rest
+      assert not out.parent.exists() or not any(out.parent.rglob('*')), \
+          list(out.parent.rglob('*'))
 
 
 @pytest.mark.slow
