@@ -34,14 +34,14 @@ def default_cache_dir() -> Path:
 
 def _reset_if_initialized() -> None:
   """Makes JAX re-read the cache settings, if its cache is already set up (resetting an unused
-  cache only logs noise)."""
+  cache only logs noise: "Resetting cache at <empty>")."""
   from jax.experimental.compilation_cache import compilation_cache as cc
-  try:
-    from jax._src import compilation_cache as internal  # the public module lacks the query
-    initialized = internal.is_initialized()
+  try:  # the public module lacks the query (its is_initialized says "enabled")
+    from jax._src import compilation_cache as internal
+    used = internal._cache is not None or internal._cache_checked
   except (ImportError, AttributeError):
-    initialized = True
-  if initialized:
+    used = True
+  if used:
     cc.reset_cache()
 
 

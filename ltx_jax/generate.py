@@ -57,10 +57,14 @@ def _parse(argv: list[str]) -> list[str]:
 def main(_):
   from ltx_jax.cli import run
   from ltx_jax.compilation_cache import configure_compilation_cache
+  run.quiet_libraries()
   configure_compilation_cache()  # a second run of the same shapes skips compilation
   logging.set_verbosity(logging.INFO)
   try:
-    run.run(_CONFIG.value)
+    with run.interrupts_raise():  # Ctrl-C, SIGTERM: cleaned up, one line, exit 130 / 143
+      run.run(_CONFIG.value)
+  except run.Interrupted as e:
+    _die(e, e.status)
   except UsageError as e:  # a flag or value to change
     _die(e, 2)
   except (LTXError, OSError) as e:  # the files or sources given

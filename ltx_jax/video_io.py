@@ -26,16 +26,17 @@ from typing import Iterator
 import numpy as np
 
 from ltx_jax.errors import UsageError
+from ltx_jax.pause_point import pause_point
 
-__all__ = ['make_folder', 'read_mp4_info', 'remove', 'remove_empty', 'write_gif', 'write_json',
-           'write_mp4', 'write_pngs']
+__all__ = ['make_folder', 'quiet_fork', 'read_mp4_info', 'remove', 'remove_empty', 'write_gif',
+           'write_json', 'write_mp4', 'write_pngs']
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def _quiet_fork():
+def quiet_fork():
   """imageio starts ffmpeg with subprocess; JAX's warning about forking a threaded process does
   not apply to a child that execs at once."""
   with warnings.catch_warnings():
@@ -136,13 +137,15 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, *, crf: int = 17,
   frames = _check(frames)
   if frames.shape[1] % 2 or frames.shape[2] % 2:
     raise UsageError(f"H.264 yuv420p needs even sizes, got {frames.shape[2]}x{frames.shape[1]}")
-  with _atomic(path, overwrite) as tmp, _quiet_fork():
+  with _atomic(path, overwrite) as tmp, quiet_fork():
     writer = imageio.get_writer(tmp, format='FFMPEG', mode='I', fps=fps, codec='libx264',
                                 pixelformat='yuv420p', quality=None, macro_block_size=1,
                                 output_params=['-crf', str(int(crf))], ffmpeg_log_level='error')
     try:
-      for frame in frames:
+      for i, frame in enumerate(frames):
         writer.append_data(frame)
+        if i == 0:
+          pause_point('write_mp4')  # test-only (ltx_jax/pause_point.py)
     finally:
       writer.close()
   return path
@@ -177,7 +180,7 @@ def write_json(path: Path, data: dict, *, overwrite: bool = False) -> Path:
 def read_mp4_info(path: Path) -> dict:
   """{'frames', 'width', 'height', 'fps', 'codec', 'pix_fmt'} of a video, decoded by ffmpeg."""
   import imageio_ffmpeg
-  with _quiet_fork():
+  with quiet_fork():
     gen = imageio_ffmpeg.read_frames(str(path))
     meta = next(gen)
     count = sum(1 for _ in gen)

@@ -413,8 +413,11 @@ def test_cli_records_adapters_and_refuses_bad_ones(tmp_path):
   assert rc == 0, err
   (video,) = out_dir.glob('*.mp4')
   meta = json.loads(video.with_suffix('.json').read_text())
-  assert meta['loras'] == [{'name': 'style', 'path': str(lora), 'scale': -0.5,
-                            'sha256': hashlib.sha256(lora.read_bytes()).hexdigest()}]
+  (record,) = meta['loras']
+  assert record.pop('modules_applied') > 0
+  assert record == {'name': 'style', 'path': str(lora), 'scale': -0.5,
+                    'sha256': hashlib.sha256(lora.read_bytes()).hexdigest(),
+                    'baked_in': False, 'applied': True}
   for value, message in ((f'(("{lora}", "x"),)', 'expected a path or (path, finite scale)'),
                          (f'(("{lora}", 1)', 'is not a literal'),
                          (str(tmp_path / 'nope.safetensors'), 'does not exist')):

@@ -59,8 +59,8 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   c.save_png = False
   c.save_gif = False
   c.crf = 17  # H.264 quality (0 lossless .. 51 worst)
-  # Denoising progress bar, on a terminal only. It is a host callback inside the loop, which
-  # keeps the loop out of the persistent compilation cache: False makes warm starts faster.
+  # Denoising progress: a bar on a terminal, log lines (step, rate, ETA) otherwise. The loop
+  # then runs one compiled step per call (ltx_jax/sampling/progress.py), cached as the scan.
   c.progress = True
 
   c.model = ml_collections.ConfigDict()

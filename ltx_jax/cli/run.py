@@ -8,12 +8,15 @@ stage timings.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
 import platform
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +26,53 @@ from ltx_jax.cli import config as config_lib
 from ltx_jax.cli.config import pipeline_kwargs
 from ltx_jax.errors import UsageError
 from ltx_jax.sources.resolve import sha256
+
+# ------------------------------------------------------------------------------------ noise
+
+
+def quiet_libraries() -> None:
+  """JAX's own INFO lines (backend probing such as "Unable to initialize backend 'tpu'", cache
+  resets) off; its warnings stay. Call before JAX starts its backends."""
+  import logging as std_logging
+  std_logging.getLogger('jax').setLevel(std_logging.WARNING)
+
+
+# ---------------------------------------------------------------------------------- signals
+
+
+class Interrupted(BaseException):
+  """SIGINT or SIGTERM arrived: raised where the run is, so every stage's cleanup runs (no
+  temporary or half-written file, no empty folder); the CLI then exits 128 + the signal's
+  number with one line. A BaseException, as KeyboardInterrupt, so no `except Exception`
+  swallows it."""
+
+  def __init__(self, signum: int):
+    self.signum = signum
+    super().__init__(f"interrupted by {signal.Signals(signum).name}; nothing was left half-written")
+
+  @property
+  def status(self) -> int:
+    return 128 + self.signum
+
+
+@contextlib.contextmanager
+def interrupts_raise():
+  """Within the block SIGINT and SIGTERM raise `Interrupted` (once: a second signal during the
+  cleanup is ignored); the handlers before are restored after."""
+  signums = (signal.SIGINT, signal.SIGTERM)
+
+  def handler(signum, _frame):
+    for s in signums:
+      signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+  before = {s: signal.signal(s, handler) for s in signums}
+  try:
+    yield
+  finally:
+    for s, h in before.items():
+      signal.signal(s, h)
+
 
 # ---------------------------------------------------------------------------------- loading
 
@@ -78,11 +128,12 @@ def load_pipeline(c):
 
 def load_upsampler(c, pipe, source: dict):
   """The multi-scale recipe's latent upsampler (config.model.upsampler, else the one beside the
-  model, else for hub sources the preset's upscaler file from the same repo); its file goes
-  into the source facts."""
+  model, else for hub sources the preset's upscaler file from the same repo); its path goes
+  into the source facts ('upsampler') and its files into their list (once)."""
   from ltx_jax import load_latent_upsampler, presets
   m = c.model
   if m.source == config_lib.SMOKE and not m.upsampler:  # random weights, as the smoke model
+    source['upsampler'] = 'random weights (ltx_jax.smoke)'
     from flax import nnx
     from ltx_jax import smoke
     from ltx_jax.models.upsampler import LatentUpsampler, UpsamplerConfig
@@ -105,10 +156,13 @@ def load_upsampler(c, pipe, source: dict):
     raise UsageError(f"config.model.upsampler={m.upsampler!r}: no such file or folder")
   import jax.numpy as jnp
   upsampler = load_latent_upsampler(path, dtype=getattr(jnp, m.dtype), mesh=pipe.mesh)
+  source['upsampler'] = str(path)
   files = sorted(path.rglob('*')) if path.is_dir() else [path]
+  listed = {Path(f['path']).resolve() for f in source['files']}
   source['files'] = source['files'] + [
       {'path': str(f), 'bytes': f.stat().st_size,
-       'sha256': file_sha256(f) if m.hash_files else None} for f in files if f.is_file()]
+       'sha256': file_sha256(f) if m.hash_files else None}
+      for f in files if f.is_file() and f.resolve() not in listed]
   return upsampler
 
 
@@ -138,7 +192,10 @@ def file_sha256(path: Path) -> str:
   except (OSError, ValueError):
     cache = {}
   if key not in cache:
+    start = time.perf_counter()
+    logging.info("hashing %s (%.2f GB)...", real.name, st.st_size / 1e9)
     cache[key] = sha256(real)
+    logging.info("hashed %s in %.1f s", real.name, time.perf_counter() - start)
     try:
       cache_file.parent.mkdir(parents=True, exist_ok=True)
       cache_file.write_text(json.dumps(cache))
@@ -170,9 +227,9 @@ def mesh_facts(pipe) -> dict | None:
 
 
 def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path],
-            kwargs: dict, skipped_steps: int = 0) -> dict:
-  import jax
-  import ltx_jax
+            kwargs: dict, out, video: dict) -> dict:
+  """The JSON written beside each video. out: the pipeline's output (schedule, windows, cache
+  skips); video: what the mp4 holds (frames, size, fps, bytes)."""
   from ltx_jax.pipeline import conditioning, guides
   return {
       'prompt': job.prompt, 'negative_prompt': c.negative_prompt, 'seed': job.seed,
@@ -185,29 +242,91 @@ def sidecar(c, job, pipe, source: dict, stages, before: dict, outputs: list[Path
                   if c.control_video else None),
       'release': {'detected': pipe.release, 'preset': c.preset or None},
       'source': source, 'pipeline_kwargs': kwargs, 'config': c.to_dict(),
-      'loras': [dataclasses.asdict(a) for a in pipe.lora_adapters],
-      'passes': _passes(c, kwargs),
+      'loras': lora_facts(pipe),
+      'passes': _passes(c, kwargs, source, out),
+      'schedule': {'sigmas': [list(s) for s in out.sigmas]},
       'cache': {'kind': c.cache.kind or None, 'threshold': c.cache.threshold,
-                'skipped_steps': skipped_steps},
+                'skipped_steps': out.skipped_steps},
       'devices': devices(), 'mesh': mesh_facts(pipe),
+      'peak_device_bytes': peak_device_bytes(),
       'timings': {'this_video': _delta(before, stages.snapshot()), 'run': stages.snapshot()},
+      'video': video,
       'outputs': [str(p) for p in outputs],
-      'versions': {'ltx_jax': ltx_jax.__version__, 'jax': jax.__version__,
-                   'python': platform.python_version()},
-      'command': sys.argv,
+      'versions': versions(),
+      'command': command(),
       'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
   }
 
 
-def _passes(c, kwargs: dict) -> dict:
-  """Which mode ran, for the sidecar: one pass at the size, or the two multi-scale passes
-  (their sizes and arguments)."""
+def lora_facts(pipe) -> list[dict]:
+  """The LoRAs in the transformer: those applied at load or run time (with the tensors each
+  changed: 0 when lora_strict=False skipped them all, which is not applied), and those a
+  converted checkpoint has merged into its weights ('baked_in')."""
+  facts = [dict(dataclasses.asdict(a), baked_in=False, applied=a.modules_applied != 0)
+           for a in pipe.lora_adapters]
+  ms = pipe.source
+  if ms is not None and ms.kind == 'orbax':
+    from ltx_jax.weights.orbax_io import read_manifest
+    _, manifest = read_manifest(ms.root)
+    entry = manifest.get('components', {}).get('transformer', {})
+    facts += [dict(a, baked_in=True) for a in entry.get('loras', [])]
+  return facts
+
+
+def peak_device_bytes() -> int | None:
+  """The largest peak memory in use on this process's devices (None where the backend does not
+  say, e.g. the CPU)."""
+  import jax
+  peaks = [(d.memory_stats() or {}).get('peak_bytes_in_use') for d in jax.local_devices()]
+  peaks = [int(p) for p in peaks if p is not None]
+  return max(peaks) if peaks else None
+
+
+def versions() -> dict:
+  """ltx_jax, JAX, jaxlib, Flax, Python and (on GPUs) CUDA versions."""
+  import importlib.metadata
+  import jax
+  import jaxlib
+  import ltx_jax
+  out = {'ltx_jax': ltx_jax.__version__, 'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
+         'flax': importlib.metadata.version('flax'), 'python': platform.python_version(),
+         'cuda': None}
+  if any(d.platform == 'gpu' for d in jax.devices()):
+    try:
+      from jax._src.lib import cuda_versions  # no public query of the CUDA runtime
+      v = cuda_versions.cuda_runtime_get_version()
+      out['cuda'] = f"{v // 1000}.{v % 1000 // 10}"
+    except (ImportError, AttributeError):
+      out['cuda'] = 'unknown'
+  return out
+
+
+def command() -> list[str]:
+  """The command as typed, without this machine's paths: `python -m ltx_jax.generate ...`
+  when run as the module."""
+  argv = list(sys.argv)
+  here = Path(__file__).resolve().parents[1] / 'generate.py'
+  if argv and Path(argv[0]).resolve() == here:
+    return ['python', '-m', 'ltx_jax.generate', *argv[1:]]
+  if argv:
+    argv[0] = os.path.basename(argv[0])
+  return argv
+
+
+def _passes(c, kwargs: dict, source: dict, out) -> dict:
+  """Which mode ran, for the sidecar: one pass at the size, the windows of a long video, or the
+  two multi-scale passes (their sizes and arguments, the upsampler used)."""
+  if c.long_video.enabled:
+    return {'mode': 'long-video', 'size': [c.height, c.width],
+            'temporal_tile_size': c.long_video.temporal_tile_size,
+            'temporal_overlap': c.long_video.temporal_overlap,
+            'windows_latent_frames': [list(w) for w in out.windows]}
   if not c.multi_scale:
     return {'mode': 'single-pass', 'size': [c.height, c.width]}
   from ltx_jax.sampling.latent_ops import first_pass_size
   h1, w1 = first_pass_size(c.height, c.width, c.downscale_factor)
   return {'mode': 'multi-scale', 'downscale_factor': c.downscale_factor,
-          'upsampler': c.model.upsampler or None,
+          'upsampler': source.get('upsampler'),
           'first_pass': dict(kwargs['first_pass'], size=[h1, w1]),
           'second_pass': dict(kwargs['second_pass'], size=[2 * h1, 2 * w1]),
           'output_size': [c.height, c.width]}
@@ -231,6 +350,7 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
   made: list[Path] = []  # output folders this run created: removed again if it fails unwritten
   try:
     logging.info("devices: %s", ', '.join(devices()))
+    logging.info("loading %s...", c.model.source)
     with stages('load'):
       pipe, source = load_pipeline(c)
       generate = pipe
@@ -254,14 +374,15 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
                  c.height, c.num_frames,
                  '' if pipe.mesh is None else f"; mesh {dict(pipe.mesh.shape)}")
     written = []
-    for job in plan.jobs:
+    for k, job in enumerate(plan.jobs, 1):
+      logging.info("video %d/%d: prompt %d, seed %d", k, len(plan.jobs), job.index, job.seed)
       before = stages.snapshot()
       if c.long_video.enabled:
         per_call = {'cond_image': os.path.expanduser(c.image) if c.image else None}
       else:
         per_call = {'conditions': items or None, 'cache': cache, 'guides': control or None}
-      out = generate(prompt=job.prompt, seed=job.seed,
-                     progress=c.progress and sys.stderr.isatty(), **kwargs, **per_call)
+      out = generate(prompt=job.prompt, seed=job.seed, progress=c.progress, **kwargs,
+                     **per_call)
       frames = out.frames[0]  # [F, H, W, 3] uint8
       paths = job.paths(c)
       if not main:
@@ -279,9 +400,12 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
               published.append(video_io.write_gif(p, frames, c.frame_rate, overwrite=c.overwrite))
             else:
               published.append(video_io.write_pngs(p, frames, overwrite=c.overwrite))
+        video = {'frames': int(frames.shape[0]), 'height': int(frames.shape[1]),
+                 'width': int(frames.shape[2]), 'fps': c.frame_rate,
+                 'bytes': paths[0].stat().st_size}
         published.append(video_io.write_json(
             paths[1], sidecar(c, job, pipe, source, stages, before, [paths[0], *extra], kwargs,
-                               out.skipped_steps),
+                               out, video),
             overwrite=c.overwrite))
       except BaseException:
         video_io.remove(published)

@@ -27,6 +27,7 @@ import numpy as np
 from ltx_jax.errors import DataError, UsageError
 # The loop applies these per step; re-exported here with the rest of the conditioning API.
 from ltx_jax.sampling.loop import noise_hard_conditions, token_timesteps, tokens_to_step
+from ltx_jax.video_io import quiet_fork
 
 __all__ = ['Condition', 'check_conditions', 'read_media', 'prepare_media', 'resize_media',
            'gaussian_blur', 'crf_compress', 'EncodedCondition', 'Combined',
@@ -191,10 +192,11 @@ def _read_video(video: Any) -> np.ndarray:
   if not os.path.isfile(path):
     raise DataError(f"cannot read video {path!r}: no such file")
   try:
-    gen = imageio_ffmpeg.read_frames(path, pix_fmt='rgb24')
-    meta = next(gen)
-    w, h = meta['size']
-    frames = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in gen]
+    with quiet_fork():
+      gen = imageio_ffmpeg.read_frames(path, pix_fmt='rgb24')
+      meta = next(gen)
+      w, h = meta['size']
+      frames = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in gen]
   except (OSError, RuntimeError, StopIteration) as e:
     raise DataError(f"cannot read video {path!r}: {str(e).splitlines()[0] if str(e) else e}"
                     ) from None
@@ -307,8 +309,9 @@ def crf_compress(image: np.ndarray, crf: int = 29) -> np.ndarray:
     dec = [exe, '-v', 'error', '-i', path, '-frames:v', '1', '-sws_flags', 'bilinear',
            '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-']
     try:
-      subprocess.run(enc, input=image.tobytes(), check=True, capture_output=True)
-      out = subprocess.run(dec, check=True, capture_output=True).stdout
+      with quiet_fork():
+        subprocess.run(enc, input=image.tobytes(), check=True, capture_output=True)
+        out = subprocess.run(dec, check=True, capture_output=True).stdout
     except subprocess.CalledProcessError as e:
       msg = e.stderr.decode(errors='replace').strip().splitlines()
       raise DataError(f"ffmpeg ({exe}) could not compress a {w}x{h} frame: "

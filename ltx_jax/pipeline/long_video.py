@@ -53,6 +53,7 @@ class LTXLongVideoOutput:
   frames: np.ndarray | None = None  # uint8 [1, F, H, W, 3]; None for output_type='latent'
   windows: tuple = ()               # (start, end) latent frames of each window
   skipped_steps: int = 0            # as LTXPipelineOutput's (no step cache here)
+  sigmas: tuple = ()                # the noise levels every window ran (0..1), one tuple
   # The device programs the call ran, one per distinct signature: (name, jitted, args) with
   # args abstract; `peak_device_bytes` compiles them for XLA's memory plan.
   programs: tuple = ()
@@ -178,8 +179,8 @@ def adain(x: np.ndarray, ref: np.ndarray, factor: float) -> np.ndarray:
 
 def crossfade(prev: np.ndarray, new: np.ndarray, overlap: int) -> np.ndarray:
   """prev [B, F1, ...] then new [B, F2, ...], linearly cross-faded over `overlap` frames
-  (concatenated when overlap <= 1)."""
-  if overlap <= 1:
+  (concatenated when overlap <= 0) -> [B, F1 + F2 - overlap, ...]."""
+  if overlap <= 0:
     return np.concatenate([prev, new], axis=1)
   alpha = np.linspace(1, 0, overlap + 2, dtype=np.float32)[1:-1]
   alpha = alpha.reshape(1, -1, *([1] * (prev.ndim - 2)))
@@ -385,7 +386,10 @@ class LTXLongVideoPipeline:
         if strengths['adain_factor'] > 0:
           result = adain(result, first, strengths['adain_factor'])
         n = result.shape[1]
-        fused = crossfade(out[:, out.shape[1] - n:], result, max(overlap - 1, 1))
+        # overlap - 1 frames are shared once the first is dropped. diffusers concatenates a
+        # single shared frame (overlap 2) instead of blending it, one latent frame too many
+        # per window; blended here, so the video has exactly its num_frames.
+        fused = crossfade(out[:, out.shape[1] - n:], result, overlap - 1)
         out = np.concatenate([out[:, :out.shape[1] - n], fused], axis=1)
       bar.update(1)
     bar.close()
@@ -397,7 +401,8 @@ class LTXLongVideoPipeline:
                            temporal_overlap=d_overlap, last_frame_fix=bool(last_frame_fix),
                            programs=programs)
     return LTXLongVideoOutput(latents=out, frames=frames, windows=tuple(windows),
-                              programs=tuple(programs.values()))
+                              programs=tuple(programs.values()),
+                              sigmas=(tuple(round(float(s), 6) for s in sched),))
 
   # -- parts -----------------------------------------------------------------------------------
 
@@ -422,12 +427,11 @@ class LTXLongVideoPipeline:
                         ('denoise', program,
                          ((spec, graph), _abstract((state,) + args))))
     with pipe.timer('denoise'):
-      if show:
-        loop_lib.PROGRESS.start(len(sched) - 1)
-      try:
-        result = np.asarray(program(spec, graph, state, *args))
-      finally:
-        loop_lib.PROGRESS.close()
+      if show:  # one program call per step, reported on the host
+        result = blend_loop.denoise_blended_stepwise(pipe.transformer, spec, graph, state, *args)
+      else:
+        result = program(spec, graph, state, *args)
+      result = np.asarray(result)
     return result.reshape(win.latents.shape)[:, :t_eff - win.appended]
 
   def _schedule(self, num_inference_steps, sigmas, threshold, tokens: int) -> np.ndarray:

@@ -210,10 +210,11 @@ class LTXMultiScalePipeline:
     up = adain_filter_latent(self.upsample(lat1), lat1, adain_factor)
     final, ran2 = pipe._denoise(plan2.renoised(up, noise2))
     skipped = int(np.sum(~ran1) + np.sum(~ran2))  # steps the step cache did not run in full
+    sigmas = tuple(tuple(round(float(s), 6) for s in np.asarray(p.sigmas)) for p in (plan1, plan2))
     if output_type == 'latent':
-      return LTXPipelineOutput(latents=np.asarray(final), skipped_steps=skipped)
+      return LTXPipelineOutput(latents=np.asarray(final), skipped_steps=skipped, sigmas=sigmas)
     video = pipe.decode_video(final, d_t, d_s, plan2.decode_key,
                               tone_map_compression_ratio=ratio)
     video = resize_frames(jnp.clip(video, -1, 1), height, width)
     return LTXPipelineOutput(latents=np.asarray(final), frames=np.asarray(to_uint8(video)),
-                             skipped_steps=skipped)
+                             skipped_steps=skipped, sigmas=sigmas)

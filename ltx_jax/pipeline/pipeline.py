@@ -42,6 +42,7 @@ class LTXPipelineOutput:
   latents: np.ndarray              # [B, F', H', W', C] final normalised latents
   frames: np.ndarray | None = None  # uint8 [B, F, H, W, 3]; None for output_type='latent'
   skipped_steps: int = 0           # steps the step cache (`cache=`) did not run in full
+  sigmas: tuple = ()               # the noise levels each pass ran (0..1), one tuple per pass
 
 
 _encode_text = jax.jit(lambda graph, state, ids, mask: nnx.merge(graph, state)(ids, mask),
@@ -52,6 +53,10 @@ def no_timer(stage: str) -> contextlib.AbstractContextManager:
   """The default stage timer: times nothing."""
   del stage
   return contextlib.nullcontext()
+
+
+def _sigma_list(sigmas) -> tuple[float, ...]:
+  return tuple(round(float(s), 6) for s in np.asarray(sigmas))
 
 
 class LTXPipeline:
@@ -82,11 +87,22 @@ class LTXPipeline:
     self.scheduler = scheduler or SchedulerConfig()
     self.release = release
     self.partitioning = partitioning
-    self.timer = timer or no_timer
+    self.timer = timer
     self.source = None  # the resolved ltx_jax.sources.ModelSource, when loaded from one
     self.allowed_inference_steps = (None if allowed_inference_steps is None else
                                     tuple(round(float(t), 4) for t in allowed_inference_steps))
     self._text_split = nnx.split(text_encoder) if text_encoder is not None else None
+
+  @property
+  def timer(self) -> Callable[[str], contextlib.AbstractContextManager]:
+    """The stage timer (see `__init__`); setting None restores the default, none."""
+    return self._timer
+
+  @timer.setter
+  def timer(self, timer: Callable[[str], contextlib.AbstractContextManager] | None):
+    if timer is not None and not callable(timer):
+      raise UsageError(f"timer={timer!r} must be None or a callable stage -> context manager")
+    self._timer = timer or no_timer
 
   @classmethod
   def from_pretrained(cls, source: str | Path, dtype=jnp.float32, *, file: str | None = None,
@@ -283,7 +299,8 @@ class LTXPipeline:
       frames = self.decode(final, decode_timestep, decode_noise_scale, plan.decode_key,
                            tone_map_compression_ratio=tone_map_compression_ratio)
     return LTXPipelineOutput(latents=np.asarray(final), frames=frames,
-                             skipped_steps=int(np.sum(~np.asarray(ran))))
+                             skipped_steps=int(np.sum(~np.asarray(ran))),
+                             sigmas=(_sigma_list(plan.sigmas),))
 
   def prepare(self, prompt: str | Sequence[str] | None = None,
               negative_prompt: str | Sequence[str] | None = None, image: Any = None, *,
@@ -352,9 +369,10 @@ class LTXPipeline:
       decoding (ltx_jax/pipeline/guides.py; README "IC-LoRA control"). Not with `image`.
     image_cond_noise_scale: hard-conditioned tokens of `conditions` are re-noised to
       start + scale * noise * t^2 before each step (0 disables); guide tokens never are.
-    progress: a progress bar over denoising steps; None shows it on a terminal only. The bar
-      is a host callback inside the loop, which keeps the loop out of the persistent
-      compilation cache.
+    progress: report denoising steps (ltx_jax/sampling/progress.py): a bar on a terminal, log
+      lines (logger `ltx_jax.progress`) otherwise; None: on a terminal only. The loop then runs
+      one compiled step per call instead of one scan (the same step; no host callback, so the
+      persistent compilation cache keeps it).
     cache: a step cache, `ltx_jax.FirstBlockCache(threshold)` or `ltx_jax.TeaCache(threshold)`
       (ltx_jax/sampling/cache.py); None runs every block of every step. Its threshold is
       traced: changing it does not recompile.
@@ -440,15 +458,14 @@ class LTXPipeline:
     plan.check()
     graph, state = self._transformer_split
     with self.timer('denoise'):
-      if plan.spec.progress:
-        loop_lib.PROGRESS.start(plan.num_steps)
-      try:
-        args = self._global(plan.latents, plan.sigmas, plan.context, plan.context_mask,
-                            plan.guidance, plan.coords, plan.cond_mask, plan.key, plan.cache)
-        packed, ran = jax.block_until_ready(
-            loop_lib.denoise_program(self.transformer)(plan.spec, graph, state, *args))
-      finally:
-        loop_lib.PROGRESS.close()
+      args = self._global(plan.latents, plan.sigmas, plan.context, plan.context_mask,
+                          plan.guidance, plan.coords, plan.cond_mask, plan.key, plan.cache)
+      if plan.spec.progress:  # one program call per step, reported on the host
+        packed, ran = loop_lib.denoise_stepwise(self.transformer, plan.spec, graph, state,
+                                                *args)
+      else:
+        packed, ran = loop_lib.denoise_program(self.transformer)(plan.spec, graph, state, *args)
+      packed, ran = jax.block_until_ready((packed, ran))
     return plan.unpack(packed), np.asarray(ran)
 
   def decode(self, latents: jax.Array, decode_timestep: float = 0.0,

@@ -1,4 +1,6 @@
-"""The denoising loop: one `lax.scan` over the schedule, jitted once per shape.
+"""The denoising loop: one `lax.scan` over the schedule, jitted once per shape; or, with
+host-side progress, the same step as one program called once per step (`denoise_stepwise`,
+ltx_jax/sampling/progress.py).
 
 Everything that changes between runs without changing shapes (schedule, per-step guidance
 values, the skipped layers of spatio-temporal guidance, text embeddings, starting noise, seed)
@@ -8,16 +10,17 @@ is a traced argument, so it does not recompile.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ltx_jax import sharding as sharding_lib
 from ltx_jax.nn.layers import FP8_COMPILER_OPTIONS, compiler_options
 from ltx_jax.sampling import cache as cache_lib
+from ltx_jax.sampling import progress as progress_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +45,8 @@ class LoopSpec:
   # appended after them stay as encoded, as ComfyUI keeps them.
   noised_tokens: int | None = None
   stochastic: bool = False        # re-noise x0 to the next sigma instead of an Euler step
-  # A host callback per step drives the progress bar; XLA's persistent cache does not store
-  # programs with host callbacks, so a loop without it is the one a warm start reuses.
+  # Host-side progress: the pipeline runs the loop one step per call (`denoise_stepwise`)
+  # instead of one scan. No program holds a host callback, so the persistent cache keeps both.
   progress: bool = False
   # Mesh, rules and context attention of the activations (None: one device); static, so a
   # change re-traces.
@@ -64,33 +67,6 @@ class Guidance(NamedTuple):
   stg_scale: jax.Array    # STG scale; 0 disables
   stg_rescale: jax.Array  # official rescaling with STG; 1 disables
   keep_layers: jax.Array  # [S, L]: 0 on the layers perturbed for the STG rows
-
-
-class _Progress:
-  """A host-side progress bar driven from inside the scan by `jax.debug.callback`."""
-
-  def __init__(self):
-    self._lock = threading.Lock()
-    self._bar = None
-
-  def start(self, total: int):
-    from tqdm.auto import tqdm
-    with self._lock:
-      self._bar = tqdm(total=total, desc='denoising', unit='step', leave=False)
-
-  def step(self, _):
-    with self._lock:
-      if self._bar is not None:
-        self._bar.update(1)
-
-  def close(self):
-    with self._lock:
-      if self._bar is not None:
-        self._bar.close()
-      self._bar = None
-
-
-PROGRESS = _Progress()
 
 
 # -- conditioning masks (cond_mask [B, N]: each token's strength) ------------------------------
@@ -181,10 +157,35 @@ def denoise(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: jax.Array,
 def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidance, coords,
              cond_mask, key, cache):
   model = nnx.merge(graph, state)
-  b = latents.shape[0]
+  carry, keys = _init(spec, model, latents, sigmas, key)
+  (latents, _), ran = _steps(spec, model, carry, jnp.arange(sigmas.shape[0] - 1), sigmas,
+                             context, context_mask, guidance, coords, cond_mask, carry[0], keys,
+                             cache)
+  return sharding_lib.constrain(latents, (None, None, None)), ran  # every process reads it all
+
+
+def _init(spec, model, latents, sigmas, key):
+  """The loop's starting carry (f32 latents [B, N, C], step cache state or None) and the
+  per-step keys [S]."""
+  keys = jax.random.split(key, sigmas.shape[0] - 1)
+  latents = sharding_lib.constrain(latents.astype(jnp.float32), ('batch', 'tokens', None))
+  cache_state = None
+  if spec.cache is not None:
+    rows, n = spec.groups * latents.shape[0], latents.shape[1]
+    cache_state = jax.tree.map(
+        lambda a: sharding_lib.constrain(a, ('batch', 'tokens', 'act_embed')) if a.ndim else a,
+        cache_lib.init_state((rows, n, model.config.dim), model.dtype))
+  return (latents, cache_state), keys
+
+
+def _steps(spec, model, carry, steps, sigmas, context, context_mask, guidance, coords,
+           cond_mask, start, keys, cache):
+  """The schedule's steps `steps` (int [K] indices into sigmas[:-1]) from `carry` ->
+  (carry, ran bool [K]). start: the run's starting latents (the conditioning noise re-noises
+  hard tokens around them)."""
+  b = start.shape[0]
   groups = spec.groups
   n_layers = model.config.num_layers
-
   num_steps = sigmas.shape[0] - 1
 
   def transformer(x, t, skip, cache_state, i):
@@ -196,9 +197,10 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
     return cache_lib.forward(spec.cache, model, model.embed(*args, **kw), cache_state, cache,
                              i, num_steps)
 
-  def step(carry, inputs):
+  def step(carry, i):
     x, cache_state = carry
-    i, sigma, sigma_next, g, key = inputs
+    sigma, sigma_next, key = sigmas[i], sigmas[i + 1], keys[i]
+    g = jax.tree.map(lambda a: a[i], guidance)
     t = jnp.full((b,), sigma * 1000.0, jnp.float32)
     if spec.conditioned:
       if spec.cond_noise_scale > 0:
@@ -221,23 +223,35 @@ def _denoise(spec, graph, state, latents, sigmas, context, context_mask, guidanc
       x_next = x + (sigma_next - sigma) * v
     if spec.conditioned:  # stepped once t < 1 - s; the others keep their values
       x_next = jnp.where(tokens_to_step(sigma, cond_mask)[..., None], x_next, x)
-    if spec.progress:
-      jax.debug.callback(PROGRESS.step, sigma)
     return (sharding_lib.constrain(x_next, ('batch', 'tokens', None)), cache_state), ran
 
-  keys = jax.random.split(key, num_steps)
-  latents = sharding_lib.constrain(latents.astype(jnp.float32), ('batch', 'tokens', None))
-  start = latents  # the conditioning noise re-noises hard tokens around their start
-  cache_state = None
-  if spec.cache is not None:
-    rows, n = groups * b, latents.shape[1]
-    cache_state = jax.tree.map(
-        lambda a: sharding_lib.constrain(a, ('batch', 'tokens', 'act_embed')) if a.ndim else a,
-        cache_lib.init_state((rows, n, model.config.dim), model.dtype))
-  (latents, _), ran = jax.lax.scan(
-      step, (latents, cache_state),
-      (jnp.arange(num_steps), sigmas[:-1], sigmas[1:], guidance, keys))
-  return sharding_lib.constrain(latents, (None, None, None)), ran  # every process reads it all
+  return jax.lax.scan(step, carry, steps)
+
+
+def init_steps(spec: LoopSpec, graph: nnx.GraphDef, state: Any, latents: jax.Array,
+               sigmas: jax.Array, key: jax.Array):
+  """`denoise` run one step per call (`denoise_step`), its start: (carry, keys [S])."""
+  with sharding_lib.activate(spec.partitioning):
+    return _init(spec, nnx.merge(graph, state), latents, sigmas, key)
+
+
+def denoise_step(spec: LoopSpec, graph: nnx.GraphDef, state: Any, carry, i: jax.Array,
+                 sigmas: jax.Array, context: jax.Array, context_mask: jax.Array,
+                 guidance: Guidance, coords: jax.Array, cond_mask: jax.Array | None,
+                 start: jax.Array, keys: jax.Array, cache: cache_lib.CacheParams | None = None):
+  """Step i (int32 []) of `denoise`'s loop from `carry` -> (carry, ran bool []). The same
+  step as inside `denoise`'s scan; the schedule's arrays are whole, so one program serves
+  every step."""
+  with sharding_lib.activate(spec.partitioning):
+    carry, ran = _steps(spec, nnx.merge(graph, state), carry, i[None], sigmas, context,
+                        context_mask, guidance, coords, cond_mask, start, keys, cache)
+  return carry, ran[0]
+
+
+def replicated(spec: LoopSpec, latents: jax.Array) -> jax.Array:
+  """[B, N, C] latents replicated over the mesh (every process reads them all)."""
+  with sharding_lib.activate(spec.partitioning):
+    return sharding_lib.constrain(latents, (None, None, None))
 
 
 denoise_jit = jax.jit(denoise, static_argnums=(0, 1))
@@ -250,3 +264,29 @@ denoise_fp8_jit = jax.jit(denoise, static_argnums=(0, 1), compiler_options=FP8_C
 def denoise_program(model: nnx.Module):
   """`denoise_jit`, or `denoise_fp8_jit` when `model` multiplies in fp8 (`set_matmul`)."""
   return denoise_fp8_jit if compiler_options(model) else denoise_jit
+
+
+init_steps_jit = jax.jit(init_steps, static_argnums=(0, 1))
+replicated_jit = jax.jit(replicated, static_argnums=0)
+denoise_step_jit = jax.jit(denoise_step, static_argnums=(0, 1))
+denoise_step_fp8_jit = jax.jit(denoise_step, static_argnums=(0, 1),
+                               compiler_options=FP8_COMPILER_OPTIONS)
+
+
+def denoise_stepwise(model: nnx.Module, spec: LoopSpec, graph: nnx.GraphDef, state: Any,
+                     latents, sigmas, context, context_mask, guidance, coords, cond_mask, key,
+                     cache=None, report: progress_lib.Reporter | None = None):
+  """`denoise`'s result (same arguments), its steps run one call each with host-side
+  progress (`report`; default a bar on a terminal, log lines otherwise): the programs hold no
+  host callback, so the persistent compilation cache keeps them."""
+  report = report or progress_lib.Reporter()
+  if (spec.cache is None) != (cache is None):
+    raise ValueError(f"spec.cache={spec.cache!r} needs cache parameters exactly when set")
+  jitted = denoise_step_fp8_jit if compiler_options(model) else denoise_step_jit
+  carry, keys = init_steps_jit(spec, graph, state, latents, sigmas, key)
+  consts = (sigmas, context, context_mask, guidance, coords, cond_mask, carry[0], keys, cache)
+  program = progress_lib.compiled(jitted, (spec, graph),
+                                  (state, carry, np.int32(0)) + consts, report)
+  carry, ran = progress_lib.run_steps(lambda c, i: program(state, c, i, *consts),
+                                      sigmas.shape[0] - 1, carry, report)
+  return replicated_jit(spec, carry[0]), jnp.stack(ran)

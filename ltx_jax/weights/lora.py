@@ -78,6 +78,9 @@ class Adapter:
   path: str
   sha256: str
   scale: float  # the scale it was loaded with
+  # Modules of the file applied to the model (lora_strict=False may skip some or all: 0 means
+  # the file changed nothing).
+  modules_applied: int = -1
 
 
 def parse_loras(loras: Any) -> tuple[tuple[Path, float], ...]:
@@ -302,7 +305,12 @@ class Adapters:
 
   @property
   def records(self) -> tuple[Adapter, ...]:
-    return tuple(Adapter(f.name, str(f.path), _sha256(f.path), f.scale) for f in self.files)
+    applied = [set() for _ in self.files]
+    for updates in self.updates.values():
+      for u in updates:
+        applied[u.file].add(u.module)
+    return tuple(Adapter(f.name, str(f.path), _sha256(f.path), f.scale, len(applied[i]))
+                 for i, f in enumerate(self.files))
 
   def delta(self, path: tuple, index: int, shape: tuple[int, ...]) -> np.ndarray | None:
     """The f32 change of slice `index` of parameter `path`, in the PyTorch layout `shape`
