@@ -43,14 +43,14 @@ RECIPE = dict(  # dev-like: the second pass runs down to where soft tokens are s
 STEPS = (4, 3)  # steps each pass runs
 
 # Per item: (pixel frames, frame_index, strength), and image_cond_noise_scale. Cases with the
-# same extra tokens and noise switch share their compiled passes (image= takes no noise).
+# same number of extra tokens share their compiled passes.
 LAYOUTS = {
     'first_frame_0.6': ([(1, 0, 0.6)], 0.15),
     'first_frame_0.85': ([(1, 0, 0.85)], 0.15),
     'soft_keyframes': ([(1, 0, 1.0), (1, 16, 0.7), (1, 24, 0.5)], 0.15),
-    # at frame 0 (both latent frames lerped), and later (one written, two appended)
-    'soft_segments': ([(9, 0, 0.6), (17, 8, 0.8)], 0.15),
-    'hard_image_aspect': ([(1, 0, 1.0)], 0.0),
+    # at frame 0 (three latent frames lerped), and later (one written, two appended)
+    'soft_segments': ([(17, 0, 0.6), (17, 8, 0.8)], 0.15),
+    'hard_image_aspect': ([(1, 0, 1.0)], 0.15),
 }
 
 
@@ -171,3 +171,64 @@ def test_conditions_match_official_multiscale(pipelines, layout, monkeypatch,
 def test_image_matches_official_multiscale(pipelines, monkeypatch, highest_precision):
   """image= (no conditioning noise) cropped to the output once, then resized per pass."""
   check('image=', *run_both(pipelines, monkeypatch, [(1, 0, 1.0)], image=True, noise_scale=0.0))
+
+
+@pytest.mark.slow
+def test_second_pass_plan_takes_items_as_prepare_does():
+  """A plan prepared on placeholder latents and `renoised` with other latents equals the plan
+  prepared with those latents, whatever the layout: soft and hard items at frame 0 overlapping
+  (an image over a segment), a later keyframe, a later segment; `image=` alike."""
+  import jax.numpy as jnp
+  from ltx_jax import smoke
+  from ltx_jax.errors import UsageError
+  pipe = smoke.build_pipeline()
+  h, w, frames = 64, 96, 25  # compression 8 x 32: grid (4, 2, 3)
+  rng = np.random.default_rng(0)
+  pic = lambda n: rng.integers(0, 255, (n, h, w, 3), np.uint8)  # noqa: E731
+  call = dict(prompt='a cat', height=h, width=w, num_frames=frames, frame_rate=8.0,
+              timesteps=[700.0, 300.0], max_sequence_length=16, progress=False, seed=2,
+              condition_preprocessing='none')
+  shape = (1, 4, 2, 3, smoke.LATENT)
+  clean = rng.standard_normal(shape).astype(np.float32)
+  noise = rng.standard_normal(shape).astype(np.float32)
+  layouts = {
+      'overlap': [Condition(video=pic(17), strength=0.5), Condition(image=pic(1)[0], strength=0.7),
+                  Condition(image=pic(1)[0], frame_index=24, strength=0.6),
+                  Condition(video=pic(17), frame_index=8, strength=0.8)],
+      'hard': [Condition(image=pic(1)[0])],
+  }
+  for name, conditions in layouts.items():
+    want = pipe.prepare(**call, conditions=conditions, latents=clean, noise=noise)
+    placeholder = pipe.prepare(**call, conditions=conditions, latents=np.zeros(shape, np.float32),
+                               noise=noise)
+    got = placeholder.renoised(jnp.asarray(clean), jnp.asarray(noise))
+    err = float(jnp.max(jnp.abs(got.latents - want.latents)))
+    print(f"{name}: max |renoised - prepared| {err:.1e}")
+    assert err < 1e-5, name
+    np.testing.assert_array_equal(np.asarray(got.cond_mask), np.asarray(want.cond_mask))
+  image = dict(call, condition_preprocessing='official', image=pic(1)[0])
+  want = pipe.prepare(**image, latents=clean, noise=noise)
+  got = pipe.prepare(**image, latents=np.zeros(shape, np.float32), noise=noise).renoised(
+      jnp.asarray(clean), jnp.asarray(noise))
+  np.testing.assert_allclose(np.asarray(got.latents), np.asarray(want.latents), atol=1e-6)
+  with pytest.raises(UsageError, match=r'media_size=\(64,\) must be \(height, width\)'):
+    pipe.prepare(**call, media_size=(64,))
+
+
+@pytest.mark.slow
+def test_media_cropped_for_the_output_then_resized():
+  """prepare_media(crop_to=output): inference.py's crop to the output's aspect, then the
+  pipeline's bilinear resize to the pass (not a crop to the pass's own aspect)."""
+  from test_conditioning_media import _official_loader  # inference.py's, without torchvision
+  from ltx_video.pipelines import crf_compressor
+  from ltx_video.pipelines.pipeline_ltx_video import LTXVideoPipeline
+  from PIL import Image
+  from ltx_jax.pipeline.conditioning import prepare_media
+  img = media(1, *MEDIA, seed=7)
+  want = _official_loader(crf_compressor.compress)(Image.fromarray(img[0]), H, W,
+                                                   just_crop=True)
+  want = LTXVideoPipeline.resize_tensor(want, 32, 48)[0, :, 0].permute(1, 2, 0).numpy()
+  got = prepare_media(img, 32, 48, crop_to=(H, W))[0]
+  assert rel_l2(got, want) < 1e-5
+  assert rel_l2(prepare_media(img, 32, 48)[0], want) > 1e-2  # a crop to the pass's aspect
+
