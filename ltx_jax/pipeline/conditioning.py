@@ -368,9 +368,9 @@ class Combined(NamedTuple):
   coords: np.ndarray     # [B, 3, E + N] pixel (frame, y, x) of each token's corner, f32
   mask: np.ndarray       # [B, E + N] conditioning strength per token (0: free), f32
   num_extra: int         # E: drop latents[:, :E] before decoding
-  # The video's N tokens as an affine function of the starting latents `start` given:
-  # latents[:, E:] = video_weight * start + cond_latents (up to rounding), so that other
-  # starting latents (a re-noised second pass) take the same items as the references apply them.
+  # The video's N tokens split by what they take from the `latents` passed in:
+  # latents[:, E:] = video_weight * latents_in + cond_latents (up to rounding), so that other
+  # starting latents (a re-noised second pass) take the items as the references put them.
   video_weight: np.ndarray  # [B, N] f32: 1 free, 0 hard, prod(1 - s) under items of strength s
   cond_latents: np.ndarray  # [B, N, C] f32: the items' part (0 on free tokens)
 

@@ -77,7 +77,8 @@ class GenerationPlan:
   # them as `prepare` put them (`with_video_latents`): grid tokens = video_weight * video +
   # cond_latents, video being the video's own starting latents (the noise, or given latents
   # noised to sigmas[0]). video_weight: 1 free, 0 hard, prod(1 - s) under items of strength s.
-  # None without conditioning (or for a plan conditioned by hand: its tokens then stay).
+  # None when no item sits in the grid (a plan conditioned by hand: its conditioned grid
+  # tokens then stay as they are).
   video_weight: jax.Array | None = None  # [B, F'*H'*W'] f32
   cond_latents: jax.Array | None = None  # [B, F'*H'*W', C] f32, 0 on free tokens
 
