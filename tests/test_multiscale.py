@@ -112,10 +112,13 @@ def test_argument_errors():
       ((1.5, steps, steps), r'downscale_factor=1.5 must be a number in \(0, 1\]'),
       ((0.1, steps, steps), 'height 128 x downscale_factor 0.1 is below 32'),
       ((0.5, steps, [1]), 'second_pass must be a dict'),
+      ((0.5, dict(steps, media_size=(64, 64)), steps), 'first_pass sets media_size'),
   ]
   for args, match in bad:
     with pytest.raises(UsageError, match=match):
       multi(*args, **call)
+  with pytest.raises(UsageError, match='media_size is set by the multi-scale recipe'):
+    multi(0.5, steps, steps, **call, media_size=(128, 128))
   with pytest.raises(UsageError, match='tone_map_compression_ratio=2'):
     multi(0.5, steps, dict(steps, tone_map_compression_ratio=2), **call)
   with pytest.raises(UsageError, match='spatial-only latent upsampler'):

@@ -25,10 +25,18 @@ def _generate(*args):
 
 
 def test_multi_scale_end_to_end(tmp_path):
-  err, rc = _generate('--config', SMOKE + ':multi', f'--config.output_dir={tmp_path}',
-                      '--config.second_pass.timesteps=(800.0,400.0)', '--config.width=160')
+  """With a first frame of another aspect than the output's (128 x 160) and the passes' (square):
+  its media cropped for the output and resized to each pass (test_multiscale_conditioning.py)."""
+  import numpy as np
+  from PIL import Image
+  image = tmp_path / 'first.png'
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 200, 3), np.uint8)).save(image)
+  out = tmp_path / 'out'
+  err, rc = _generate('--config', SMOKE + ':multi', f'--config.output_dir={out}',
+                      '--config.second_pass.timesteps=(800.0,400.0)', '--config.width=160',
+                      f'--config.image={image}')
   assert rc == 0, err
-  (video,) = tmp_path.glob('*.mp4')
+  (video,) = out.glob('*.mp4')
   info = video_io.read_mp4_info(video)
   assert (info['frames'], info['width'], info['height']) == (9, 160, 128)  # resized to the size
   meta = json.loads(video.with_suffix('.json').read_text())
@@ -38,6 +46,7 @@ def test_multi_scale_end_to_end(tmp_path):
   assert passes['second_pass'] == dict(timesteps=[800.0, 400.0], guidance_scale=1.0,
                                        size=[128, 128])
   assert 'upsample' in meta['timings']['run']['seconds']
+  assert meta['conditions']['items'][0]['media'] == str(image)
 
 
 def _check(c):

@@ -45,26 +45,33 @@ DISTILLED = dict(
     common=dict(tone_map_compression_ratio=0.6))
 
 
+def official_upsampler(folder):
+  """A tiny random official spatial upsampler written as an upscaler file in `folder` and
+  read back by the official loader -> (the official module, the file's path)."""
+  from ltx_video.models.autoencoders.latent_upsampler import LatentUpsampler
+  up = LatentUpsampler(**UPSAMPLER).eval()
+  randomize_torch_module(up, seed=5)
+  path = folder / 'ltxv-spatial-upscaler-tiny.safetensors'
+  save_file({k: v.contiguous() for k, v in up.state_dict().items()}, str(path),
+            metadata={'config': json.dumps(UPSAMPLER)})
+  return LatentUpsampler.from_pretrained(str(path)).float().eval(), path
+
+
 @pytest.fixture(scope='module')
 def pipelines(tmp_path_factory):
-  from ltx_video.models.autoencoders.latent_upsampler import LatentUpsampler
   from ltx_video.models.transformers.symmetric_patchifier import SymmetricPatchifier
   from ltx_video.pipelines.pipeline_ltx_video import LTXMultiScalePipeline as Official
   from ltx_video.pipelines.pipeline_ltx_video import LTXVideoPipeline
   tmp = tmp_path_factory.mktemp('multiscale')
   path = tmp / 'ltxv-tiny.safetensors'
   transformer, vae, scheduler = official_single_file(path, dict(SCHEDULER))
-  up = LatentUpsampler(**UPSAMPLER).eval()
-  randomize_torch_module(up, seed=5)
-  up_path = tmp / 'ltxv-spatial-upscaler-tiny.safetensors'
-  save_file({k: v.contiguous() for k, v in up.state_dict().items()}, str(up_path),
-            metadata={'config': json.dumps(UPSAMPLER)})
+  ref_up, up_path = official_upsampler(tmp)
   ref_video = LTXVideoPipeline(
       tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=scheduler,
       patchifier=SymmetricPatchifier(patch_size=1), prompt_enhancer_image_caption_model=None,
       prompt_enhancer_image_caption_processor=None, prompt_enhancer_llm_model=None,
       prompt_enhancer_llm_tokenizer=None)
-  ref = Official(ref_video, LatentUpsampler.from_pretrained(str(up_path)).float().eval())
+  ref = Official(ref_video, ref_up)
   pipe = LTXPipeline(load_transformer(path), load_vae(path),
                      scheduler=SchedulerConfig.from_official(dict(SCHEDULER)))
   return ref, LTXMultiScalePipeline(pipe, load_latent_upsampler(up_path))

@@ -30,7 +30,7 @@ from ltx_jax.sampling.loop import noise_hard_conditions, token_timesteps, tokens
 from ltx_jax.video_io import quiet_fork
 
 __all__ = ['Condition', 'check_conditions', 'read_media', 'prepare_media', 'resize_media',
-           'gaussian_blur', 'crf_compress', 'EncodedCondition', 'Combined',
+           'resize_bilinear', 'gaussian_blur', 'crf_compress', 'EncodedCondition', 'Combined',
            'extra_noise_shape', 'combine_conditions', 'noise_hard_conditions',
            'token_timesteps', 'tokens_to_step', 'PREPROCESSING', 'as_conditions',
            'check_media', 'load_conditions', 'parse_condition', 'load_input_video',
@@ -212,7 +212,7 @@ def read_media(condition: Condition) -> np.ndarray:
   return _read_video(condition.video)
 
 
-def _bilinear_half_pixel(x: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
   """[F, h, w, 3] float -> [F, height, width, 3]: bilinear with half-pixel centres and source
   positions clamped at 0, no antialiasing (PyTorch's interpolate(align_corners=False))."""
   def axis(n_in, n_out):
@@ -320,7 +320,8 @@ def crf_compress(image: np.ndarray, crf: int = 29) -> np.ndarray:
 
 
 def prepare_media(frames: np.ndarray, height: int, width: int, *, rule: str = 'official',
-                  blur: bool = True, crf: int | None = 29) -> np.ndarray:
+                  blur: bool = True, crf: int | None = 29,
+                  crop_to: tuple[int, int] | None = None) -> np.ndarray:
   """uint8 [F, h, w, 3] -> float32 pixels [F, H, W, 3] in [-1, 1] for the VAE.
 
   The official chain per frame: `resize_media(rule)`, Gaussian blur on [0, 1] floats,
@@ -328,11 +329,17 @@ def prepare_media(frames: np.ndarray, height: int, width: int, *, rule: str = 'o
   'official' the result is finally resized bilinearly to height x width (as LTXVideoPipeline
   resizes conditioning items). Diffusers does neither blur nor compression (blur=False,
   crf=None). Rule 'none' keeps the media's own size (placed items).
+  crop_to: (height, width) whose aspect ratio rule 'official' crops to (default: height x
+    width): inference.py crops to the output's, and a multi-scale pass then resizes the crop to
+    its own size.
   """
   if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
     raise UsageError(f"media frames must be uint8 [F, H, W, 3], got {frames.dtype} "
                      f"{list(frames.shape)}")
-  x = resize_media(frames, height, width, rule)
+  if rule == 'official' and crop_to is not None:
+    x = _official_crop(frames, *crop_to)
+  else:
+    x = resize_media(frames, height, width, rule)
   if blur or crf:
     x = x.astype(np.float32) / np.float32(255.0)
     if blur:
@@ -344,7 +351,7 @@ def prepare_media(frames: np.ndarray, height: int, width: int, *, rule: str = 'o
   else:  # diffusers' arithmetic
     x = x.astype(np.float32) / np.float32(255.0) * np.float32(2.0) - np.float32(1.0)
   if rule == 'official':
-    x = _bilinear_half_pixel(x, height, width)
+    x = resize_bilinear(x, height, width)
   return x.astype(np.float32)
 
 
@@ -364,6 +371,11 @@ class Combined(NamedTuple):
   coords: np.ndarray     # [B, 3, E + N] pixel (frame, y, x) of each token's corner, f32
   mask: np.ndarray       # [B, E + N] conditioning strength per token (0: free), f32
   num_extra: int         # E: drop latents[:, :E] before decoding
+  # The video's N tokens split by what they take from the `latents` passed in:
+  # latents[:, E:] = video_weight * latents_in + cond_latents (up to rounding), so that other
+  # starting latents (a re-noised second pass) take the items as the references put them.
+  video_weight: np.ndarray  # [B, N] f32: 1 free, 0 hard, prod(1 - s) under items of strength s
+  cond_latents: np.ndarray  # [B, N, C] f32: the items' part (0 on free tokens)
 
 
 def lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
@@ -436,10 +448,21 @@ def combine_conditions(latents: np.ndarray, items: Sequence[EncodedCondition],
     position. Later segments write their latents after the first `num_prefix` into the video
     (lerp, strength) and append those first `num_prefix` latents as extra tokens.
   causal: the transformer's causal_temporal_positioning (coords of latent frame f).
+  The result also splits the video's tokens into `video_weight * latents + cond_latents`: the
+  same items put into other starting latents (`GenerationPlan.with_video_latents`).
   """
   base = np.array(latents, np.float32, copy=True)
   b, nf, nh, nw, c = base.shape
   mask = np.zeros((b, nf, nh, nw), np.float32)
+  weight = np.ones((b, nf, nh, nw), np.float32)  # of `latents` in base (see Combined)
+  given = np.zeros_like(base)                     # base - weight * latents
+
+  def put(region, cond, s):
+    """lerp(base, cond, s) on a region of the video, its affine parts alike."""
+    base[region] = lerp(base[region], cond, s)
+    given[region] = lerp(given[region], cond, s)
+    weight[region] *= np.float32(1) - np.float32(s)
+    mask[region] = s
   if len(noise) != len(items):
     raise UsageError(f"{len(noise)} noise arrays for {len(items)} conditioning items")
   extra_latents, extra_coords, extra_mask = [], [], []
@@ -453,9 +476,7 @@ def combine_conditions(latents: np.ndarray, items: Sequence[EncodedCondition],
       if item.media_x is not None or item.media_y is not None:
         cond, x0, y0 = _place(cond, item, nh, nw, spatial)
       fl, lh, lw = cond.shape[1:4]
-      region = (slice(None), slice(0, fl), slice(y0, y0 + lh), slice(x0, x0 + lw))
-      base[region] = lerp(base[region], cond, s)
-      mask[region] = s
+      put((slice(None), slice(0, fl), slice(y0, y0 + lh), slice(x0, x0 + lw)), cond, s)
       continue
     if fl > 1:
       if fl < num_prefix:
@@ -464,8 +485,7 @@ def combine_conditions(latents: np.ndarray, items: Sequence[EncodedCondition],
       if fl > num_prefix:
         start = item.frame_index // temporal + num_prefix
         stop = start + fl - num_prefix
-        base[:, start:stop] = lerp(base[:, start:stop], cond[:, num_prefix:], s)
-        mask[:, start:stop] = s
+        put((slice(None), slice(start, stop)), cond[:, num_prefix:], s)
       cond = cond[:, :num_prefix]
     if eps is None:
       raise UsageError(f"the item at frame {item.frame_index} needs noise of shape "
@@ -484,7 +504,8 @@ def combine_conditions(latents: np.ndarray, items: Sequence[EncodedCondition],
   out_coords = np.concatenate(
       [*extra_coords, pixel_coords(nf, nh, nw, b, temporal, spatial, causal)], axis=2)
   out_mask = np.concatenate([*extra_mask, mask.reshape(b, n)], axis=1)
-  return Combined(out_latents, out_coords, out_mask, sum(e.shape[1] for e in extra_latents))
+  return Combined(out_latents, out_coords, out_mask, sum(e.shape[1] for e in extra_latents),
+                  weight.reshape(b, n), given.reshape(b, n, c))
 
 
 # -- the pipeline's host side ------------------------------------------------------------------
@@ -525,7 +546,8 @@ def check_media(conditions: Sequence[Condition], num_frames: int, height: int, w
 
 def load_conditions(conditions: Sequence[Condition], num_frames: int, height: int, width: int,
                     preprocessing: str = 'official', *, temporal: int = 8, spatial: int = 32,
-                    crf: int = 29) -> list[np.ndarray]:
+                    crf: int = 29, crop_to: tuple[int, int] | None = None
+                    ) -> list[np.ndarray]:
   """Reads and checks every item (`check_media`), then prepares its pixels for the VAE: f32
   [F, H, W, 3] in [-1, 1] per item (frame-sized unless placed). All refusals come before the
   (slow) blur and compression, and long before anything compiles.
@@ -533,6 +555,8 @@ def load_conditions(conditions: Sequence[Condition], num_frames: int, height: in
   preprocessing: 'official' (inference.py's crop, 3x3 blur, CRF-`crf` H.264 round trip, then
     the pipeline's bilinear resize), 'diffusers' (Lanczos stretch to the frame, nothing else),
     'none' (media used as given: it must already be the frame's size, or placed).
+  crop_to: (height, width) of the output whose aspect ratio the 'official' crop takes (default
+    the frame's); the crop is then resized to the frame (a multi-scale pass's size).
   """
   media = check_media(conditions, num_frames, height, width, preprocessing, temporal=temporal,
                       spatial=spatial)
@@ -541,7 +565,7 @@ def load_conditions(conditions: Sequence[Condition], num_frames: int, height: in
   for c, m in zip(conditions, media):
     rule = 'none' if (c.placed or preprocessing == 'none') else preprocessing
     out.append(prepare_media(m, height, width, rule=rule, blur=official,
-                             crf=crf if official else None))
+                             crf=crf if official else None, crop_to=crop_to))
   return out
 
 

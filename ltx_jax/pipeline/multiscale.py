@@ -32,8 +32,8 @@ _PREPARE_ARGS = frozenset(inspect.signature(LTXPipeline.prepare).parameters) - {
 _DECODE_ARGS = frozenset({'decode_timestep', 'decode_noise_scale', 'tone_map_compression_ratio'})
 _CALL_DEFAULTS = {k: p.default for k, p in inspect.signature(LTXPipeline.__call__)
                   .parameters.items() if k != 'self'}
-# Set by the recipe itself: a pass dict may not change them.
-_PER_RUN = frozenset({'height', 'width', 'output_type'})
+# Set by the recipe itself: a pass dict may not change them (media_size: nor the call).
+_PER_RUN = frozenset({'height', 'width', 'output_type', 'media_size'})
 
 _run_upsampler = jax.jit(lambda graph, state, x: nnx.merge(graph, state)(x), static_argnums=0)
 
@@ -154,6 +154,9 @@ class LTXMultiScalePipeline:
       bad = sorted(set(d) - _PREPARE_ARGS - _DECODE_ARGS - {'output_type'})
       if bad:
         raise UsageError(f"{name}: {', '.join(bad)} are no LTXPipeline.__call__ arguments")
+    if 'media_size' in kwargs:
+      raise UsageError("media_size is set by the multi-scale recipe (the output's height and "
+                       "width, which the conditioning media are cropped for)")
     if (not isinstance(downscale_factor, numbers.Real) or isinstance(downscale_factor, bool)
         or not 0 < downscale_factor <= 1):
       raise UsageError(f"downscale_factor={downscale_factor!r} must be a number in (0, 1]")
@@ -183,7 +186,9 @@ class LTXMultiScalePipeline:
                                 decode['tone_map_compression_ratio'], 0.0, 1.0)
 
     # Both passes' schedules checked before the first pass's text encoding, and both passes
-    # prepared before anything compiles.
+    # prepared before anything compiles. Conditioning media are cropped for the output and
+    # resized to each pass (inference.py and LTXVideoPipeline).
+    common['media_size'] = (height, width)
     kw1 = dict(common, **first, height=h1, width=w1)
     tc, sc = pipe.compression
     frames = (kw1.get('num_frames', _CALL_DEFAULTS['num_frames']) - 1) // tc + 1
@@ -202,7 +207,8 @@ class LTXMultiScalePipeline:
     if noise2 is None:  # decorrelated from the first pass's noise of the same seed
       noise2 = jax.random.normal(
           jax.random.fold_in(jax.random.key(int(kw2.get('seed', 0))), 2), shape2, jnp.float32)
-    # The upsampled latents replace these placeholders once the first pass has run.
+    # The upsampled latents replace these placeholders once the first pass has run: the plan
+    # re-noises them and puts the conditioning items into them as the official second pass.
     kw2['latents'] = np.zeros(shape2, np.float32)
     plan2 = pipe.prepare(**kw2, noise=noise2)
 

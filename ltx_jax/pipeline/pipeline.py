@@ -322,7 +322,8 @@ class LTXPipeline:
               skip_final_inference_steps: int = 0, denoise_strength: float = 1.0,
               noise: Any = None,
               cache: cache_lib.FirstBlockCache | cache_lib.TeaCache | None = None,
-              guides: Sequence[guides_lib.Guide] | None = None
+              guides: Sequence[guides_lib.Guide] | None = None,
+              media_size: tuple[int, int] | None = None
               ) -> GenerationPlan:
     """Checks the arguments and builds the `GenerationPlan` of one run; runs T5 (and the VAE
     encoder for `image`), nothing else. B = prompts x num_videos_per_prompt; the latent grid is
@@ -369,6 +370,11 @@ class LTXPipeline:
       decoding (ltx_jax/pipeline/guides.py; README "IC-LoRA control"). Not with `image`.
     image_cond_noise_scale: hard-conditioned tokens of `conditions` are re-noised to
       start + scale * noise * t^2 before each step (0 disables); guide tokens never are.
+    media_size: (height, width) of the output that `image` and the items of `conditions` are
+      cropped for before they are resized to this video's size ('official' preprocessing: its
+      aspect-ratio crop; `image`: its cover + crop): inference.py prepares media once for the
+      output and the official pipeline resizes them to each pass (`LTXMultiScalePipeline`
+      passes its output size to both passes). None: this video's size.
     progress: report denoising steps (ltx_jax/sampling/progress.py): a bar on a terminal, log
       lines (logger `ltx_jax.progress`) otherwise; None: on a terminal only. The loop then runs
       one compiled step per call instead of one scan (the same step; no host callback, so the
@@ -396,11 +402,12 @@ class LTXPipeline:
       n_prompts = _prompt_count(prompt, prompt_embeds)
       shape = (n_prompts * num_videos_per_prompt, *grid, self.transformer.config.in_channels)
       key_noise, key_loop, key_decode = jax.random.split(jax.random.key(int(seed)), 3)
-      pixels = _condition_pixels(image, n_prompts, height, width)  # [1 or P] x [H, W, 3]
+      media_size = _media_size(media_size, height, width)
+      pixels = _condition_pixels(image, n_prompts, height, width, media_size)  # [H, W, 3] each
       video_pixels = self._load_video(video, float(sigmas[0]), num_frames, height, width,
                                       condition_preprocessing)
       items = self._load_conditions(conditions, image, num_frames, height, width,
-                                    condition_preprocessing)
+                                    condition_preprocessing, media_size)
       guide_items = self._load_guides(guides, image, num_frames, height, width)
       if items or guide_items:
         checks.check_finite('image_cond_noise_scale', image_cond_noise_scale, 0.0, None)
@@ -418,11 +425,11 @@ class LTXPipeline:
       packed = start.reshape(shape[0], -1, shape[-1])  # [B, N, C]
       coords = jnp.asarray(token_coords(grid, tc, sc, frame_rate, causal))
       if items:
-        packed, coords, cond_mask = self._condition_tokens(
+        packed, coords, cond_mask, cond_parts = self._condition_tokens(
             items, start, frame_rate, jax.random.fold_in(key_noise, 1),
             causal=causal or condition_preprocessing == 'diffusers')
       else:
-        start, cond_mask = self._image_condition(pixels, start, height, width)
+        start, cond_mask, cond_parts = self._image_condition(pixels, start, height, width)
         packed = start.reshape(shape[0], -1, shape[-1])
       noised = packed.shape[1]  # conditioning noise stops before the guide tokens
       if guide_items:  # after the grid and any condition tokens, at the grid's time rule
@@ -443,7 +450,8 @@ class LTXPipeline:
           spec=spec, latents=packed, sigmas=jnp.asarray(sigmas), guidance=guidance,
           context=context, context_mask=context_mask, coords=coords, cond_mask=cond_mask,
           key=key_loop, decode_key=key_decode,
-          cache=None if cache is None else cache_lib.params(cache))
+          cache=None if cache is None else cache_lib.params(cache),
+          video_weight=cond_parts[0], cond_latents=cond_parts[1])
 
   def denoise(self, plan: GenerationPlan) -> jax.Array:
     """Runs the plan's schedule (one jitted `lax.scan`, compiled once per `plan.spec` and
@@ -559,16 +567,18 @@ class LTXPipeline:
     return noise if latents is None else noised_to(checked('latents', latents), noise, t0)
 
   def _image_condition(self, pixels: list[np.ndarray] | None, latents: jax.Array, height: int,
-                       width: int) -> tuple[jax.Array, jax.Array | None]:
-    """Latent frame 0 <- the images' latents; -> (latents, cond_mask [B, N] or None)."""
+                       width: int) -> tuple[jax.Array, jax.Array | None, tuple]:
+    """Latent frame 0 <- the images' latents; -> (latents, cond_mask [B, N] or None,
+    (video_weight [B, N], cond_latents [B, N, C]) or (None, None): `GenerationPlan`'s)."""
     if pixels is None:
-      return latents, None
-    b = latents.shape[0]
+      return latents, None, (None, None)
+    b, c = latents.shape[0], latents.shape[-1]
     init = self.encode_image(pixels, height, width)  # [1 or P, 1, H', W', C]
     init = jnp.broadcast_to(jnp.repeat(init, b // init.shape[0], axis=0),
                             (b, 1, *latents.shape[2:]))
     cond_mask = jnp.zeros(latents.shape[:4], jnp.float32).at[:, 0].set(1.0).reshape(b, -1)
-    return latents.at[:, :1].set(init), cond_mask
+    given = jnp.zeros_like(latents).at[:, :1].set(init).reshape(b, -1, c)
+    return latents.at[:, :1].set(init), cond_mask, (1 - cond_mask, given)
 
   def _load_video(self, video, t0: float, num_frames: int, height: int, width: int,
                   preprocessing: str) -> np.ndarray | None:
@@ -593,8 +603,9 @@ class LTXPipeline:
       return jax.block_until_ready(jnp.broadcast_to(z, (batch,) + z.shape[1:]))
 
   def _load_conditions(self, conditions, image, num_frames: int, height: int, width: int,
-                       preprocessing: str) -> list:
-    """Host side of `conditions`: checked and read -> [(Condition, pixels [F, H, W, 3])]."""
+                       preprocessing: str, media_size: tuple[int, int]) -> list:
+    """Host side of `conditions`: checked and read -> [(Condition, pixels [F, H, W, 3])]
+    (official crops to media_size's aspect ratio)."""
     items = conditioning_lib.as_conditions(conditions)
     if not items:
       return []
@@ -603,13 +614,14 @@ class LTXPipeline:
                        "conditions=[ltx_jax.Condition(image=...)] with the diffusers handling)")
     tc, sc = self.compression
     pixels = conditioning_lib.load_conditions(items, num_frames, height, width, preprocessing,
-                                              temporal=tc, spatial=sc)
+                                              temporal=tc, spatial=sc, crop_to=media_size)
     return list(zip(items, pixels))
 
   def _condition_tokens(self, items, start: jax.Array, frame_rate: float, key: jax.Array, *,
-                        causal: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+                        causal: bool) -> tuple[jax.Array, jax.Array, jax.Array, tuple]:
     """Encodes the items and puts them into the starting latents [B, F', H', W', C] ->
-    (latents [B, N, C], coords [1, 3, N], cond_mask [B, N]): the grid's tokens first, then
+    (latents [B, N, C], coords [1, 3, N], cond_mask [B, N], (video_weight, cond_latents) of
+    the grid tokens): the grid's tokens first, then
     the extra tokens of items after frame 0 (`conditioning.combine_conditions`). causal: the
     time coordinates of latent frame f start at pixel max(t f + 1 - t, 0) (official: the
     transformer's causal_temporal_positioning; LTXConditionPipeline: always)."""
@@ -634,7 +646,8 @@ class LTXPipeline:
     coords = grid_first(comb.coords[:1], 2)
     coords[:, 0] *= np.float32(1.0 / frame_rate)  # the references' frame -> seconds
     return (jnp.asarray(grid_first(comb.latents, 1)), jnp.asarray(coords),
-            jnp.asarray(grid_first(comb.mask, 1)))
+            jnp.asarray(grid_first(comb.mask, 1)),
+            (jnp.asarray(comb.video_weight), jnp.asarray(comb.cond_latents)))
 
   def _load_guides(self, guides, image, num_frames: int, height: int, width: int) -> list:
     """Host side of `guides`: checked, read and resized -> [(start frame, strength,
@@ -721,9 +734,20 @@ def _prompt_count(prompt, prompt_embeds) -> int:
   return shape[0]
 
 
-def _condition_pixels(image, n_prompts: int, height: int, width: int
-                      ) -> list[np.ndarray] | None:
-  """`image` (one, or one per prompt) read, resized to cover height x width and centre-cropped:
+def _media_size(media_size, height: int, width: int) -> tuple[int, int]:
+  """`prepare`'s media_size checked; None -> (height, width)."""
+  if media_size is None:
+    return height, width
+  if (not isinstance(media_size, (tuple, list)) or len(media_size) != 2
+      or not all(conditioning_lib.is_int(v) and v > 0 for v in media_size)):
+    raise UsageError(f"media_size={media_size!r} must be (height, width), two ints > 0")
+  return int(media_size[0]), int(media_size[1])
+
+
+def _condition_pixels(image, n_prompts: int, height: int, width: int,
+                      media_size: tuple[int, int]) -> list[np.ndarray] | None:
+  """`image` (one, or one per prompt) read, resized to cover media_size and centre-cropped,
+  then resized bilinearly to height x width where the two differ (a multi-scale pass):
   [H, W, 3] f32 in [0, 1] each; None without an image."""
   if image is None:
     return None
@@ -731,8 +755,11 @@ def _condition_pixels(image, n_prompts: int, height: int, width: int
   if len(images) not in (1, n_prompts):
     raise UsageError(f"got {len(images)} images for {n_prompts} prompts; pass one image or "
                      "one per prompt")
-  return [inputs_lib.resize_and_crop(inputs_lib.load_image(im), height, width)
-          for im in images]
+  out = []
+  for im in images:
+    x = inputs_lib.resize_and_crop(inputs_lib.load_image(im), *media_size)
+    out.append(conditioning_lib.resize_bilinear(x[None], height, width)[0])
+  return out
 
 
 def _allowed_steps(sched: dict) -> list[float] | None:

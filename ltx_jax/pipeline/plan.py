@@ -49,7 +49,8 @@ def noised_to(latents: jax.Array, noise: jax.Array, t0: float) -> jax.Array:
 
 @functools.partial(jax.tree_util.register_dataclass, meta_fields=['spec'],
                    data_fields=['latents', 'sigmas', 'guidance', 'context', 'context_mask',
-                                'coords', 'cond_mask', 'key', 'decode_key', 'cache'])
+                                'coords', 'cond_mask', 'key', 'decode_key', 'cache',
+                                'video_weight', 'cond_latents'])
 @dataclasses.dataclass(frozen=True)
 class GenerationPlan:
   """The inputs of one scanned denoising run. B: videos; N: tokens (the F'*H'*W' grid tokens
@@ -72,6 +73,14 @@ class GenerationPlan:
   key: jax.Array            # PRNG key of the loop (stochastic sampling's noise)
   decode_key: jax.Array     # PRNG key for `LTXPipeline.decode` (its noise), from the same seed
   cache: CacheParams | None = None  # the step cache's traced threshold, when spec.cache is set
+  # How conditioning items sit in the grid's tokens, so that other starting video latents take
+  # them as `prepare` put them (`with_video_latents`): grid tokens = video_weight * video +
+  # cond_latents, video being the video's own starting latents (the noise, or given latents
+  # noised to sigmas[0]). video_weight: 1 free, 0 hard, prod(1 - s) under items of strength s.
+  # None when no item sits in the grid (a plan conditioned by hand: its conditioned grid
+  # tokens then stay as they are).
+  video_weight: jax.Array | None = None  # [B, F'*H'*W'] f32
+  cond_latents: jax.Array | None = None  # [B, F'*H'*W', C] f32, 0 on free tokens
 
   # -- views -----------------------------------------------------------------------------------
 
@@ -102,18 +111,22 @@ class GenerationPlan:
   # -- changes ---------------------------------------------------------------------------------
 
   def with_video_latents(self, latents: jax.Array) -> 'GenerationPlan':
-    """The plan starting from `latents` [B, F', H', W', C] (normalised) on the grid tokens;
-    conditioning tokens after the grid and conditioned grid tokens (cond_mask > 0) are kept."""
+    """The plan starting from `latents` [B, F', H', W', C] (normalised) on the grid tokens,
+    with the conditioning items put into them as `prepare` puts them into its starting latents
+    (`video_weight * latents + cond_latents`: the official pipeline's lerp(latents, item, s),
+    hard tokens exactly the item's); tokens after the grid (appended items, guides) are kept."""
     latents = jnp.asarray(latents, jnp.float32)
     want = (self.batch, *self.spec.grid, self.latents.shape[-1])
     if latents.shape != want:
       raise UsageError(f"latents have shape {tuple(latents.shape)}; this plan expects {want} "
                        "(batch, latent frames, height, width, channels)")
     n = self.video_tokens
-    new = self.latents.at[:, :n].set(latents.reshape(self.batch, n, -1))
-    if self.cond_mask is not None:
-      new = jnp.where(self.cond_mask[..., None] > 0, self.latents, new)
-    return dataclasses.replace(self, latents=new)
+    video = latents.reshape(self.batch, n, -1)  # [B, N_grid, C]
+    if self.video_weight is not None:
+      video = self.video_weight[..., None] * video + self.cond_latents
+    elif self.cond_mask is not None:  # conditioned by hand: its conditioned tokens stay
+      video = jnp.where(self.cond_mask[:, :n, None] > 0, self.latents[:, :n], video)
+    return dataclasses.replace(self, latents=self.latents.at[:, :n].set(video))
 
   def renoised(self, latents: jax.Array, noise: jax.Array) -> 'GenerationPlan':
     """The plan starting from clean `latents` [B, F', H', W', C] noised to its first sigma with
@@ -166,6 +179,19 @@ class GenerationPlan:
         self.cond_mask is not None and tuple(self.cond_mask.shape) != (b, n)):
       raise UsageError(f"plan.cond_mask must be [{b}, {n}] exactly when spec.conditioned "
                        f"(spec.conditioned={self.spec.conditioned})")
+    if (self.video_weight is None) != (self.cond_latents is None) or (
+        self.video_weight is not None and (
+            tuple(self.video_weight.shape) != (b, self.video_tokens)
+            or tuple(self.cond_latents.shape) != (b, self.video_tokens, self.latents.shape[-1])
+            or self.cond_mask is None)):
+      raise UsageError(f"plan.video_weight {_shape(self.video_weight)} / cond_latents "
+                       f"{_shape(self.cond_latents)} must be [{b}, {self.video_tokens}] / "
+                       f"[{b}, {self.video_tokens}, {self.latents.shape[-1]}], both set or "
+                       "both None, and set only with cond_mask")
     if (self.cache is None) != (self.spec.cache is None):
       raise UsageError(f"plan.cache must be set exactly when spec.cache is "
                        f"(spec.cache={self.spec.cache!r})")
+
+
+def _shape(x) -> tuple | None:
+  return None if x is None else tuple(x.shape)
