@@ -376,7 +376,9 @@ def check_conditions(c, compression: tuple[int, int]) -> None:
     _fail(f"config.{'image/conditions' if c.image else 'conditions'}: {e}")
   if c.input_video:
     if c.multi_scale:
-      _fail("config.input_video runs a single pass; set --config.multi_scale=False")
+      _fail(f"config.input_video (video-to-video) runs one pass, and the preset {c.preset!r} is "
+            "multi-scale: add --config.multi_scale=False (its first-pass schedule at the full "
+            "size), or use configs/v2v.py, which does")
     if c.denoise_strength >= 1:
       _fail(f"config.denoise_strength={c.denoise_strength}: video-to-video keeps part of the "
             "input only below 1 (e.g. 0.6)")
