@@ -60,9 +60,9 @@ def test_command_line(sources, tmp_path):
       'misspelled key': _start('--config', T2V, '--config.num_frame=9'),
       'dry run': _start('--config', T2V, f'--config.model.source={d}',
                         '--config.model.allow_custom=True', '--config.dry_run=True',
-                        f'--config.output_dir={out}'),
+                        f'--config.output_dir={out}/dry'),
       'custom model': _start('--config', T2V, f'--config.model.source={d}',
-                             f'--config.output_dir={out}'),
+                             f'--config.output_dir={out}/custom'),
       'one frame': _start('--config', SMOKE, '--config.num_frames=1', '--config.save_png=True',
                           f'--config.output_dir={out}/image'),
       'negative seed': _start('--config', SMOKE, '--config.seeds=(-1,)',
@@ -96,13 +96,13 @@ def test_command_line(sources, tmp_path):
   assert paths == {'transformer', 'vae', 'text_encoder', 'tokenizer', 'scheduler',
                    'latent_upsampler'}, paths
   assert report['upsampler'] == str(d / 'latent_upsampler')
-  assert report['outputs'][0].endswith('.mp4') and not out.exists()
+  assert report['outputs'][0].endswith('.mp4') and not (out / 'dry').exists()
 
   _, err, rc = res['custom model']  # item 2: the message names the flags that exist
   (line,) = _errors(err)
   assert rc == 1 and 'matches no LTX-Video release' in line, err
   assert '--config.model.allow_custom=True' in line and '--config.model.release=custom' in line
-  assert not out.exists()
+  assert not (out / 'custom').exists()
 
   _, err, rc = res['one frame']  # item 10: one frame is an image
   assert rc == 0, err
@@ -130,6 +130,16 @@ def test_model_file_of_a_preset(sources, tmp_path):
   assert preflight.check(c).source.transformer.name == 'ltxv-tiny.safetensors'
   hub = config_lib.base_config('ltxv-13b-0.9.8-dev')
   assert config_lib.model_file(hub) == 'ltxv-13b-0.9.8-dev.safetensors'
+
+
+def test_convert_names_its_own_flags(sources, tmp_path, capsys):
+  """Item 2 for tools/convert.py: the release error names --allow-custom / --release."""
+  from tools import convert as convert_tool
+  out = tmp_path / 'ckpt'
+  assert convert_tool.main(['--source', str(sources['diffusers']), '--out', str(out)]) == 1
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert line.startswith('error: ') and 'matches no LTX-Video release' in line
+  assert '--allow-custom' in line and '--release custom' in line and not out.exists()
 
 
 def test_metadata_refusals_before_loading(sources, tmp_path, monkeypatch):
@@ -250,6 +260,7 @@ def test_lora_folder_names_and_frame_and_seed_rules(sources, tmp_path):
   assert checks.check_seed(checks.MAX_SEED) == checks.MAX_SEED
 
 
+@pytest.mark.slow
 def test_python_refuses_the_seeds_the_cli_refuses():
   """Item 16: LTXPipeline takes the CLI's seed rule (jax keys keep 32 bits: -1 and 2**32 would
   silently repeat other seeds)."""
