@@ -5,7 +5,6 @@ the rest in process, through the same functions the command line calls."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -167,8 +166,7 @@ def test_metadata_refusals_before_loading(sources, tmp_path, monkeypatch):
   with pytest.raises(UsageError, match='config.multi_scale=True needs a latent upsampler: none '
                                        'was found beside the model'):
     run.run(c)
-  shutil.rmtree(bare / 'vae') if (bare / 'vae').is_dir() and not (bare / 'vae').is_symlink() \
-      else (bare / 'vae').unlink()
+  (bare / 'vae').unlink()  # a link to the shared folder
   c.model.upsampler = str(d / 'latent_upsampler')
   with pytest.raises(SourceError, match=r'no vae in this diffusers source'):
     run.run(c)
@@ -189,6 +187,18 @@ def test_hub_hint_lists_every_file(tmp_path, monkeypatch):
   with pytest.raises(SourceError) as e:
     preflight.check(c)
   assert 'upscaler' not in str(e.value)
+
+
+def test_dry_run_downloads_nothing(tmp_path):
+  """A dry run of a hub source the cache lacks lists what a run would fetch."""
+  c = config_lib.base_config('ltxv-2b-0.9.8-distilled')
+  c.model.source, c.output_dir = 'nobody/no-such-ltx', str(tmp_path / 'out')
+  report = json.loads(preflight.dry_run(c))
+  assert report['model']['not_in_cache'] and report['model']['would_fetch'] == [
+      'ltxv-2b-0.9.8-distilled.safetensors', 'text_encoder/*', 'tokenizer/*',
+      'ltxv-spatial-upscaler-0.9.8.safetensors']
+  assert report['files'] == [] and report['config']['model']['offline'] is False
+  assert not (tmp_path / 'out').exists()
 
 
 def test_video_to_video_configs(sources, tmp_path):

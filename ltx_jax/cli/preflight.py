@@ -36,9 +36,10 @@ def hub_upscaler(c) -> str | None:
   return presets.get(c.preset).upsampler
 
 
-def resolve(c):
+def resolve(c, *, offline: bool = False):
   """The ModelSource of config.model (None for 'smoke'); hub sources are fetched into the
-  cache with every file the run reads (the upscaler of a multi-scale preset too)."""
+  cache with every file the run reads (the upscaler of a multi-scale preset too); offline (or
+  config.model.offline): from the cache only."""
   from ltx_jax.sources import resolve_source
   m = c.model
   if m.source == config_lib.SMOKE:
@@ -46,7 +47,7 @@ def resolve(c):
   upscaler = hub_upscaler(c)
   return resolve_source(os.path.expanduser(m.source), file=config_lib.model_file(c) or None,
                         release=m.release or None, allow_custom=m.allow_custom,
-                        offline=True if m.offline else None,
+                        offline=True if m.offline or offline else None,
                         also=(upscaler,) if upscaler else ())
 
 
@@ -119,11 +120,31 @@ def _file_entry(path: Path) -> dict:
   return {'path': str(path), 'bytes': path.stat().st_size if path.is_file() else None}
 
 
+def _hub_not_cached(c) -> dict | None:
+  """For a hub source the local cache lacks: what the run would fetch (a dry run downloads
+  nothing); None when the source is local or cached."""
+  from ltx_jax.errors import SourceError
+  from ltx_jax.sources.resolve import HUB_ID, hub_patterns
+  src = c.model.source
+  if src == config_lib.SMOKE or Path(src).expanduser().exists() or not HUB_ID.match(src):
+    return None
+  try:
+    resolve(c, offline=True)
+    return None
+  except SourceError:
+    upscaler = hub_upscaler(c)
+    return {'source': src, 'hub_repo': src, 'not_in_cache': True, 'would_fetch': hub_patterns(
+        config_lib.model_file(c) or None, (upscaler,) if upscaler else ())}
+
+
 def dry_run(c) -> str:
   """The report of --config.dry_run=True: every check of a real run, then the resolved config,
-  the files it would read and the videos it would write, as JSON. Nothing loads."""
+  the files it would read and the videos it would write, as JSON. Nothing loads, and nothing
+  is downloaded: a hub source the cache lacks is reported with the files a run would fetch
+  (and the checks that need its metadata are left to the run)."""
   plan = config_lib.check(c)
-  facts = check(c)
+  remote = _hub_not_cached(c)
+  facts = Facts(None, 0, None) if remote else check(c)
   source = facts.source
   files = [] if source is None else [_file_entry(f) for f in source.files(NEEDED + (
       'scheduler',))]
@@ -136,7 +157,8 @@ def dry_run(c) -> str:
       c.prompt_file, c.long_video.prompt_file, c.input_video, c.control_video, *media) if p))
   report = {
       'dry_run': 'nothing was loaded, compiled or written',
-      'model': ({'source': 'smoke', 'note': 'random-weight plumbing model, no files'}
+      'model': (remote if remote else
+                {'source': 'smoke', 'note': 'random-weight plumbing model, no files'}
                 if source is None else
                 {'source': c.model.source, 'kind': source.kind, 'root': str(source.root),
                  'release': source.release.name, 'hub_repo': source.hub_repo,
