@@ -508,10 +508,11 @@ def as_conditions(conditions: Any) -> list[Condition]:
 
 def resolve_frames(conditions: Sequence[Condition], num_frames: int) -> list[Condition]:
   """The items with negative frame indices counted from the end (-1: the last frame of a
-  num_frames video); an index outside -num_frames..num_frames-1 is refused."""
+  num_frames video); a negative index before the first frame is refused (indices past the end
+  by `check_conditions`)."""
   out = []
   for i, c in enumerate(conditions):
-    if not -num_frames <= c.frame_index < num_frames:
+    if c.frame_index < -num_frames:
       raise UsageError(f"condition {i} ({c.source}): frame_index={c.frame_index} is outside the "
                        f"{num_frames}-frame video (allowed: {-num_frames}..{num_frames - 1})")
     out.append(dataclasses.replace(c, frame_index=c.frame_index + num_frames)
