@@ -14,25 +14,36 @@ import numpy as np
 
 from ltx_jax.errors import UsageError
 
-__all__ = ['MIN_FRAME_RATE', 'check_finite', 'check_frame_rate', 'check_guidance',
-           'check_schedule', 'check_video_size']
+__all__ = ['MAX_SEED', 'MIN_FRAME_RATE', 'check_finite', 'check_frame_rate', 'check_guidance',
+           'check_schedule', 'check_seed', 'check_video_size']
 
 MIN_FRAME_RATE = 1e-3  # frames per second
+MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits: -1 and 2**32 would repeat other seeds
 
 
 def check_video_size(height: int, width: int, num_frames: int, spatial: int,
                      temporal: int) -> None:
-  """Frames must be temporal*N + 1, height and width multiples of the spatial compression."""
+  """Frames must be temporal*N + 1 (N >= 0: one frame is an image, as in diffusers and the
+  official inference.py), height and width positive multiples of the spatial compression."""
   for name, v, step, off in (('num_frames', num_frames, temporal, 1),
                              ('height', height, spatial, 0), ('width', width, spatial, 0)):
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
       raise UsageError(f"{name}={v!r} must be an integer")
-    if v < step + off or (v - off) % step:
-      below = max(off + step * ((v - off) // step), step + off)
-      above = max(off + step * -(-(v - off) // step), step + off)
+    least = off or step  # the smallest valid value: 1 frame, one latent pixel
+    if v < least or (v - off) % step:
+      below = max(off + step * ((v - off) // step), least)
+      above = max(off + step * -(-(v - off) // step), least)
       rule = f"{step}N+1" if off else f"a multiple of {step}"
       near = f"{below}" if below == above else f"{below} or {above}"
       raise UsageError(f"{name}={v} is not valid: it must be {rule} (nearest valid: {near})")
+
+
+def check_seed(seed: Any) -> int:
+  """A seed is an integer in [0, MAX_SEED] (the same rule for Python and the command line)."""
+  if (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
+      or not 0 <= seed <= MAX_SEED):
+    raise UsageError(f"seed={seed!r} must be an integer in [0, {MAX_SEED}]")
+  return int(seed)
 
 
 def check_finite(name: str, value: Any, minimum: float | None = 0.0,

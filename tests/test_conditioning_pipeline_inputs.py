@@ -75,7 +75,7 @@ def test_library_refuses_before_compiling(pipe, name, monkeypatch):
 @pytest.mark.parametrize('kwargs, match', [
     (dict(strength=1.5), r'strength=1.5 must be a number in \[0, 1\]'),
     (dict(strength=-0.1), r'strength=-0.1 must be a number in \[0, 1\]'),
-    (dict(frame_index=-1), r'frame_index=-1 must be an int >= 0'),
+    (dict(frame_index=1.5), r'frame_index=1.5 must be an int \(negative: from the end'),
 ])
 def test_condition_refuses_strength_and_frame(kwargs, match):
   with pytest.raises(UsageError, match=match):

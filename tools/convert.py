@@ -2,12 +2,16 @@
 
   python tools/convert.py --source /models/ltxv --out /ckpt/ltxv-2b-0.9.1 --dtype bf16
   python tools/convert.py --source Lightricks/LTX-Video --file ltxv-2b-0.9.8-distilled.safetensors \
-      --out /ckpt/ltxv-2b-0.9.8-distilled-fp8 --dtype fp8 --components transformer,vae
+      --out /ckpt/ltxv-2b-0.9.8-distilled-fp8 --dtype fp8
+  python tools/convert.py --source /models/tiny --out /ckpt/tiny --release custom   # test model
   python tools/convert.py --source /models/ltxv --out /ckpt/ltxv-styled --lora style.safetensors:0.8
 
 Errors print one `error:` line and leave no output folder: exit status 2 for usage errors (bad
 --dtype or --components, an existing --out), 1 for data errors (bad or truncated files, missing
-components, unknown releases, weights out of the dtype's range, hub unreachable).
+components, unknown releases, weights out of the dtype's range, hub unreachable). A checkpoint
+converted with every component (the default) is a model source for `python -m ltx_jax.generate
+--config.model.source=OUT`; one with fewer components serves the Python loaders
+(`load_transformer(OUT)`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ltx_jax.errors import LTXError, UsageError
+from ltx_jax.errors import LTXError, ReleaseError, UsageError
 from ltx_jax.sources import resolve_source
 from ltx_jax.weights.convert import COMPONENTS, convert
 
@@ -41,7 +45,8 @@ def main(argv=None) -> int:
   p.add_argument('--file', default=None, help='which official .safetensors, when several')
   p.add_argument('--release', default=None, help="name the release, e.g. ltxv-2b-0.9.6-dev")
   p.add_argument('--allow-custom', action='store_true',
-                 help='accept unreleased (e.g. tiny test) architectures as release "custom"')
+                 help='accept unreleased (e.g. tiny test) architectures as release "custom" '
+                      '(the same as --release custom)')
   p.add_argument('--offline', action='store_true', help='hub repo ids: use the local cache only')
   p.add_argument('--lora', action='append', default=[], metavar='PATH[:SCALE]',
                  help='a LoRA merged into the transformer (repeatable; scale default 1)')
@@ -55,6 +60,10 @@ def main(argv=None) -> int:
     convert(source, args.out, dtype=args.dtype, progress=not args.no_progress,
             components=[c.strip() for c in args.components.split(',') if c.strip()],
             loras=[_lora(text) for text in args.lora])
+  except ReleaseError as e:  # its message names the library's arguments
+    print(f"error: {e} (here: --release NAME names the release, --allow-custom or --release "
+          "custom accepts a custom or test model)", file=sys.stderr)
+    return 1
   except (LTXError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2 if isinstance(e, UsageError) else 1

@@ -62,11 +62,20 @@ def base_config(preset: str = presets.DEFAULT) -> ml_collections.ConfigDict:
   # Denoising progress: a bar on a terminal, log lines (step, rate, ETA) otherwise. The loop
   # then runs one compiled step per call (ltx_jax/sampling/progress.py), cached as the scan.
   c.progress = True
+  # Print the resolved config and every file the run would read (model, text encoder,
+  # tokenizer, upsampler, LoRAs, inputs), then stop: nothing loads, compiles or is written.
+  c.dry_run = False
 
   c.model = ml_collections.ConfigDict()
   c.model.source = presets.HUB_REPO  # folder, file, converted checkpoint, hub id, or 'smoke'
-  c.model.file = ''  # the official .safetensors inside a folder / hub repo
+  # The official .safetensors inside a folder / hub repo. The presets name theirs; a diffusers
+  # folder or a converted checkpoint without that file is read as it is (model_file()).
+  # Empty: the one official file of a single-file folder.
+  c.model.file = ''
   c.model.release = ''  # name it (e.g. 'ltxv-2b-0.9.6-dev') when files cannot tell
+  # Accept a transformer shape of no release (a custom or tiny test model) as release
+  # 'custom' (the same as model.release='custom').
+  c.model.allow_custom = False
   c.model.dtype = 'bfloat16'
   c.model.text_encoder_dtype = ''  # default: model.dtype
   c.model.attention = 'auto'
@@ -238,6 +247,28 @@ def model_compression(c) -> tuple[int, int]:
   return 8, 32
 
 
+def model_file(c) -> str:
+  """The official file to read from config.model.source ('' : detect the layout).
+
+  The presets name their release's file for the hub repo. A local diffusers folder or
+  converted checkpoint has no such file: the preset's file is then dropped (the folder is
+  read as it is); a file the user named must be there."""
+  from ltx_jax.sources.resolve import is_whole_source_folder
+  file, path = c.model.file, Path(c.model.source).expanduser()
+  if not file or c.model.source == SMOKE or not path.is_dir() or (path / file).is_file():
+    return file
+  preset_file = presets.get(c.preset).file if c.preset in presets.PRESETS else None
+  if file == preset_file and is_whole_source_folder(path):
+    return ''
+  official = sorted(p.name for p in path.glob('*.safetensors')
+                    if p.name.startswith(('ltxv-', 'ltx-video-')) and 'upscaler' not in p.name)
+  found = (f"it holds {', '.join(official)}: pass --config.model.file=NAME (or "
+           "--config.model.file= for the only one)" if official else
+           "pass --config.model.file= (empty) to read the folder as it is")
+  origin = f" (the preset {c.preset}'s file)" if file == preset_file else ''
+  _fail(f"config.model.file={file!r}{origin} is not in {path}; {found}")
+
+
 def check_model_source(c) -> None:
   """A local path must exist; anything else must look like a hub repo id."""
   src = c.model.source
@@ -247,8 +278,7 @@ def check_model_source(c) -> None:
     _fail("config.model.source is empty; pass a folder, file or hub repo id (or 'smoke')")
   path = Path(src).expanduser()
   if path.exists():
-    if c.model.file and path.is_dir() and not (path / c.model.file).is_file():
-      _fail(f"config.model.file={c.model.file!r} is not in {path}")
+    model_file(c)
     return
   if not HUB_ID.match(src):
     _fail(f"config.model.source={src!r}: no such file or folder (nor a hub repo id owner/name)")
@@ -346,7 +376,9 @@ def check_conditions(c, compression: tuple[int, int]) -> None:
     _fail(f"config.{'image/conditions' if c.image else 'conditions'}: {e}")
   if c.input_video:
     if c.multi_scale:
-      _fail("config.input_video runs a single pass; set --config.multi_scale=False")
+      _fail(f"config.input_video (video-to-video) runs one pass, and the preset {c.preset!r} is "
+            "multi-scale: add --config.multi_scale=False (its first-pass schedule at the full "
+            "size), or use configs/v2v.py, which does")
     if c.denoise_strength >= 1:
       _fail(f"config.denoise_strength={c.denoise_strength}: video-to-video keeps part of the "
             "input only below 1 (e.g. 0.6)")
@@ -562,10 +594,10 @@ def check(c) -> Plan:
   if not 0 <= c.crf <= 51:
     _fail(f"config.crf={c.crf} must be in [0, 51]")
   seeds = c.seeds if isinstance(c.seeds, (tuple, list)) else (c.seeds,)
-  if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                          for s in seeds):
-    _fail(f"config.seeds={c.seeds!r} must be a non-empty tuple of integers >= 0, "
-          "e.g. --config.seeds='(1,2,3)'")
+  if not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                          and 0 <= s <= checks.MAX_SEED for s in seeds):
+    _fail(f"config.seeds={c.seeds!r} must be a non-empty tuple of integers in "
+          f"[0, {checks.MAX_SEED}], e.g. --config.seeds='(1,2,3)'")
   check_conditions(c, (tc, sc))
   check_control(c, (tc, sc))
   check_long_video(c, (tc, sc))

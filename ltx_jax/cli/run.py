@@ -23,6 +23,7 @@ from typing import Any, Callable
 from absl import logging
 
 from ltx_jax.cli import config as config_lib
+from ltx_jax.cli import preflight
 from ltx_jax.cli.config import pipeline_kwargs
 from ltx_jax.errors import UsageError
 from ltx_jax.sources.resolve import sha256
@@ -81,7 +82,8 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
                text_encoder_dtype: str = '', attention: str = 'auto', offline: bool = False,
                hash_files: bool = False, mesh=None, context_attention: str = 'allgather',
                param_dtype: str = '', matmul: str = 'default',
-               allow_nonfinite: bool = False, loras=(), lora_strict: bool = True):
+               allow_nonfinite: bool = False, loras=(), lora_strict: bool = True,
+               allow_custom: bool = False):
   """(LTXPipeline, source facts) from a folder, file, converted checkpoint, hub repo id, or
   'smoke' (ltx_jax.smoke's random-weight plumbing model). Names as in config.model (loras as
   ((path, scale), ...)); mesh: a device mesh (ltx_jax.sharding.make_mesh) or None for one
@@ -99,7 +101,8 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
         'files': []}
   from ltx_jax.pipeline import LTXPipeline
   pipe = LTXPipeline.from_pretrained(os.path.expanduser(source), dt, file=file or None,
-                                     release=release or None, text_encoder_dtype=te_dtype,
+                                     release=release or None, allow_custom=allow_custom,
+                                     text_encoder_dtype=te_dtype,
                                      attention=attention, offline=True if offline else None,
                                      mesh=mesh, context_attention=context_attention,
                                      param_dtype=param_dtype or None, matmul=matmul,
@@ -118,12 +121,13 @@ def load_model(source: str, *, file: str = '', release: str = '', dtype: str = '
 def load_pipeline(c):
   """load_model with config.model's values, on config.mesh's mesh."""
   m = c.model
-  return load_model(m.source, file=m.file, release=m.release, dtype=m.dtype,
+  return load_model(m.source, file=config_lib.model_file(c), release=m.release, dtype=m.dtype,
                     text_encoder_dtype=m.text_encoder_dtype, attention=m.attention,
                     offline=m.offline, hash_files=m.hash_files, mesh=config_mesh(c),
                     context_attention=c.mesh.context_attention, param_dtype=m.param_dtype,
                     matmul=m.matmul, allow_nonfinite=m.allow_nonfinite,
-                    loras=config_lib.loras(c), lora_strict=c.lora_strict)
+                    loras=config_lib.loras(c), lora_strict=c.lora_strict,
+                    allow_custom=m.allow_custom)
 
 
 def load_upsampler(c, pipe, source: dict):
@@ -339,6 +343,7 @@ def run(c, *, loaded: Callable[[Any, dict], None] | None = None) -> list[Path]:
   generation (for tests and notebooks that inspect what the CLI built).
   """
   plan = config_lib.check(c)  # before anything loads or compiles
+  preflight.check(c)  # what the files' metadata rules out, before any weight loads
   from ltx_jax import distributed
   d = c.distributed
   distributed.initialize(d.coordinator or None, d.num_processes or None,

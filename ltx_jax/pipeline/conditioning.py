@@ -50,8 +50,9 @@ class Condition:
 
   image: a path, PIL image or uint8 array [H, W, 3]; video: a path or uint8 array
     [F, H, W, 3] with F = 8N+1 (exactly one of the two).
-  frame_index: the video frame the item's first frame lands on (segments after frame 0 start
-    on a multiple of the VAE's temporal compression).
+  frame_index: the video frame the item's first frame lands on; negative counts from the end
+    (-1: the last frame), as `Guide`'s. Segments after frame 0 start on a multiple of the VAE's
+    temporal compression.
   strength: 1 gives the item's tokens as they are (never stepped); below 1 they start noised
     to 1 - strength and are stepped once the schedule passes that level.
   media_x, media_y: top-left pixel of an item smaller than the frame (frame 0 only); with
@@ -67,8 +68,9 @@ class Condition:
 
   def __post_init__(self):
     check_item(self, 'Condition')
-    if not is_int(self.frame_index) or self.frame_index < 0:
-      raise UsageError(f"Condition frame_index={self.frame_index!r} must be an int >= 0")
+    if not is_int(self.frame_index):
+      raise UsageError(f"Condition frame_index={self.frame_index!r} must be an int (negative: "
+                       "from the end, -1 the last frame)")
     for name in ('media_x', 'media_y'):
       v = getattr(self, name)
       if v is not None and (not is_int(v) or v < 0):
@@ -528,11 +530,26 @@ def as_conditions(conditions: Any) -> list[Condition]:
   return list(conditions)
 
 
+def resolve_frames(conditions: Sequence[Condition], num_frames: int) -> list[Condition]:
+  """The items with negative frame indices counted from the end (-1: the last frame of a
+  num_frames video); a negative index before the first frame is refused (indices past the end
+  by `check_conditions`)."""
+  out = []
+  for i, c in enumerate(conditions):
+    if c.frame_index < -num_frames:
+      raise UsageError(f"condition {i} ({c.source}): frame_index={c.frame_index} is outside the "
+                       f"{num_frames}-frame video (allowed: {-num_frames}..{num_frames - 1})")
+    out.append(dataclasses.replace(c, frame_index=c.frame_index + num_frames)
+               if c.frame_index < 0 else c)
+  return out
+
+
 def check_media(conditions: Sequence[Condition], num_frames: int, height: int, width: int,
                 preprocessing: str = 'official', *, temporal: int = 8, spatial: int = 32
                 ) -> list[np.ndarray]:
   """Reads every item and refuses, one line each, what does not fit the video (the cheap part
   of `load_conditions`: no blur or compression). Returns the uint8 media [F, h, w, 3]."""
+  conditions = resolve_frames(conditions, num_frames)
   if preprocessing not in PREPROCESSING:
     raise UsageError(f"condition_preprocessing={preprocessing!r}; choose one of "
                      f"{', '.join(map(repr, PREPROCESSING))}")

@@ -312,8 +312,7 @@ class LTXLongVideoPipeline:
     frame_rate = checks.check_frame_rate(frame_rate)
     if output_type not in ('np', 'latent'):
       raise UsageError(f"output_type={output_type!r}; choose 'np' or 'latent'")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-      raise UsageError(f"seed={seed!r} must be an integer")
+    checks.check_seed(seed)
     if noise is not None and not callable(noise):
       raise UsageError(f"noise={noise!r} must be a callable (start, shape) -> array")
     grid = ((num_frames - 1) // tc + 1, height // sc, width // sc)

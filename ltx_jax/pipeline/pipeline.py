@@ -531,8 +531,7 @@ class LTXPipeline:
     if (not isinstance(num_videos_per_prompt, int) or isinstance(num_videos_per_prompt, bool)
         or num_videos_per_prompt < 1):
       raise UsageError(f"num_videos_per_prompt={num_videos_per_prompt!r} must be an int >= 1")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-      raise UsageError(f"seed={seed!r} must be an integer")
+    checks.check_seed(seed)
     return (num_frames - 1) // tc + 1, height // sc, width // sc
 
   def _schedule(self, num_inference_steps, timesteps, seq_len: int, latents, skip_initial,
@@ -609,6 +608,7 @@ class LTXPipeline:
     items = conditioning_lib.as_conditions(conditions)
     if not items:
       return []
+    items = conditioning_lib.resolve_frames(items, num_frames)  # -1: the last frame
     if image is not None:
       raise UsageError("pass image= or conditions=, not both (image= is "
                        "conditions=[ltx_jax.Condition(image=...)] with the diffusers handling)")

@@ -83,7 +83,8 @@ _EXPECTED = {
     'diffusers': 'expected transformer/, vae/, text_encoder/, tokenizer/ and scheduler/ folders',
     'single_file': 'expected an official ltxv-*.safetensors, a T5 .gguf file or text_encoder/ '
                    'folder, and a tokenizer/ folder or spiece.model',
-    'orbax': 'convert the source again with --components naming it',
+    'orbax': 'convert the source again with --components naming it; generation needs '
+             'transformer, vae and text_encoder: the default components',
 }
 
 
@@ -119,7 +120,8 @@ def _scheduler_config(p: Path) -> dict:
 
 def resolve_source(spec: str | os.PathLike, *, file: str | None = None,
                    release: str | Release | None = None, allow_custom: bool = False,
-                   offline: bool | None = None, cache_dir: str | None = None) -> ModelSource:
+                   offline: bool | None = None, cache_dir: str | None = None,
+                   also: tuple[str, ...] = ()) -> ModelSource:
   """A ModelSource for a local folder / file, a converted checkpoint or a hub repo id.
 
   file: which official .safetensors to use when a folder (or hub repo) holds several.
@@ -127,13 +129,15 @@ def resolve_source(spec: str | os.PathLike, *, file: str | None = None,
   allow_custom: accept unreleased shapes (tiny test models) as release 'custom'.
   offline: hub only; True reads the local cache and never the network (default: the
     HF_HUB_OFFLINE environment variable decides).
+  also: hub only; more files of the repo the run needs (e.g. the spatial upscaler), fetched
+    with the rest and named in the hint when the hub cannot be reached.
   """
   path = Path(spec)
   if path.exists():
     with in_file(path):
       return _local(path, file=file, release=release, allow_custom=allow_custom, hints=())
   if HUB_ID.match(str(spec)):
-    root = fetch_from_hub(str(spec), file, offline=offline, cache_dir=cache_dir)
+    root = fetch_from_hub(str(spec), file, offline=offline, cache_dir=cache_dir, also=also)
     with in_file(root):
       ms = _local(root, file=file, release=release, allow_custom=allow_custom,
                   hints=(str(spec),), force_single=file is not None)
@@ -155,6 +159,11 @@ def _local(path: Path, *, file, release, allow_custom, hints, force_single=False
   if chosen is not None and not chosen.is_file():
     raise SourceError(f"{chosen}: no such file")
   return _single_file(path, chosen, release, allow_custom, hints)
+
+
+def is_whole_source_folder(path: Path) -> bool:
+  """A diffusers repo folder or a converted checkpoint: read whole, no `file=` to choose."""
+  return orbax_io.is_orbax(path) or _is_diffusers_repo(path)
 
 
 def _is_diffusers_repo(path: Path) -> bool:
@@ -296,17 +305,22 @@ def _spatial_upscaler(root: Path, version: str) -> Path | None:
 # ------------------------------------------------------------------------------------- hub
 
 
-def fetch_from_hub(repo_id: str, file: str | None = None, *, offline: bool | None = None,
-                   cache_dir: str | None = None) -> Path:
-  """Downloads (or finds in the cache) what a pipeline needs from a hub repo; -> snapshot folder.
-
-  With `file`, that official single file plus text_encoder/ and tokenizer/; without, the
-  diffusers folders.
-  """
-  from huggingface_hub import constants, snapshot_download
+def hub_patterns(file: str | None = None, also: tuple[str, ...] = ()) -> list[str]:
+  """The repo files a pipeline reads: with `file`, that official single file plus
+  text_encoder/ and tokenizer/; without, the diffusers folders; then `also`."""
   patterns = ([file, 'text_encoder/*', 'tokenizer/*'] if file else
               ['model_index.json', 'transformer/*', 'vae/*', 'text_encoder/*', 'tokenizer/*',
                'scheduler/*', f'{UPSAMPLER_FOLDER}/*'])
+  return patterns + [a for a in also if a not in patterns]
+
+
+def fetch_from_hub(repo_id: str, file: str | None = None, *, offline: bool | None = None,
+                   cache_dir: str | None = None, also: tuple[str, ...] = ()) -> Path:
+  """Downloads (or finds in the cache) what a pipeline needs from a hub repo (`hub_patterns`);
+  -> snapshot folder. When that fails, the message says how to download every one of those
+  files elsewhere."""
+  from huggingface_hub import constants, snapshot_download
+  patterns = hub_patterns(file, also)
   local_only = constants.HF_HUB_OFFLINE if offline is None else offline
   try:
     folder = Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache_dir,
@@ -317,9 +331,10 @@ def fetch_from_hub(repo_id: str, file: str | None = None, *, offline: bool | Non
     raise SourceError(
         f"cannot get {what} from the Hugging Face hub{' (offline)' if local_only else ''} and "
         f"it is not in the local cache {cache_dir or constants.HF_HUB_CACHE}: "
-        f"{type(e).__name__}: {reason}. Download it where the hub is reachable "
-        f"(huggingface-cli download {repo_id}{' ' + file if file else ''} --local-dir DIR) and "
-        "pass that local folder as the source") from None
+        f"{type(e).__name__}: {reason}. Download what the run needs where the hub is reachable "
+        f"(huggingface-cli download {repo_id} --include "
+        f"{' '.join(repr(p) for p in patterns)} --local-dir DIR) and pass that local "
+        "folder DIR as the source") from None
   if file and not (folder / file).is_file():
     raise SourceError(f"{repo_id} has no file {file!r}")
   return folder

@@ -74,13 +74,16 @@ PEFT_DEFAULT_ALPHA = 8  # peft.LoraConfig's lora_alpha when the metadata names n
 @dataclasses.dataclass(frozen=True)
 class Adapter:
   """One LoRA file as loaded: what the sidecar records."""
-  name: str     # the file's stem, made unique
+  name: str     # adapter_stem(file), made unique
   path: str
   sha256: str
   scale: float  # the scale it was loaded with
   # Modules of the file applied to the model (lora_strict=False may skip some or all: 0 means
   # the file changed nothing).
   modules_applied: int = -1
+
+
+DIFFUSERS_WEIGHTS = 'pytorch_lora_weights'  # diffusers' LoRA file name in a saved folder
 
 
 def parse_loras(loras: Any) -> tuple[tuple[Path, float], ...]:
@@ -112,7 +115,7 @@ def _lora_file(path: Path) -> Path:
   single .safetensors file."""
   if path.is_dir():
     files = sorted(path.glob('*.safetensors'))
-    named = path / 'pytorch_lora_weights.safetensors'
+    named = path / f'{DIFFUSERS_WEIGHTS}.safetensors'
     if named.is_file():
       return named
     if len(files) == 1:
@@ -122,6 +125,12 @@ def _lora_file(path: Path) -> Path:
   if not path.is_file():
     raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist (pass a .safetensors file)")
   return path
+
+
+def adapter_stem(path: Path) -> str:
+  """An adapter's name: the file's stem, or for diffusers' generic
+  `pytorch_lora_weights.safetensors` the folder holding it (the name users gave it)."""
+  return path.parent.name if path.stem == DIFFUSERS_WEIGHTS and path.parent.name else path.stem
 
 
 def check_mode(mode: str) -> str:
@@ -349,10 +358,11 @@ def open_adapters(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, stric
     return None
   names, files = set(), []
   for path, scale in given:
-    name, n = path.stem, 1
+    stem = adapter_stem(path)
+    name, n = stem, 1
     while name in names:
       n += 1
-      name = f'{path.stem}_{n}'
+      name = f'{stem}_{n}'
     names.add(name)
     with values.in_file(path):  # every error about the file names it
       files.append(LoraFile(path, scale, name))
@@ -405,18 +415,35 @@ def open_adapters(model: nnx.Module, plans: Sequence[Plan], loras: Any, *, stric
       for path, update in todo:
         updates.setdefault(path, []).append(update)
   if unmatched or wrong:
+    summary = mismatch_summary(unmatched, wrong)
     if strict:
       names = ', '.join(str(f.path) for f in files)
-      lines = [f"LoRA {names} for {what}: {len(unmatched)} modules match no layer and "
-               f"{len(wrong)} tensors do not fit (pass lora_strict=False to skip them with a "
-               "warning)"]
-      lines += [f"  no layer: {m}" for m in unmatched[:20]]
-      lines += [f"  wrong shape: {w}" for w in wrong[:20]]
-      raise LoadError('\n'.join(lines))
-    warnings.warn(f"LoRA for {what}: skipped {len(unmatched)} modules that match no layer "
-                  f"({'; '.join(unmatched[:5])}) and {len(wrong)} tensors that do not fit "
-                  f"({'; '.join(wrong[:5])})", stacklevel=3)
+      raise LoadError(f"LoRA {names} for {what}: {summary} (pass lora_strict=False to skip "
+                      "them with a warning)")
+    warnings.warn(f"LoRA for {what}: skipped {summary}", stacklevel=3)
   return Adapters(files, main_plan, updates)
+
+
+EXAMPLES = 3  # mismatches quoted in an error; the rest are counted
+EXAMPLE_CHARS = 160
+
+
+def mismatch_summary(unmatched: Sequence[str], wrong: Sequence[str]) -> str:
+  """One bounded line for a LoRA that does not fit: the counts and a few examples (a LoRA
+  for another model size mismatches every tensor: the count says it, examples show how)."""
+  def examples(items: Sequence[str]) -> str:
+    shown = [i if len(i) <= EXAMPLE_CHARS else i[:EXAMPLE_CHARS - 3] + '...'
+             for i in items[:EXAMPLES]]
+    more = f"; {len(items) - EXAMPLES} more" if len(items) > EXAMPLES else ''
+    return f" (e.g. {'; '.join(shown)}{more})" if shown else ''
+  parts = []
+  if unmatched:
+    parts.append(f"{len(unmatched)} modules match no layer{examples(unmatched)}")
+  if wrong:
+    parts.append(f"{len(wrong)} tensors do not fit{examples(wrong)}")
+  hint = (": made for another model (size or release)?" if len(wrong) > EXAMPLES and
+          not unmatched else '')
+  return ' and '.join(parts) + hint
 
 
 class MergedStore:
