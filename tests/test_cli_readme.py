@@ -3,10 +3,12 @@ folder, official single file + T5 folder, converted checkpoint), so that they ca
 
 Every `python -m ltx_jax.generate` and `python tools/convert.py` command in the README's bash
 blocks from "Command line" to "Performance" is run with the substitutions the README states
-under "Command line" (model source, release=custom, 64x64, output folder; in-process, through
-the same config-flag parser the command line uses): each against the diffusers folder, and
-the commands naming a model folder (`/models/ltxv...`) against every format. The conversions
-read the single-file folder (what `/models/ltxv` holds in the README: the official files).
+under "Command line" (model source, release=custom, 64x64, 9 frames, output folder; in-process,
+through the same config-flag parser the command line uses): each generates from the diffusers
+folder, and the commands naming a model folder (`/models/ltxv...`) are also checked against the
+other formats by a dry run (sources, files, preflight checks). The conversions read the
+single-file folder (what `/models/ltxv` holds in the README: the official files) and the
+command that generates from a converted checkpoint runs in full.
 """
 
 import json
@@ -23,12 +25,17 @@ from builders import random_lora
 from cli_sources import cli_sources
 from ltx_jax import video_io
 from ltx_jax.cli import preflight, run
+from ltx_jax.compilation_cache import enable_compilation_cache
 from ltx_jax.models.transformer import TransformerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATE = ['python', '-m', 'ltx_jax.generate']
 CONVERT = ['python', 'tools/convert.py']
 SIZE = ['--config.height=64', '--config.width=64']
+FRAMES = 9  # every command's frame count (1 stays 1)
+# configs/long.py: two windows of 17 frames sharing one latent frame.
+LONG = ['--config.num_frames=17', '--config.long_video.temporal_tile_size=16',
+        '--config.long_video.temporal_overlap=8']
 
 
 def readme_commands() -> list[tuple[str, list[str]]]:
@@ -87,6 +94,14 @@ def substituted(words: list[str], source: Path, models: Path, out: Path, fmt: st
     return argv + [f'--config.output_dir={out}']
   if not any(a.startswith('--config.model.source=') for a in argv):
     argv.append(f'--config.model.source={source}')
+  frames = _frames(argv)
+  placed = [int(n) for a in argv if a.startswith('--config.conditions=')
+            for n in re.findall(r':(\d+)', a)]
+  if 'long.py' in argv[i + 1]:
+    argv += LONG
+  elif not any(n >= FRAMES for n in placed):  # items placed later keep the command's length
+    argv = [a for a in argv if not a.startswith('--config.num_frames=')]
+    argv.append(f'--config.num_frames={1 if frames == 1 else FRAMES}')
   argv += ['--config.model.release=custom', *SIZE, f'--config.output_dir={out}']
   if fmt == 'single':
     argv.append('--config.model.file=')
@@ -122,18 +137,31 @@ def test_readme_commands(tmp_path_factory, monkeypatch):
   for fmt, source in formats.items():  # other formats: the commands that name the source
     runs += [(fmt, source, w) for _, w in others
              if fmt == 'diffusers' or any('/models/ltxv' in a for a in w)]
-  for n, (fmt, source, words) in enumerate(runs):
-    out = work / 'outputs' / f'{n:02d}-{fmt}'
-    argv = substituted(words, source, models, out, fmt, sources['upsampler'])
-    if words[:2] == CONVERT:
-      assert convert_tool.main(argv) == 0, (fmt, words)
-      continue
-    result = generate(argv)
-    if isinstance(result, str):  # the dry run: nothing written
-      report = json.loads(result)
-      assert report['files'] and not out.exists(), (fmt, report)
-      continue
-    assert result and all(p.is_file() for p in result), (fmt, words)
-    frames = _frames(argv)
-    if frames is not None and 'long.py' not in ' '.join(argv):
-      assert video_io.read_mp4_info(result[0])['frames'] == frames, (fmt, words)
+  # One process-wide compilation cache for the runs (commands of the same shapes share
+  # programs, as a user's second run does); switched off again after.
+  enable_compilation_cache(work / 'xla')
+  try:
+    for n, (fmt, source, words) in enumerate(runs):
+      _run(n, fmt, source, words, work, models, sources, convert_tool)
+  finally:
+    enable_compilation_cache(None)
+
+
+def _run(n, fmt, source, words, work, models, sources, convert_tool):
+  out = work / 'outputs' / f'{n:02d}-{fmt}'
+  argv = substituted(words, source, models, out, fmt, sources['upsampler'])
+  if fmt != 'diffusers' and words[:2] != CONVERT and not any(
+      '/models/ltxv-' in w for w in words):
+    argv.append('--config.dry_run=True')  # other formats: sources and checks, no generation
+  if words[:2] == CONVERT:
+    assert convert_tool.main(argv) == 0, (fmt, words)
+    return
+  result = generate(argv)
+  if isinstance(result, str):  # the dry run: nothing written
+    report = json.loads(result)
+    assert report['files'] and not out.exists(), (fmt, report)
+    return
+  assert result and all(p.is_file() for p in result), (fmt, words)
+  frames = _frames(argv)
+  if frames is not None:
+    assert video_io.read_mp4_info(result[0])['frames'] == frames, (fmt, words)
