@@ -157,3 +157,47 @@ def test_full_step_matches_torch(model_dir, highest_precision):
     print(f'full first_frame={first_frame}: loss rel err '
           f'{abs(float(loss) - want.item()) / want.item():.2e}, worst grad rel L2 '
           f'{max(errs.values()):.2e}')
+
+
+@pytest.mark.slow
+def test_five_steps_match_torch_adamw(model_dir, highest_precision):
+  """Five optimizer steps (clipping active, linear schedule over the run) against torch AdamW +
+  LinearLR + clip_grad_norm_ on the PEFT reference; different draws each step."""
+  from training_reference import torch_scheduler
+  ref = peft_reference(model_dir, seed=11)
+  opt_config = OptimizerConfig(learning_rate=3e-3, steps=5, schedule='linear', max_grad_norm=0.05)
+  trainer, state = lora_trainer(model_dir, ref, optimizer=opt_config)
+  start = flat(state.params)
+  params = [p for n, p in ref.named_parameters() if 'lora_' in n]
+  for p in ref.parameters():
+    p.requires_grad_(False)
+  for p in params:
+    p.requires_grad_(True)
+  opt = torch.optim.AdamW(params, lr=3e-3)
+  sched = torch_scheduler(opt, 'linear', 5)
+  batch = make_batch(4)
+  norms = []
+  for k in range(5):
+    draws = make_draws(20 + k, first_frame=k % 2 == 1)
+    opt.zero_grad()
+    loss = reference_loss(ref, batch['latents'], batch['context'], batch['context_mask'],
+                          batch['frame_rate'], *draws)
+    loss.backward()
+    norms.append(float(torch.nn.utils.clip_grad_norm_(params, 0.05)))
+    opt.step()
+    sched.step()
+    state, metrics = trainer.step(state, trainer.place(batch), draws)
+    assert abs(float(metrics['loss']) - loss.item()) <= 1e-5 * loss.item()
+  assert min(norms) > 0.05  # clipping did act
+  got = flat(state.params)
+  modules = dict(ref.named_modules())
+  worst = worst_change = 0.0
+  for pa, pb, index, name in peft_factor_paths(trainer):
+    for path, layer in ((pa, modules[name].lora_A), (pb, modules[name].lora_B)):
+      g = got[path] if index is None else got[path][index]
+      s0 = start[path] if index is None else start[path][index]
+      want = layer['default'].weight.detach().numpy().T
+      worst = max(worst, rel_l2(g, want))
+      worst_change = max(worst_change, rel_l2(g - s0, want - s0))
+  assert worst <= 1e-5, worst
+  print(f'5 AdamW steps: params rel L2 {worst:.2e}, their change rel L2 {worst_change:.2e}')
