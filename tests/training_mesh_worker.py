@@ -76,12 +76,14 @@ def run(mesh):
 
 def main(out):
   import jax
+  import numpy as np
   from ltx_jax import sharding
   report = {}
   with jax.default_matmul_precision('highest'):
     base = run(None)
     for name, sizes in MESHES.items():
-      got = run(sharding.make_mesh(**sizes))
+      count = int(np.prod(list(sizes.values())))
+      got = run(sharding.make_mesh(**sizes, devices=jax.devices()[:count]))
       report[name] = {
           'loss0': abs(got[0] - base[0]) / abs(base[0]),
           'grads': max(rel_l2(got[1][k], base[1][k]) for k in base[1]),
