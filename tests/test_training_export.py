@@ -70,7 +70,8 @@ def diffusers_output(model_dir, lora_file, d):
         rope_interpolation_scale=[8 / 25, 32, 32], return_dict=False)[0].numpy()
 
 
-@pytest.mark.parametrize('alpha,rslora', [(4.0, False), (8.0, False), (8.0, True)])
+@pytest.mark.slow
+@pytest.mark.parametrize('alpha,rslora', [(4.0, False), (8.0, True)])
 def test_lora_loads_in_diffusers_and_back(model_dir, tmp_path, alpha, rslora,  # noqa: F811
                                           highest_precision):
   trainer = Trainer(load_transformer(model_dir), TrainConfig(
@@ -105,6 +106,7 @@ def test_lora_loads_in_diffusers_and_back(model_dir, tmp_path, alpha, rslora,  #
     assert rel_l2(got, want) <= 1e-6
 
 
+@pytest.mark.slow
 def test_full_fine_tune_round_trips(model_dir, tmp_path):  # noqa: F811
   from builders import official_transformer_config
   trainer = Trainer(load_transformer(model_dir), TrainConfig(FullConfig()))
