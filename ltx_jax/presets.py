@@ -259,8 +259,8 @@ def markdown_table() -> str:
                 f"{p.upsampler}")
       if second.get('tone_map_compression_ratio'):
         passes += f", tone map {_num(second['tone_map_compression_ratio'])}"
-      steps = f"1: {_steps(first)}; 2: {_steps(second)}"
-      guidance = f"1: {_guidance(first)}; 2: {_guidance(second)}"
+      steps = f"1: {_steps(first)}; 2: {_steps(second)}; one pass: {_steps(s)}"
+      guidance = f"1: {_guidance(first)}; 2: {_guidance(second)}; one pass: {_guidance(s)}"
     lines.append(
         f"| {name} | {p.file} | {passes} | {steps} | {guidance} | "
         f"{_num(s['decode_timestep'])} / {_num(s['decode_noise_scale'])} | "
