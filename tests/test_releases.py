@@ -108,6 +108,47 @@ def test_metadata_as_recorded():
       ['compress_all', {}], ['res_x_y', 1]]
 
 
+@pytest.mark.parametrize('entry,key,value,match', [
+    ('scheduler', 'base_resolution', 'abc', r"scheduler config base_resolution='abc': expected "
+     r"an integer in \[1, 1073741824\]"),
+    ('scheduler', 'shifting', 'Foo', r"scheduler config shifting='Foo': expected one of"),
+    ('scheduler', 'sampler', None, r"scheduler config sampler=None: expected one of"),
+    ('scheduler', 'num_train_timesteps', 500, r"num_train_timesteps=500: expected one of \[1000\]"),
+    ('scheduler', '_class_name', 'DDIMScheduler', "expected 'RectifiedFlowScheduler'"),
+    ('transformer', 'qk_norm', 'layer_norm', r"qk_norm='layer_norm' \(ltx_jax supports 'rms_norm'"),
+    ('transformer', 'timestep_scale_multiplier', 500, 'timestep_scale_multiplier=500'),
+    ('transformer', 'standardization_norm', '<absent>', "no 'standardization_norm', i.e. the "
+     "official default 'layer_norm'"),
+    ('transformer', 'upcast_attention', True, 'upcast_attention=True'),
+    ('vae', 'normalize_latent_channels', True, 'normalize_latent_channels=True'),
+    ('vae', '_class_name', 'AutoencoderKL', "expected 'CausalVideoAutoencoder'"),
+    ('vae', 'use_quant_conv', '<absent>', 'use_quant_conv=True'),
+])
+def test_values_no_release_has_are_refused(entry, key, value, match):
+  """Values and absences no release has: one-line errors naming the key (the parsers that
+  `from_pretrained` runs on the metadata, before anything loads)."""
+  from ltx_jax.errors import CheckpointFormatError
+  from ltx_jax.models.transformer.config import TransformerConfig
+  from ltx_jax.models.vae.config import VAEConfig
+  from ltx_jax.sampling import SchedulerConfig
+  parse = {'scheduler': SchedulerConfig.from_official, 'transformer': TransformerConfig
+           .from_official, 'vae': VAEConfig.from_official}[entry]
+  for name in ('ltxv-2b-0.9.0-dev', 'ltxv-2b-0.9.8-distilled'):
+    cfg = official_metadata(name)[entry]
+    parse(cfg)  # as released: accepted
+    if value == '<absent>':
+      cfg.pop(key)
+    else:
+      cfg[key] = value
+    with pytest.raises(CheckpointFormatError, match=match):
+      parse(cfg)
+  # SimpleDiffusion shifting reads base_resolution: null is refused there only.
+  cfg = dict(official_metadata('ltxv-2b-0.9.0-dev')['scheduler'], shifting='SimpleDiffusion')
+  with pytest.raises(CheckpointFormatError, match=r"base_resolution=None: expected an integer"):
+    SchedulerConfig.from_official(cfg)
+  assert SchedulerConfig.from_official(dict(cfg, base_resolution=512)).base_resolution == 512
+
+
 def _official_pipeline(path: Path, allowed):
   """The official LTXVideoPipeline on `path`, loaded as ltx_video/inference.py loads it."""
   from ltx_video.models.autoencoders.causal_video_autoencoder import CausalVideoAutoencoder
@@ -281,3 +322,27 @@ def test_release_command_line(name, extra, release, tmp_path):
   (video,) = tmp_path.glob('*.mp4')
   info = video_io.read_mp4_info(video)
   assert (info['frames'], info['width'], info['height']) == (FRAMES, W, H)
+
+
+@pytest.mark.slow
+def test_readme_first_example(release, tmp_path):
+  """The README's first Python example on the tiny 2B 0.9.8 distilled file (its released
+  allowed_inference_steps): `presets.sampling` gives the single distilled pass, which ends at
+  timestep 0.03 (not at 725, as the first pass of the multi-scale recipe does), the allowed-steps
+  check accepts it, and the video decodes."""
+  name = 'ltxv-2b-0.9.8-distilled'
+  pipe = LTXPipeline.from_pretrained(release(name), dtype=jnp.float32,
+                                     file=presets.get(name).file, allow_custom=True)
+  kw = presets.sampling(name, **SMALL)
+  assert kw['timesteps'][-1] <= 50 and kw['timesteps'][:7] == [1000, 993, 987, 981, 975, 909,
+                                                                725]
+  out = pipe(**kw, prompt='A red fox trots through fresh snow', seed=0, progress=False)
+  assert out.frames.shape == (1, FRAMES, H, W, 3) and out.frames.dtype == np.uint8
+  assert out.latents.shape == (1, 2, H // 32, W // 32, LATENT)
+  video_io.write_mp4(tmp_path / 'fox.mp4', out.frames[0], fps=30)
+  assert video_io.read_mp4_info(tmp_path / 'fox.mp4')['frames'] == FRAMES
+  # Other timesteps are still refused for this file, and a finishing step only as the last one.
+  from ltx_jax.errors import UsageError
+  for bad in ([1000.0, 950.0, 725.0], [1000.0, 0.03, 725.0]):
+    with pytest.raises(UsageError, match='not among this distilled checkpoint'):
+      pipe.prepare(prompt='a cat', timesteps=bad, **SMALL)
