@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from conftest import randomize_torch_module, rel_l2
-from release_metadata import (LATENT, RELEASES, SPATIAL_UPSCALER, TEMPORAL_UPSCALER,
-                              official_metadata, shrink)
+from release_metadata import (DIFFUSERS_RELEASES, LATENT, RELEASES, SPATIAL_UPSCALER,
+                              TEMPORAL_UPSCALER, diffusers_scheduler_095, official_metadata,
+                              shrink)
 from source_layouts import layouts
 from ltx_jax import LTXMultiScalePipeline, load_latent_upsampler, presets, video_io
 from ltx_jax.pipeline import LTXPipeline
@@ -343,6 +344,63 @@ def test_readme_first_example(release, tmp_path):
   assert video_io.read_mp4_info(tmp_path / 'fox.mp4')['frames'] == FRAMES
   # Other timesteps are still refused for this file, and a finishing step only as the last one.
   from ltx_jax.errors import UsageError
-  for bad in ([1000.0, 950.0, 725.0], [1000.0, 0.03, 725.0]):
+  for bad in ([1000.0, 950.0, 725.0], [1000.0, 725.0, 0.03, 0.02]):
     with pytest.raises(UsageError, match='not among this distilled checkpoint'):
       pipe.prepare(prompt='a cat', timesteps=bad, **SMALL)
+
+
+def write_diffusers_release(root: Path, version: str, text_repo: Path, seed: int = 0) -> tuple:
+  """A diffusers-layout repo of `version` (a key of DIFFUSERS_RELEASES): its recorded
+  transformer / VAE / scheduler config.json (shrunk), tiny random weights, the tiny T5 and
+  tokenizer, and a latent_upsampler/ folder with the spatial upscaler's values (shrunk).
+  Returns the torch (transformer, vae)."""
+  import shutil
+  from diffusers import (AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler,
+                         LTXVideoTransformer3DModel)
+  from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
+  tcfg, vcfg, scfg = DIFFUSERS_RELEASES[version]
+  torch.manual_seed(seed)
+  transformer = LTXVideoTransformer3DModel.from_config(shrink(tcfg, 'diffusers_transformer'))
+  randomize_torch_module(transformer.eval(), seed=seed, std=0.1)
+  vae = AutoencoderKLLTXVideo.from_config(shrink(vcfg, 'diffusers_vae')).eval()
+  randomize_torch_module(vae, seed=seed + 1)
+  with torch.no_grad():
+    for key, p in vae.named_parameters():
+      if 'per_channel_scale' in key:
+        p.zero_()
+      if key.endswith('timestep_scale_multiplier'):
+        p.fill_(1000.0)
+  scheduler = FlowMatchEulerDiscreteScheduler.from_config(scfg or diffusers_scheduler_095())
+  upsampler = LTXLatentUpsamplerModel(**{k: v for k, v in shrink(
+      SPATIAL_UPSCALER, 'upsampler').items() if k != '_class_name'}).eval()
+  randomize_torch_module(upsampler, seed=seed + 2)
+  transformer.save_pretrained(root / 'transformer')
+  vae.save_pretrained(root / 'vae')
+  scheduler.save_pretrained(root / 'scheduler')
+  upsampler.save_pretrained(root / 'latent_upsampler')
+  for c in ('text_encoder', 'tokenizer'):
+    shutil.copytree(text_repo / c, root / c)
+  shutil.copyfile(text_repo / 'model_index.json', root / 'model_index.json')
+  return transformer, vae
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('version', sorted(DIFFUSERS_RELEASES))
+def test_diffusers_release(version, tmp_path_factory):
+  """A diffusers folder of each release's recorded configs loads (strictly; as many parameters
+  as diffusers' modules), generates, and runs multi-scale with its latent_upsampler/ folder."""
+  text_repo = layouts(tmp_path_factory.getbasetemp() / 'layouts')['diffusers']
+  root = tmp_path_factory.mktemp(f'diffusers-{version}')
+  transformer, vae = write_diffusers_release(root, version, text_repo)
+  multi = LTXMultiScalePipeline.from_pretrained(root, allow_custom=True)
+  pipe = multi.pipe
+  assert _count(pipe.transformer) == sum(p.numel() for p in transformer.parameters())
+  assert _count(pipe.vae) == sum(p.numel() for p in vae.parameters())
+  assert pipe.vae.config.timestep_conditioning == (version != '0.9.0')
+  assert pipe.vae.config.spatial_compression == 32
+  out = pipe(prompt='a cat', num_inference_steps=2, guidance_scale=1.0, progress=False, **SMALL)
+  assert out.frames.shape == (1, FRAMES, H, W, 3)
+  out = multi(downscale_factor=0.6666666, first_pass=dict(num_inference_steps=2),
+              second_pass=dict(num_inference_steps=2, skip_initial_inference_steps=1),
+              prompt='a cat', guidance_scale=1.0, progress=False, **SMALL)
+  assert out.frames.shape == (1, FRAMES, H, W, 3)
