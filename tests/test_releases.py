@@ -386,7 +386,8 @@ def write_diffusers_release(root: Path, version: str, text_repo: Path, seed: int
 @pytest.mark.parametrize('version', sorted(DIFFUSERS_RELEASES))
 def test_diffusers_release(version, tmp_path_factory):
   """A diffusers folder of each release's recorded configs loads (strictly; as many parameters
-  as diffusers' modules), generates, and runs multi-scale with its latent_upsampler/ folder."""
+  as diffusers' modules) through LTXMultiScalePipeline.from_pretrained (its latent_upsampler/
+  folder) and generates; 0.9.7 also runs multi-scale."""
   text_repo = layouts(tmp_path_factory.getbasetemp() / 'layouts')['diffusers']
   root = tmp_path_factory.mktemp(f'diffusers-{version}')
   transformer, vae = write_diffusers_release(root, version, text_repo)
@@ -398,7 +399,8 @@ def test_diffusers_release(version, tmp_path_factory):
   assert pipe.vae.config.spatial_compression == 32
   out = pipe(prompt='a cat', num_inference_steps=2, guidance_scale=1.0, progress=False, **SMALL)
   assert out.frames.shape == (1, FRAMES, H, W, 3)
-  out = multi(downscale_factor=0.6666666, first_pass=dict(num_inference_steps=2),
-              second_pass=dict(num_inference_steps=2, skip_initial_inference_steps=1),
-              prompt='a cat', guidance_scale=1.0, progress=False, **SMALL)
-  assert out.frames.shape == (1, FRAMES, H, W, 3)
+  if version == '0.9.7':  # the release with an upscaler (the others' compile is the same)
+    out = multi(downscale_factor=0.6666666, first_pass=dict(num_inference_steps=2),
+                second_pass=dict(num_inference_steps=2, skip_initial_inference_steps=1),
+                prompt='a cat', guidance_scale=1.0, progress=False, **SMALL)
+    assert out.frames.shape == (1, FRAMES, H, W, 3)
