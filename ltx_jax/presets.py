@@ -11,7 +11,9 @@ files leave out): timesteps on the 0..1000 scale, `stg_rescale` for the yaml's
 `rescaling_scale`; text length 256 tokens, 30 fps, 1216x704, 121 frames and the official
 negative prompt unless a release says otherwise. Every 0.9.7 / 0.9.8 config is multi-scale
 (`multi_scale`: a 2/3-size first pass, the spatial upscaler `upsampler`, a second pass);
-`sampling` is then the first pass's values at the full size (the single-pass mode). A yaml
+`sampling` is then the single-pass mode at the full size: a dev release's first pass run to the
+end, a distilled release's `DISTILLED_SINGLE_PASS` (diffusers' documented single distilled pass,
+ending at timestep 0.03; the first pass alone stops at 725). A yaml
 `skip_block_list: [42]` with STG 0 perturbs nothing and is left out. The command line's configs
 (ltx_jax/cli/config.py) and the README's preset table (`markdown_table`) come from this data.
 """
@@ -27,7 +29,7 @@ from ltx_jax.errors import UsageError
 from ltx_jax.pipeline import LTXPipeline
 from ltx_jax.sampling import DISTILLED_0_9_8_FIRST_PASS, DISTILLED_0_9_8_SECOND_PASS
 
-__all__ = ['DEFAULT', 'HUB_REPO', 'NEGATIVE', 'PASS_KEYS', 'PRESETS', 'Preset', 'get',
+__all__ = ['DEFAULT', 'DISTILLED_SINGLE_PASS', 'HUB_REPO', 'NEGATIVE', 'PASS_KEYS', 'PRESETS', 'Preset', 'get',
            'markdown_table', 'multi_scale', 'names', 'sampling']
 
 HUB_REPO = 'Lightricks/LTX-Video'
@@ -88,6 +90,11 @@ _DISTILLED_FIRST = dict(timesteps=_DISTILLED_TIMESTEPS, guidance_scale=1.0, stg_
                         stg_rescale=1.0)
 _DISTILLED_SECOND = dict(timesteps=_SECOND_TIMESTEPS, guidance_scale=1.0, stg_scale=0.0,
                          stg_rescale=1.0)
+# Distilled 0.9.7 / 0.9.8 in one full-size pass (no official yaml has one): diffusers' documented
+# single distilled pass, the first pass's steps as integer timesteps and a last step at 0.03 that
+# finishes the video (the first pass alone stops at 725, 72% noise, for the upscaler).
+DISTILLED_SINGLE_PASS = (1000.0, 993.0, 987.0, 981.0, 975.0, 909.0, 725.0, 0.03)
+_DISTILLED_SINGLE = dict(_DISTILLED_FIRST, timesteps=DISTILLED_SINGLE_PASS)
 _DOWNSCALE = 0.6666666
 
 
@@ -95,10 +102,9 @@ def _preset(name: str, file: str, **values) -> Preset:
   return Preset(name, file, types.MappingProxyType(dict(_COMMON, **values)))
 
 
-def _two_pass(name: str, file: str, upsampler: str, first: dict, second: dict) -> Preset:
-  """A multi-scale release; its single-pass `sampling` is the first pass at the full size
-  (without the first pass's early stop)."""
-  single = {k: v for k, v in first.items() if k != 'skip_final_inference_steps'}
+def _two_pass(name: str, file: str, upsampler: str, first: dict, second: dict,
+              single: dict) -> Preset:
+  """A multi-scale release; `single` is its single-pass schedule and guidance at the full size."""
   recipe = dict(downscale_factor=_DOWNSCALE, first_pass=types.MappingProxyType(dict(first)),
                 second_pass=types.MappingProxyType(dict(second)))
   return Preset(name, file, types.MappingProxyType(dict(_COMMON, **single)),
@@ -109,10 +115,13 @@ def _multi(size: str, version: str, variant: str, fp8: bool = False) -> Preset:
   name = f'ltxv-{size}-{version}-{variant}' + ('-fp8' if fp8 else '')
   first, second = ((_DEV_13B_FIRST, _DEV_13B_SECOND) if variant == 'dev' else
                    (_DISTILLED_FIRST, _DISTILLED_SECOND))
+  # dev: the first pass run to the end (without its early stop); distilled: the single pass.
+  single = ({k: v for k, v in first.items() if k != 'skip_final_inference_steps'}
+            if variant == 'dev' else _DISTILLED_SINGLE)
   if (size, version, variant) == ('13b', '0.9.8', 'distilled'):
     second = dict(second, tone_map_compression_ratio=0.6)
   return _two_pass(name, f'{name}.safetensors', f'ltxv-spatial-upscaler-{version}.safetensors',
-                   first, second)
+                   first, second, single)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
@@ -250,8 +259,8 @@ def markdown_table() -> str:
                 f"{p.upsampler}")
       if second.get('tone_map_compression_ratio'):
         passes += f", tone map {_num(second['tone_map_compression_ratio'])}"
-      steps = f"1: {_steps(first)}; 2: {_steps(second)}"
-      guidance = f"1: {_guidance(first)}; 2: {_guidance(second)}"
+      steps = f"1: {_steps(first)}; 2: {_steps(second)}; one pass: {_steps(s)}"
+      guidance = f"1: {_guidance(first)}; 2: {_guidance(second)}; one pass: {_guidance(s)}"
     lines.append(
         f"| {name} | {p.file} | {passes} | {steps} | {guidance} | "
         f"{_num(s['decode_timestep'])} / {_num(s['decode_noise_scale'])} | "

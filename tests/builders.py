@@ -1,5 +1,6 @@
 """Tiny random LTX-Video components written in the real file formats by the references."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import torch
 from flax import nnx
 
 from conftest import randomize_torch_module
+from release_metadata import DIFFUSERS_SCHEDULER_090, TRANSFORMER_090, TRANSFORMER_095
 
 LATENT = 8
 TEXT_DIM = 32
@@ -19,9 +21,8 @@ VAE_091 = dict(
     decoder_block_out_channels=(8, 16), decoder_layers_per_block=(1, 2, 1),
     decoder_spatio_temporal_scaling=(True, True), decoder_inject_noise=(True, True, False),
     upsample_residual=(True, True), upsample_factor=(2, 2), timestep_conditioning=True)
-SCHEDULER = dict(base_image_seq_len=1024, base_shift=0.95, max_image_seq_len=4096,
-                 max_shift=2.05, num_train_timesteps=1000, shift=1.0, shift_terminal=0.1,
-                 use_dynamic_shifting=True, time_shift_type='exponential')
+# The recorded 0.9.0 diffusers scheduler_config.json (release_metadata.py), as kwargs.
+SCHEDULER = {k: v for k, v in DIFFUSERS_SCHEDULER_090.items() if not k.startswith('_')}
 WORDS = ("a cat sits on the mat while the dog runs in the park under the blue sky, "
          "video of waves crashing on rocks at sunset; zoom slowly into the forest").split()
 
@@ -85,16 +86,12 @@ def tiny_repo(root: Path, seed: int = 0):
 
 def official_transformer_config(heads=2, head_dim=8, layers=2, in_channels=LATENT,
                                 caption_channels=TEXT_DIM, causal=False):
-  """An official `Transformer3DModel` config as the single files' metadata holds it."""
-  return dict(
-      num_attention_heads=heads, attention_head_dim=head_dim, in_channels=in_channels,
-      out_channels=in_channels, num_layers=layers, cross_attention_dim=heads * head_dim,
-      attention_bias=True, activation_fn='gelu-approximate', adaptive_norm='single_scale_shift',
-      standardization_norm='rms_norm', norm_elementwise_affine=False, norm_eps=1e-6,
-      caption_channels=caption_channels, qk_norm='rms_norm', positional_embedding_type='rope',
-      positional_embedding_theta=10000.0, positional_embedding_max_pos=[20, 2048, 2048],
-      timestep_scale_multiplier=1000, use_tpu_flash_attention=False,
-      causal_temporal_positioning=causal)
+  """An official `Transformer3DModel` config as the single files' metadata holds it: the
+  recorded 0.9.5+ entry (causal) or 0.9.0 entry (release_metadata.py) with tiny sizes."""
+  base = TRANSFORMER_095 if causal else TRANSFORMER_090
+  return dict(copy.deepcopy(base), num_attention_heads=heads, attention_head_dim=head_dim,
+              in_channels=in_channels, out_channels=in_channels, num_layers=layers,
+              cross_attention_dim=heads * head_dim, caption_channels=caption_channels)
 
 
 # A timestep-conditioned official VAE: spatial compression 8, temporal 4.

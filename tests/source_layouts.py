@@ -10,16 +10,12 @@ import torch
 
 from builders import SCHEDULER, gguf_name, tiny_repo, write_gguf
 from conftest import randomize_torch_module
+from release_metadata import SCHEDULER_LTX2, TRANSFORMER_090, shrink
 from ltx_jax.models.t5 import T5Config
 from ltx_jax.weights import write_safetensors
 
-OFFICIAL_TRANSFORMER = dict(
-    num_attention_heads=2, attention_head_dim=8, in_channels=8, out_channels=8, num_layers=2,
-    cross_attention_dim=16, attention_bias=True, activation_fn='gelu-approximate',
-    adaptive_norm='single_scale_shift', standardization_norm='rms_norm',
-    norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=32, qk_norm='rms_norm',
-    positional_embedding_type='rope', positional_embedding_theta=10000.0,
-    positional_embedding_max_pos=[20, 2048, 2048], timestep_scale_multiplier=1000)
+# The recorded 0.9.0 transformer entry (release_metadata.py), shrunk.
+OFFICIAL_TRANSFORMER = shrink(TRANSFORMER_090, 'transformer')
 OFFICIAL_VAE = dict(
     _class_name='CausalVideoAutoencoder', dims=3, in_channels=3, out_channels=3, latent_channels=8,
     norm_layer='pixel_norm', latent_log_var='uniform', use_quant_conv=False, scaling_factor=1.0,
@@ -84,7 +80,7 @@ def layouts(base: Path) -> dict[str, Path]:
   tensors = official_transformer_tensors(transformer)
   tensors.update(official_vae_tensors())
   meta = {'transformer': OFFICIAL_TRANSFORMER, 'vae': OFFICIAL_VAE,
-          'scheduler': {'_class_name': 'RectifiedFlowScheduler', 'sampler': 'LinearQuadratic'}}
+          'scheduler': dict(SCHEDULER_LTX2)}
   write_safetensors(single / 'ltxv-tiny.safetensors', tensors, {'config': json.dumps(meta)})
   write_t5_gguf(single / 't5-encoder-f32.gguf', text_encoder)
   shutil.copyfile(repo / 'tokenizer' / 'spiece.model', single / 'spiece.model')

@@ -47,7 +47,9 @@ def test_default_is_the_2b_distilled_schedule():
   assert c.preset == 'ltxv-2b-0.9.8-distilled'
   assert c.model.file == 'ltxv-2b-0.9.8-distilled.safetensors'
   kw = run.pipeline_kwargs(c)
-  np.testing.assert_allclose(kw['timesteps'], np.array(DISTILLED_0_9_8_FIRST_PASS) * 1000)
+  # One pass (--config.multi_scale=False): the single distilled pass, finished at 0.03.
+  assert kw['timesteps'] == list(presets.DISTILLED_SINGLE_PASS)
+  np.testing.assert_allclose(c.first_pass.timesteps, np.array(DISTILLED_0_9_8_FIRST_PASS) * 1000)
   assert kw['guidance_scale'] == 1.0 and kw['stg_scale'] == 0.0
   assert (kw['decode_timestep'], kw['decode_noise_scale']) == (0.05, 0.025)
   assert kw['max_sequence_length'] == 256 and kw['frame_rate'] == 30.0

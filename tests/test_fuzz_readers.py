@@ -41,7 +41,10 @@ SECONDS = 20  # per case: a hang fails the case
 TRANSFORMER = dict(num_layers=1, num_attention_heads=2, attention_head_dim=4, in_channels=4,
                    out_channels=4, cross_attention_dim=8, caption_channels=8, norm_eps=1e-6,
                    attention_bias=True, positional_embedding_theta=10000.0,
-                   positional_embedding_max_pos=[20, 2048, 2048])
+                   positional_embedding_max_pos=[20, 2048, 2048],
+                   activation_fn='gelu-approximate', standardization_norm='rms_norm',
+                   qk_norm='rms_norm', norm_elementwise_affine=False,
+                   timestep_scale_multiplier=1000)
 VAE = dict(_class_name='CausalVideoAutoencoder', dims=3, in_channels=3, out_channels=3,
            latent_channels=4, norm_layer='pixel_norm', latent_log_var='uniform',
            use_quant_conv=False, patch_size=2, encoder_base_channels=4, decoder_base_channels=4,

@@ -675,3 +675,26 @@ def test_metadata_without_alpha_uses_peft_default(model_dir, two_peft, tmp_path,
   ref = diffusers_with_loras(model_dir, [path], [0.5])
   err, _ = compare(load_transformer(model_dir, loras=[(path, 0.5)]), ref)
   assert err < 1e-5, err
+
+
+def test_kohya_without_alpha_tensors_is_alpha_rank(model_dir, tmp_path, highest_precision):
+  """kohya files without `.alpha` tensors load at alpha = rank whatever `ss_network_alpha`
+  says: the `lora.down` / `lora.up` form against diffusers' loader (which reads no metadata
+  alpha), the `lora_down` / `lora_up` form against an explicit merge at factor 1 (ComfyUI's)."""
+  mods = random_modules(model_dir, 9, ['attn1.to_k', 'attn2.to_v', 'ff.net.2'], rank=4)
+  meta = {'ss_network_alpha': '1.0', 'ss_network_dim': '4', 'ss_network_module': 'networks.lora'}
+  want = explicit_merge(model_dir, [({m: (d, u, 1.0) for m, (d, u) in mods.items()}, 0.7)])
+  for down, up in (('lora.down', 'lora.up'), ('lora_down', 'lora_up')):
+    tensors = {}
+    for m, (d, u) in mods.items():
+      tensors[f'diffusion_model.{m}.{down}.weight'] = d
+      tensors[f'diffusion_model.{m}.{up}.weight'] = u
+    path = tmp_path / f'kohya_{down}.safetensors'
+    write_safetensors(path, tensors, meta)
+    ours = load_transformer(model_dir, loras=[(path, 0.7)])
+    refs = [want] + ([diffusers_with_loras(model_dir, [path], [0.7])] if down == 'lora.down'
+                     else [])
+    for ref in refs:
+      err, _ = compare(ours, ref)
+      print(f"kohya {down} without alpha tensors: rel L2 {err:.2e}")
+      assert err < 1e-5, (down, err)

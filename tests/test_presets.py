@@ -38,9 +38,12 @@ def test_python_users_pass_a_preset_to_the_pipeline():
   pipe = smoke.build_pipeline()
   kw = presets.sampling(presets.DEFAULT, height=64, width=64, num_frames=9,
                         max_sequence_length=16, progress=False)
-  assert kw['timesteps'][0] == 1000.0 and len(kw['timesteps']) == 7 and kw['height'] == 64
-  out = pipe(**kw, prompt='a cat sits on the mat', output_type='latent')
+  # The single distilled pass runs to the end: its last step is at timestep 0.03.
+  assert kw['timesteps'] == list(presets.DISTILLED_SINGLE_PASS) and kw['timesteps'][-1] <= 50
+  assert kw['height'] == 64
+  out = pipe(**kw, prompt='a cat sits on the mat')
   assert out.latents.shape == (1, 2, 2, 2, smoke.LATENT)
+  assert out.frames.shape == (1, 9, 64, 64, 3)
   with pytest.raises(UsageError, match='heigth are no LTXPipeline.__call__ arguments'):
     presets.sampling(presets.DEFAULT, heigth=64)
   with pytest.raises(UsageError, match="unknown preset 'nope'; choose one of: ltxv-13b"):
@@ -142,9 +145,13 @@ def test_presets_are_the_official_yaml_values(name):
     got = {k: v for k, v in kw[which].items() if k != 'skip_block_list' or k in want}
     assert got == want, which
     assert not set(kw) & presets.PASS_KEYS  # the passes alone set schedule and guidance
-  # Single-pass mode: the first pass's values at the full size.
+  # Single-pass mode: a dev release's first pass at the full size run to the end; a distilled
+  # one's single pass (diffusers' documented list), ending near 0.
   first = _ours(yaml['first_pass'])
   first.pop('skip_final_inference_steps', None)
+  if 'distilled' in name:
+    first['timesteps'] = list(presets.DISTILLED_SINGLE_PASS)
+    assert s['timesteps'][-1] <= 50
   for k, v in first.items():
     assert _listed(s[k]) == v, k
 

@@ -543,12 +543,12 @@ class LTXPipeline:
                                  skip_initial, skip_final, denoise_strength)
     sigmas = trim_schedule(sigmas, first, last)
     if self.allowed_inference_steps is not None:
-      bad = [t for t in (round(float(x), 4) for x in sigmas[:-1])
-             if t not in self.allowed_inference_steps]
+      bad = disallowed_timesteps(sigmas, self.allowed_inference_steps)
       if bad:
         raise UsageError(
-            f"timesteps {[round(1000 * t, 1) for t in bad]} are not among this distilled "
-            "checkpoint's allowed inference steps (0..1000 scale): "
+            f"timesteps {bad} are not among this distilled checkpoint's allowed inference "
+            "steps (0..1000 scale; to within 1, as integer timesteps write them, plus a last "
+            f"finishing step at <= {1000 * FINISHING_SIGMA:g}): "
             f"{[round(1000 * t, 1) for t in self.allowed_inference_steps]}")
     return sigmas
 
@@ -773,6 +773,24 @@ def _allowed_steps(sched: dict) -> list[float] | None:
   except (TypeError, ValueError):
     raise CheckpointFormatError(f"the checkpoint's allowed_inference_steps {allowed!r} are not "
                                 "a list of numbers") from None
+
+
+# A distilled schedule may end with one step at sigma <= this (diffusers' documented single
+# distilled pass ends at timestep 0.03): it only finishes the video from the step before.
+FINISHING_SIGMA = 1e-3
+
+
+def disallowed_timesteps(sigmas: np.ndarray, allowed: Sequence[float]) -> list[float]:
+  """The timesteps (0..1000) of a schedule ([S + 1] sigmas ending in 0) that a distilled
+  checkpoint with `allowed` steps (0..1 scale) was not trained on. Allowed: a step equal to one
+  of them at 4 decimals (the official pipeline's check), or within 1 on the 0..1000 scale (the
+  same step written as an integer timestep, as diffusers' documented distilled lists write it);
+  and a last step at sigma <= FINISHING_SIGMA."""
+  steps = [float(x) for x in np.asarray(sigmas)[:-1]]
+  if len(steps) > 1 and steps[-1] <= FINISHING_SIGMA:
+    steps = steps[:-1]
+  return [round(1000 * t, 1) for t in steps
+          if round(t, 4) not in allowed and not any(abs(1000 * (t - a)) < 1.0 for a in allowed)]
 
 
 def _skipped_steps(steps: int, explicit: bool, has_latents: bool, skip_initial, skip_final,

@@ -45,7 +45,7 @@ class SchedulerConfig:
   # rectified_flow
   sampler: str = 'Uniform'
   shifting: str | None = 'SD3'
-  base_resolution: int = 32 * 32
+  base_resolution: int | None = 32 * 32  # read only by SimpleDiffusion shifting
   target_shift_terminal: float | None = 0.1
 
   def __post_init__(self):
@@ -56,8 +56,10 @@ class SchedulerConfig:
     if self.shifting not in (None, 'SD3', 'SimpleDiffusion'):
       raise ValueError(f"shifting={self.shifting!r}; choose None, 'SD3' or 'SimpleDiffusion'")
     w = 'scheduler'  # every value typed and bounded before any schedule is computed
-    for key in ('base_image_seq_len', 'max_image_seq_len', 'base_resolution'):
+    for key in ('base_image_seq_len', 'max_image_seq_len'):
       V.check_int(getattr(self, key), key, 1, 1 << 30, w)
+    if self.base_resolution is not None or self.shifting == 'SimpleDiffusion':
+      V.check_int(self.base_resolution, 'base_resolution', 1, 1 << 30, w)
     for key in ('base_shift', 'max_shift'):
       V.check_number(getattr(self, key), key, -100.0, 100.0, w)
     V.check_number(self.shift, 'shift', 0.0, 1e4, w, open_low=True)
@@ -91,11 +93,38 @@ class SchedulerConfig:
 
   @classmethod
   def from_official(cls, cfg: Mapping[str, Any]) -> 'SchedulerConfig':
-    """From the `scheduler` entry of an official single file's metadata."""
-    return cls(kind='rectified_flow', sampler=cfg.get('sampler', 'Uniform'),
-               shifting=cfg.get('shifting'), base_resolution=cfg.get('base_resolution', 1024),
-               target_shift_terminal=cfg.get('target_shift_terminal'),
-               shift=cfg.get('shift') or 1.0)
+    """From the `scheduler` entry of an official single file's metadata (a
+    `RectifiedFlowScheduler` config, read as the official class reads it).
+
+    Released files write `"shifting": null` or `"SD3"`, `"base_resolution": null` (the official
+    class reads it only for SimpleDiffusion shifting, so null is refused only there; a value
+    given is checked either way), and
+    `"sampler"` absent (the class default, Uniform) or `"LinearQuadratic"`; `shift` is read only
+    by the Constant sampler, which needs it.
+    """
+    w = 'scheduler'
+    cfg = V.mapping(cfg, "the 'scheduler' entry of the 'config' metadata")
+    name = cfg.get('_class_name', 'RectifiedFlowScheduler')
+    if name != 'RectifiedFlowScheduler':
+      raise CheckpointFormatError(f"scheduler config _class_name={name!r}: expected "
+                                  "'RectifiedFlowScheduler' in an official file")
+    V.choice(cfg, 'num_train_timesteps', [1000], 1000, what=w)
+    sampler = cfg.get('sampler', 'Uniform')  # null is not absent: the class keeps None
+    V.check_choice(sampler, 'sampler', ['Uniform', 'LinearQuadratic', 'Constant'], w)
+    shifting = cfg.get('shifting')
+    if shifting is not None:
+      V.check_choice(shifting, 'shifting', [None, 'SD3', 'SimpleDiffusion'], w)
+    base = cfg.get('base_resolution', None if shifting != 'SimpleDiffusion' else 32 * 32)
+    terminal = cfg.get('target_shift_terminal')
+    shift = cfg.get('shift')
+    if sampler == 'Constant' and shift is None:
+      raise CheckpointFormatError("scheduler config sampler='Constant' without a shift: "
+                                  "expected a number (the Constant sampler's time shift)")
+    return cls(kind='rectified_flow', sampler=sampler, shifting=shifting,
+               base_resolution=base,
+               target_shift_terminal=terminal,
+               shift=1.0 if shift is None else V.check_number(shift, 'shift', 0.0, 1e4, w,
+                                                              open_low=True))
 
 
 def _time_shift(mu: float, t: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ Layouts (told apart by key suffix; any of the prefixes below, or none):
                      when it names none), else alpha = r.
   official trainer / ComfyUI  `diffusion_model.<module>.lora_A / lora_B`, alpha = r.
   kohya / LyCORIS    `lora_down` / `lora_up` (also `lora.down` / `lora.up`) with `<module>.alpha`
-                     scalars (else the `ss_network_alpha` metadata, else alpha = r), modules also
+                     scalars, else alpha = r whatever the `ss_network_alpha` metadata says (as
+                     ComfyUI and diffusers load such files: neither reads it), modules also
                      written `lora_unet_<module with '_' for '.'>`; full differences `.diff`
                      (weight) and `.diff_b` (bias), as ComfyUI applies them.
 Prefixes: `transformer.`, `diffusion_model.`, `model.diffusion_model.`, `base_model.model.`,
@@ -262,15 +263,13 @@ class LoraFile:
 
   def factor(self, module: str, rank: int) -> float:
     """alpha / r (or alpha / sqrt(r)) of one module."""
-    entry, cfg, meta = self.modules[module], self._config, self.store.metadata
+    entry, cfg = self.modules[module], self._config
     alpha = None
     if 'alpha' in entry:
       alpha = float(self.store.read(entry['alpha'], np.float32).reshape(()))
     elif cfg:  # a PEFT LoraConfig: its lora_alpha defaults to 8, as PEFT's does
       alpha = _pattern_value(cfg.get('alpha_pattern') or {}, module)
       alpha = cfg.get('lora_alpha', PEFT_DEFAULT_ALPHA) if alpha is None else alpha
-    elif 'ss_network_alpha' in meta:
-      alpha = meta['ss_network_alpha']
     try:
       alpha = float(rank if alpha is None else alpha)
     except (TypeError, ValueError):

@@ -69,27 +69,54 @@ class TransformerConfig:
 
   @classmethod
   def from_official(cls, cfg: Mapping[str, Any]) -> 'TransformerConfig':
-    """From the `transformer` entry of an official single file's `config` metadata."""
+    """From the `transformer` entry of an official single file's `config` metadata.
+
+    Read as the official `Transformer3DModel.from_config` reads it: a key the entry does not
+    name takes the official class's default (`_OFFICIAL_DEFAULTS`), so an entry without
+    `standardization_norm` is a layer-norm model (refused), not ours. Keys the official model
+    ignores (the PixArt leftovers `num_embeds_ada_norm`, `norm_num_groups`, `dropout`,
+    `attention_type`, `num_vector_embeds`, `use_linear_projection`, `_name_or_path`, ..., and
+    0.9.0's `project_to_2d_pos`, which the current official code drops with a warning) are
+    ignored; `causal_temporal_positioning` absent (0.9.0 / 0.9.1) is false.
+    """
     w = 'transformer'
     cfg = V.mapping(cfg, "the 'transformer' entry of the 'config' metadata")
     expect = {'adaptive_norm': 'single_scale_shift', 'standardization_norm': 'rms_norm',
               'qk_norm': 'rms_norm', 'positional_embedding_type': 'rope',
               'activation_fn': 'gelu-approximate', 'norm_elementwise_affine': False,
               'double_self_attention': False, 'only_cross_attention': False,
-              'timestep_scale_multiplier': 1000}
+              'upcast_attention': False, 'timestep_scale_multiplier': 1000}
     for k, v in expect.items():
-      if k in cfg and (isinstance(cfg[k], bool) != isinstance(v, bool) or cfg[k] != v):
+      if k not in cfg:
+        if _OFFICIAL_DEFAULTS.get(k, v) != v:
+          raise CheckpointFormatError(
+              f"unsupported transformer config: no {k!r}, i.e. the official default "
+              f"{_OFFICIAL_DEFAULTS[k]!r} (ltx_jax supports {v!r})")
+      elif isinstance(cfg[k], bool) != isinstance(v, bool) or cfg[k] != v:
         _refuse(k, cfg[k], v)
-    max_pos = V.check_list(cfg.get('positional_embedding_max_pos', (20, 2048, 2048)),
-                           'positional_embedding_max_pos', w, length=3)
+    for k in ('positional_embedding_theta', 'positional_embedding_max_pos'):
+      if cfg.get(k) is None:  # the official RoPE cannot run without them
+        raise CheckpointFormatError(f"transformer config {k}={cfg.get(k)!r}: expected "
+                                    + ('a number' if k.endswith('theta') else
+                                       'a list of 3 numbers'))
+    max_pos = V.check_list(cfg['positional_embedding_max_pos'], 'positional_embedding_max_pos',
+                           w, length=3)
     return cls(
-        **_sizes(cfg, w),
+        **_sizes(cfg, w, _OFFICIAL_DEFAULTS),
         attention_out_bias=True,
-        rope_theta=V.number(cfg, 'positional_embedding_theta', 1.0, 1e12, 10000.0, what=w),
+        rope_theta=V.number(cfg, 'positional_embedding_theta', 1.0, 1e12, what=w),
         rope_max_pos=tuple(V.check_number(v, f'positional_embedding_max_pos[{i}]', 0.0, 1e9, w,
                                           open_low=True) for i, v in enumerate(max_pos)),
         causal_temporal_positioning=V.boolean(cfg, 'causal_temporal_positioning', False,
                                               what=w))
+
+
+# The official Transformer3DModel's defaults for the keys whose absence changes the model.
+_OFFICIAL_DEFAULTS = {'activation_fn': 'geglu', 'standardization_norm': 'layer_norm',
+                      'qk_norm': None, 'norm_elementwise_affine': True,
+                      'timestep_scale_multiplier': None, 'attention_bias': False,
+                      'norm_eps': 1e-5, 'upcast_attention': False}
+_DIFFUSERS_DEFAULTS = {'attention_bias': True, 'norm_eps': 1e-6}
 
 
 LTXV_2B = TransformerConfig()
@@ -97,8 +124,10 @@ LTXV_13B = TransformerConfig(num_layers=48, head_dim=128, cross_attention_dim=40
 PRESETS = {'ltxv-2b': LTXV_2B, 'ltxv-13b': LTXV_13B}
 
 
-def _sizes(cfg: Mapping[str, Any], w: str) -> dict[str, Any]:
-  """The fields both config dialects name alike, read and bounded."""
+def _sizes(cfg: Mapping[str, Any], w: str, defaults: Mapping[str, Any] = _DIFFUSERS_DEFAULTS
+           ) -> dict[str, Any]:
+  """The fields both config dialects name alike, read and bounded (absent norm_eps /
+  attention_bias: the dialect's class defaults)."""
   in_ch = V.integer(cfg, 'in_channels', 1, V.MAX_CHANNELS, 128, what=w)
   return dict(
       num_layers=V.integer(cfg, 'num_layers', 1, V.MAX_LAYERS, what=w),
@@ -108,8 +137,8 @@ def _sizes(cfg: Mapping[str, Any], w: str) -> dict[str, Any]:
       out_channels=V.integer(cfg, 'out_channels', 1, V.MAX_CHANNELS, in_ch, what=w),
       cross_attention_dim=V.integer(cfg, 'cross_attention_dim', 1, V.MAX_CHANNELS, what=w),
       caption_channels=V.integer(cfg, 'caption_channels', 1, V.MAX_CHANNELS, what=w),
-      norm_eps=V.number(cfg, 'norm_eps', 0.0, 1.0, 1e-6, what=w, open_low=True),
-      attention_bias=V.boolean(cfg, 'attention_bias', True, what=w))
+      norm_eps=V.number(cfg, 'norm_eps', 0.0, 1.0, defaults['norm_eps'], what=w, open_low=True),
+      attention_bias=V.boolean(cfg, 'attention_bias', defaults['attention_bias'], what=w))
 
 
 def _refuse(key: str, value: Any, allowed: Any) -> None:

@@ -157,6 +157,9 @@ class VAEConfig:
       except json.JSONDecodeError as e:
         raise CheckpointFormatError(f"VAE config is not JSON ({e})") from None
     cfg = V.mapping(cfg, "the 'vae' entry of the 'config' metadata")
+    if cfg.get('_class_name', 'CausalVideoAutoencoder') != 'CausalVideoAutoencoder':
+      raise CheckpointFormatError(f"VAE config _class_name={cfg['_class_name']!r}: expected "
+                                  "'CausalVideoAutoencoder' in an official file")
     dims = cfg.get('dims', 3)
     if isinstance(dims, bool) or dims != 3:
       raise DataError(f"VAE config dims={dims!r}: only dims=3 VAEs are supported")
