@@ -2,8 +2,8 @@
 
 Per record (every `log_every` steps, averaged over them): loss, loss per sigma range
 (`loss/sigma_0.00-0.25`, ...), learning rate, gradient norm, step time, samples/s, tokens/s,
-MFU and device memory. MFU is the compiled train step's FLOPs (XLA's cost analysis of the
-program that runs) per second over the devices' peak; without a known peak (CPUs) it is left
+MFU and device memory. MFU is the train step's FLOPs (XLA's cost analysis of the lowered
+program) per second over the devices' peak; without a known peak (CPUs) it is left
 out unless `metrics.peak_tflops` names one. Only process 0 writes.
 """
 
@@ -35,10 +35,11 @@ def peak_flops(device: jax.Device, override_tflops: float = 0.0) -> float | None
   return next((v for name, v in PEAK_FLOPS if name.lower() in kind.lower()), None)
 
 
-def compiled_flops(compiled: Any) -> float | None:
-  """FLOPs of one call of a compiled program (XLA's cost analysis); None if not reported."""
+def lowered_flops(lowered: Any) -> float | None:
+  """FLOPs of one call of a lowered (or compiled) program, XLA's cost analysis of its HLO;
+  None if the backend reports nothing."""
   try:
-    cost = compiled.cost_analysis()
+    cost = lowered.cost_analysis()
   except Exception:  # noqa: BLE001  -- some backends report nothing
     return None
   if isinstance(cost, (list, tuple)):
@@ -138,13 +139,11 @@ class Metrics:
       self.jsonl.flush()
     return record
 
-  def images(self, step: int, name: str, frames: np.ndarray, fps: float) -> None:
-    """Validation frames uint8 [F, H, W, 3] as a TensorBoard video (GIF) and its first frame."""
+  def images(self, step: int, name: str, strip: np.ndarray) -> None:
+    """A validation video's frames side by side (uint8 [H, n * W, 3]) as a TensorBoard image."""
     if not self.main:
       return
-    self.writer.add_image(f"validation/{name}", frames[0], step, dataformats='HWC')
-    self.writer.add_video(f"validation_video/{name}", frames.transpose(0, 3, 1, 2)[None], step,
-                          fps=max(int(round(fps)), 1))
+    self.writer.add_image(f"validation/{name}", strip, step, dataformats='HWC')
     self.writer.flush()
 
   def text(self, message: str) -> None:

@@ -49,7 +49,8 @@ class Validator:
   def render(self, step: int, sync: Callable[[], None],
              on_video: Callable[[str, np.ndarray], None] | None = None) -> list[Path]:
     """Renders every prompt at `step` after `sync()` has put the live weights into the
-    pipeline's transformer; returns the mp4 paths (process 0 writes them)."""
+    pipeline's transformer; returns the mp4 paths (process 0 writes them). on_video(name,
+    strip): each video's contact-sheet row (uint8 [H, n * W, 3])."""
     from ltx_jax import video_io
     sync()
     step_dir = self.folder / f"step_{step:06d}"
@@ -62,12 +63,12 @@ class Validator:
         rows.append(_sheet_row(frames))
         if not self.main:
           continue
+        if on_video is not None:
+          on_video(name, rows[-1])
         step_dir.mkdir(parents=True, exist_ok=True)
         path = video_io.write_mp4(step_dir / f"{name}.mp4", frames, self.v.frame_rate,
                                   overwrite=True)
         written.append(path)
-        if on_video is not None:
-          on_video(name, frames)
     if self.main and rows:
       from PIL import Image
       sheet = self.folder / f"step_{step:06d}.png"
