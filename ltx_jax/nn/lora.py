@@ -30,17 +30,24 @@ class LowRank(nnx.Module):
   """The runtime adapters of one Dense layer: x [..., in] -> [..., out]."""
 
   def __init__(self, a: jax.Array, b: jax.Array, scale: jax.Array, owner: Sequence[int],
-               names: Sequence[str], axes: Mapping[str, tuple]):
+               names: Sequence[str], axes: Mapping[str, tuple], dropout: float = 0.0):
     """a [(L,) in, R]; b [(L,) R, out] (alpha / r folded in); scale [(L,) K] f32;
     owner: R adapter indices; names: the K adapter names; axes: logical axis names of a, b,
-    scale (ltx_jax/sharding.py)."""
+    scale (ltx_jax/sharding.py); dropout: PEFT's lora_dropout on the adapter's input, active
+    only while `rng` holds a key (training sets it each step)."""
     self.a = LoRAWeight(a, out_sharding=axes['a'], eager_sharding=False)
     self.b = LoRAWeight(b, out_sharding=axes['b'], eager_sharding=False)
     self.scale = LoRAWeight(scale, out_sharding=axes['scale'], eager_sharding=False)
     self.owner = tuple(int(k) for k in owner)
     self.names = tuple(names)
+    self.dropout = float(dropout)
+    self.rng = None  # uint32 key data [(L,) 2] while training with dropout, else None
 
   def __call__(self, x: jax.Array, dtype) -> jax.Array:
+    if self.dropout > 0 and self.rng is not None:  # PEFT: dropout(x) feeds lora_A only
+      key = jax.random.wrap_key_data(self.rng[...])
+      keep = jax.random.bernoulli(key, 1 - self.dropout, x.shape)
+      x = jnp.where(keep, x / (1 - self.dropout), 0).astype(x.dtype)
     u = jnp.einsum('...i,ir->...r', x.astype(dtype), self.a[...].astype(dtype))  # [..., R]
     s = self.scale[...][np.asarray(self.owner)]  # [R] f32: each column's adapter scale
     u = (u.astype(jnp.float32) * s).astype(dtype)

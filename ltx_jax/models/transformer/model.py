@@ -25,6 +25,12 @@ from ltx_jax.nn import (Dense, RMSNorm, attention, layer_norm, param, rms_norm, 
 # transformer_block: the whole block is the identity.
 STG_STRATEGIES = ('attention_values', 'attention_skip', 'transformer_block')
 
+# Gradient checkpointing of each scanned block (`LTXVideoTransformer.remat`): 'none' keeps every
+# activation for the backward pass, 'full' recomputes the block, 'dots' keeps only the matmul
+# outputs (jax.checkpoint_policies.checkpoint_dots).
+REMAT_POLICIES = {'none': None, 'full': jax.checkpoint_policies.nothing_saveable,
+                  'dots': jax.checkpoint_policies.checkpoint_dots}
+
 
 def gelu_tanh(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=True)
@@ -180,6 +186,7 @@ class LTXVideoTransformer(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.config = config
     self.dtype = dtype
+    self.remat = 'none'  # one of REMAT_POLICIES: gradient checkpointing of each block (training)
     self.proj_in = Dense(c.in_channels, d, axes=('latent', 'embed'), **kw)
     self.time_embed = AdaLNSingle(d, **kw)
     self.caption_projection = CaptionProjection(c.caption_channels, d, **kw)
@@ -278,6 +285,8 @@ class LTXVideoTransformer(nnx.Module):
                                    stream.rope, keep, stream.skip_layer_strategy)
       return tokens(x), None
 
+    if self.remat != 'none':  # only changes what the backward pass keeps
+      body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
     x, _ = jax.lax.scan(body, x, (layers, keep))
     return x
 

@@ -30,10 +30,12 @@ def grid_positions(batch: int, num_frames: int, height: int, width: int,
   return jnp.broadcast_to(pos, (batch, *pos.shape))
 
 
-def token_coords(grid: tuple[int, int, int], temporal: int, spatial: int, frame_rate: float,
-                 causal: bool) -> np.ndarray:
-  """Per-token (time in seconds, y, x in pixels) of a latent grid, f32 [1, 3, N] in (f, h, w)
-  token order: the `video_coords` that `coord_positions` turns into fractions.
+def token_coords(grid: tuple[int, int, int], temporal: int, spatial: int,
+                 frame_rate: float | jax.Array, causal: bool) -> np.ndarray | jax.Array:
+  """Per-token (time in seconds, y, x in pixels) of a latent grid in (f, h, w) token order:
+  the `video_coords` that `coord_positions` turns into fractions. A number `frame_rate` gives
+  numpy f32 [1, 3, N]; an array of per-sample rates [B] (traced ones too: training) gives a
+  jax f32 [B, 3, N].
 
   grid: latent (frames, height, width); temporal, spatial: the VAE's pixels per latent. With
   `causal` (official checkpoints' causal_temporal_positioning) latent frame f covers pixel
@@ -41,12 +43,20 @@ def token_coords(grid: tuple[int, int, int], temporal: int, spatial: int, frame_
   each reference (diffusers: f * (t / fps); official: f * t * (1 / fps)).
   """
   f, h, w = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in grid), indexing='ij')
-  if causal:
-    t = np.maximum(f * temporal + 1 - temporal, 0) * np.float32(1.0 / frame_rate)
+  f, h, w = (a.reshape(1, -1) for a in (f, h, w))  # [1, N]
+  if isinstance(frame_rate, (int, float, np.number)):
+    xp, rate = np, np.float32(frame_rate)
+    inverse, ratio = np.float32(1.0 / frame_rate), np.float32(temporal / frame_rate)
   else:
-    t = f * np.float32(temporal / frame_rate)
-  coords = np.stack([t, h * np.float32(spatial), w * np.float32(spatial)])
-  return coords.reshape(1, 3, -1).astype(np.float32)
+    xp, rate = jnp, jnp.asarray(frame_rate, jnp.float32).reshape(-1, 1)  # [B, 1]
+    inverse, ratio = 1 / rate, temporal / rate
+  if causal:
+    t = np.maximum(f * temporal + 1 - temporal, 0) * inverse
+  else:
+    t = f * ratio
+  t = xp.broadcast_to(t, (max(t.shape[0], 1), f.shape[1]))
+  space = [xp.broadcast_to(a * np.float32(spatial), t.shape) for a in (h, w)]
+  return xp.stack([t] + space, axis=1).astype(np.float32)  # [1 | B, 3, N]
 
 
 def coord_positions(video_coords: jax.Array, max_pos: tuple[int, int, int]) -> jax.Array:

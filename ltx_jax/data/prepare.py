@@ -1,0 +1,287 @@
+"""Media and captions -> a data folder of ArrayRecord shards and an index (ltx_jax.data.records).
+
+`preprocess(items, encoders, folder, config)` reads each item, picks its bucket, shapes its
+frames (ltx_jax.data.buckets / media), encodes batches of one bucket with the VAE and T5
+(ltx_jax.data.encode) and appends one record per sample to the current shard. A shard is
+written under a temporary name and renamed when complete; the index is rewritten atomically
+after each shard. A crash or Ctrl-C therefore leaves the folder as of the last complete shard
+(no partial record is ever named by the index), and a rerun skips the samples the index holds.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from absl import logging
+
+from ltx_jax.data import buckets as buckets_lib
+from ltx_jax.data import media as media_lib
+from ltx_jax.data import records
+from ltx_jax.data.items import Item, Problem
+from ltx_jax.errors import DataError, UsageError
+
+__all__ = ['PreprocessConfig', 'Summary', 'preprocess', 'sample_key', 'file_sha256']
+
+_TEMP = re.compile(r'^\.(shard-\d{5}\.array_record|index)\..*\.tmp$')
+_OURS = re.compile(r'^shard-\d{5}\.array_record$')
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+  """How items become samples.
+
+  buckets: the training shapes (`ltx_jax.data.buckets.parse_buckets`).
+  frame_rate: resample videos to this rate (frames at k / frame_rate); None keeps the source
+    rate and its first frames (the official trainers).
+  batch_size: samples encoded together (rounded up to a multiple of the local devices).
+  shard_size: samples per ArrayRecord shard (also how much work a crash can lose).
+  strict: refuse the first bad input (DataError) instead of skipping it.
+  """
+  buckets: tuple[buckets_lib.Bucket, ...]
+  frame_rate: float | None = None
+  batch_size: int = 1
+  shard_size: int = 64
+  strict: bool = False
+
+  def __post_init__(self):
+    if not self.buckets:
+      raise UsageError("buckets is empty; give 'WxHxF;WxHxF'")
+    if self.frame_rate is not None and not self.frame_rate > 0:
+      raise UsageError(f"frame_rate={self.frame_rate!r} must be > 0 (or 0 / None: the "
+                       "source rate)")
+    for name in ('batch_size', 'shard_size'):
+      v = getattr(self, name)
+      if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise UsageError(f"{name}={v!r} must be a positive integer")
+
+
+@dataclasses.dataclass
+class Summary:
+  """What a run did: samples written now, samples already there, inputs skipped (one line
+  each), samples in the folder, seconds spent."""
+  written: int
+  already_done: int
+  problems: list[Problem]
+  total: int
+  seconds: float
+
+  def lines(self) -> list[str]:
+    out = [f"{self.written} samples written, {self.already_done} already there, "
+           f"{len(self.problems)} skipped; {self.total} in the folder "
+           f"({self.written / max(self.seconds, 1e-9):.2f} samples/s)"]
+    out += [f"skipped {p}" for p in self.problems]
+    return out
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    while block := f.read(chunk):
+      h.update(block)
+  return h.hexdigest()
+
+
+def sample_key(media_sha: str, reference_sha: str | None, caption: str, occurrence: int) -> str:
+  """A sample's identity: what it was made from (file contents, caption) and which repeat of
+  the same inputs it is, so a rerun recognises finished samples wherever the files now lie."""
+  text = f"{media_sha}|{reference_sha or ''}|{caption}|{occurrence}"
+  return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _params(config: PreprocessConfig, encoders) -> dict:
+  return {'buckets': [str(b) for b in config.buckets], 'frame_rate': config.frame_rate,
+          'latents': encoders.latents, 'seed': encoders.seed,
+          'max_sequence_length': encoders.max_sequence_length,
+          'vae_dtype': str(np.dtype(encoders.pipe.vae.dtype)),
+          'text_encoder_dtype': str(np.dtype(encoders.pipe.text_encoder.dtype)),
+          'pixels': 'bicubic antialiased resize to cover, centre crop, [-1, 1]',
+          'latent_space': 'normalised (z - mean) * scaling_factor / std per channel'}
+
+
+def _open_folder(folder: Path, params: dict, models: dict, overwrite: bool) -> records.Index:
+  """The folder's index to extend (checked against this run's parameters and models), or a new
+  empty one; stale temporary files of an interrupted run are removed."""
+  folder.mkdir(parents=True, exist_ok=True)
+  for f in folder.iterdir():
+    if _TEMP.match(f.name):
+      f.unlink(missing_ok=True)
+  index_path = folder / records.INDEX_NAME
+  if overwrite:
+    for f in folder.iterdir():  # only our own files: shards and the index
+      if _OURS.match(f.name) or f.name == records.INDEX_NAME:
+        f.unlink()
+  elif index_path.exists():
+    index = records.read_index(folder)
+    records.same_params(index.params, params, index_path)
+    for name, ident in models.items():
+      old = index.models.get(name, {})
+      if old.get('weights_sha256') != ident['weights_sha256']:
+        raise UsageError(f"{str(index_path)!r} holds data made by another {name} (release "
+                         f"{old.get('release')!r}); use another output_dir, or overwrite=True "
+                         "to replace it")
+    return index
+  elif any(_OURS.match(f.name) for f in folder.iterdir()):
+    raise UsageError(f"{str(folder)!r} holds shards but no {records.INDEX_NAME}; use another "
+                     "output_dir, or overwrite=True to replace them")
+  index = records.Index(folder, params, models, [], [])
+  records.write_index(index)
+  return index
+
+
+@dataclasses.dataclass
+class _Prepared:
+  key: str
+  item: Item
+  bucket: buckets_lib.Bucket
+  pixels: np.ndarray            # [F, H, W, 3] in [-1, 1]
+  reference: np.ndarray | None  # [F, H, W, 3] in [-1, 1]
+  fps: float
+  entry: dict
+
+
+def _prepare(item: Item, key: str, media_sha: str, ref_sha: str | None,
+             config: PreprocessConfig) -> _Prepared:
+  """Reads and shapes one item; a DataError (one line) when it cannot be used."""
+  longest = max(b.frames for b in config.buckets)
+  clip = media_lib.read_clip(item.media, longest, config.frame_rate)
+  w, h = clip.size
+  bucket = buckets_lib.choose_bucket(w, h, clip.available, config.buckets)
+  if bucket is None:
+    shortest = min(b.frames for b in config.buckets)
+    if clip.fps is None:
+      raise DataError(f"an image needs a 1-frame bucket (e.g. {config.buckets[0].width}x"
+                      f"{config.buckets[0].height}x1); buckets are "
+                      f"{';'.join(map(str, config.buckets))}")
+    raise DataError(f"too short: {clip.available} frames at {clip.fps:g} fps, every bucket "
+                    f"needs at least {shortest}")
+  reference = None
+  if item.reference is not None:
+    try:
+      ref = media_lib.read_clip(item.reference, longest, config.frame_rate)
+    except DataError as e:
+      raise DataError(f"reference {item.reference.name}: {e}") from None
+    if ref.size != clip.size or ref.available < bucket.frames:
+      raise DataError(f"reference {item.reference.name} is {ref.size[0]}x{ref.size[1]} with "
+                      f"{ref.available} frames; the target is {w}x{h} and needs "
+                      f"{bucket.frames} frames")
+    reference = media_lib.to_bucket(ref.frames, bucket)
+  pixels = media_lib.to_bucket(clip.frames, bucket)
+  fps = float(clip.fps) if clip.fps is not None else 1.0  # images: 1, as the official trainer
+  entry = {'key': key, 'bucket': str(bucket), 'frames': bucket.frames, 'fps': fps,
+           'caption': item.caption, 'source': str(item.media), 'sha256': media_sha,
+           'source_size': [w, h], 'kind': 'image' if clip.fps is None else 'video',
+           'reference': None if item.reference is None else str(item.reference),
+           'reference_sha256': ref_sha}
+  return _Prepared(key, item, bucket, pixels, reference, fps, entry)
+
+
+def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: PreprocessConfig,
+               *, problems: Sequence[Problem] = (), overwrite: bool = False,
+               progress: bool = True) -> Summary:
+  """Makes (or completes) the data folder from `items` (see the module docstring).
+
+  encoders: an `ltx_jax.data.encode.Encoders`. problems: inputs already found unusable (the
+  listing's), reported in the summary. Bad items are skipped and reported (config.strict:
+  refused with a DataError). Returns the Summary; the caller decides what an empty result
+  means.
+  """
+  from tqdm import tqdm
+  start = time.perf_counter()
+  folder = Path(folder).expanduser()
+  problems = list(problems)
+  if config.strict and problems:
+    raise DataError(str(problems[0]))
+  models = {k: v.to_json() for k, v in encoders.identities().items()}
+  index = _open_folder(folder, _params(config, encoders), models, overwrite)
+  done = {s['key'] for s in index.samples}
+  already = 0
+  written = 0
+  pending: dict[buckets_lib.Bucket, list[_Prepared]] = collections.defaultdict(list)
+  seen: collections.Counter = collections.Counter()
+  writer: records.ShardWriter | None = None
+  new_samples: list[dict] = []
+
+  def flush_shard():
+    nonlocal writer
+    if writer is not None and writer.count:
+      index.shards.append(writer.commit())
+      index.samples.extend(new_samples)
+      records.write_index(index)
+      new_samples.clear()
+    writer = None
+
+  def encode(batch: list[_Prepared]):
+    nonlocal writer, written
+    keys = [p.key for p in batch]
+    latents = encoders.encode_video(np.stack([p.pixels for p in batch]), keys)
+    refs = None
+    if batch[0].reference is not None:
+      refs = encoders.encode_video(np.stack([p.reference for p in batch]),
+                                   [f"{k}:reference" for k in keys])
+    context, mask = encoders.encode_text([p.item.caption for p in batch])
+    for i, p in enumerate(batch):
+      if writer is None:
+        writer = records.ShardWriter(folder, len(index.shards))
+      arrays = {'latents': latents[i], 'context': context[i],
+                'context_mask': mask[i].astype(np.uint8)}
+      if refs is not None:
+        arrays['reference_latents'] = refs[i]
+      rec = writer.write(records.encode_record(p.key, arrays))
+      new_samples.append(dict(p.entry, shard=len(index.shards), record=rec,
+                              latent_shape=list(latents[i].shape)))
+      written += 1
+      if writer.count >= config.shard_size:
+        flush_shard()
+
+  bar = tqdm(total=len(items), unit='item', desc='preprocess', disable=not progress,
+             file=sys.stderr, dynamic_ncols=True)
+  try:
+    for item in items:
+      bar.update(1)
+      try:
+        if not item.media.is_file():
+          raise DataError("no such file")
+        media_sha = file_sha256(item.media)
+        ref_sha = None
+        if item.reference is not None:
+          if not item.reference.is_file():
+            raise DataError(f"reference {item.reference.name}: no such file")
+          ref_sha = file_sha256(item.reference)
+        base = (media_sha, ref_sha, item.caption)
+        key = sample_key(media_sha, ref_sha, item.caption, seen[base])
+        seen[base] += 1
+        if key in done:
+          already += 1
+          continue
+        prepared = _prepare(item, key, media_sha, ref_sha, config)
+      except (DataError, OSError) as e:
+        problem = Problem(item.row or str(item.media), str(e) if isinstance(e, DataError)
+                          else f"{type(e).__name__}: {e}")
+        if config.strict:
+          raise DataError(str(problem)) from None
+        problems.append(problem)
+        continue
+      done.add(key)
+      pending[prepared.bucket].append(prepared)
+      if len(pending[prepared.bucket]) >= encoders.batch_size:
+        encode(pending.pop(prepared.bucket))
+    for bucket in list(pending):
+      encode(pending.pop(bucket))
+    flush_shard()
+  finally:
+    bar.close()
+    if writer is not None:  # an error or Ctrl-C: the unfinished shard is dropped
+      writer.__exit__(None, None, None)
+  summary = Summary(written, already, problems, len(index.samples),
+                    time.perf_counter() - start)
+  for line in summary.lines():
+    logging.info("%s", line)
+  return summary

@@ -1,0 +1,71 @@
+"""The official trainer's standard strategy in PyTorch, for parity tests and the benchmark:
+diffusers' LTXVideoTransformer3DModel (+ PEFT LoRA), the strategy's noising, timesteps,
+first-frame mask and masked loss (LTX-Video-Trainer training_strategies.py), torch AdamW, the
+official schedulers and clip_grad_norm_."""
+
+import numpy as np
+import torch
+
+from ltx_jax.models.transformer import DIFFUSERS_TABLE
+from ltx_jax.weights.loader import plan_from_table
+
+
+def reference_loss(model, latents, context, context_mask, frame_rate, noise, sigmas, cond):
+  """latents [B, F, H, W, C] (numpy), noise [B, N, C], sigmas [B], cond [B, N] bool -> loss
+  (a torch scalar with its graph), as StandardTrainingStrategy.prepare_batch + compute_loss."""
+  b, f, h, w, c = latents.shape
+  x0 = torch.from_numpy(np.ascontiguousarray(latents.reshape(b, f * h * w, c)))
+  noise = torch.from_numpy(np.asarray(noise))
+  cond = torch.from_numpy(np.asarray(cond, bool))
+  s = torch.from_numpy(np.asarray(sigmas, np.float32)).view(-1, 1, 1)
+  noisy = (1 - s) * x0 + s * noise
+  noisy = torch.where(cond.unsqueeze(-1), x0, noisy)
+  targets = noise - x0
+  sampled = torch.round(s.squeeze(-1).squeeze(-1) * 1000.0).long()
+  timesteps = torch.where(cond, 0, sampled.unsqueeze(1).expand_as(cond))
+  fps = float(frame_rate[0])
+  pred = model(hidden_states=noisy, encoder_hidden_states=torch.from_numpy(context),
+               timestep=timesteps, encoder_attention_mask=torch.from_numpy(context_mask),
+               num_frames=f, height=h, width=w, rope_interpolation_scale=[8.0 / fps, 32.0, 32.0],
+               video_coords=None, return_dict=False)[0]
+  loss = (pred - targets).pow(2)
+  mask = (~cond.unsqueeze(-1)).float()
+  return loss.mul(mask).div(mask.mean()).mean()
+
+
+def torch_scheduler(optimizer, name: str, steps: int, params: dict | None = None):
+  """The official trainer's _create_scheduler (None for 'constant')."""
+  from torch.optim import lr_scheduler as s
+  p = dict(params or {})
+  if name == 'linear':
+    return s.LinearLR(optimizer, start_factor=p.pop('start_factor', 1.0),
+                      end_factor=p.pop('end_factor', 0.1), total_iters=steps)
+  if name == 'cosine':
+    return s.CosineAnnealingLR(optimizer, T_max=steps, eta_min=p.get('eta_min', 0))
+  if name == 'cosine_with_restarts':
+    return s.CosineAnnealingWarmRestarts(optimizer, T_0=p.pop('T_0', steps // 4),
+                                         T_mult=p.pop('T_mult', 1), eta_min=p.pop('eta_min', 5e-5))
+  if name == 'polynomial':
+    return s.PolynomialLR(optimizer, total_iters=steps, power=p.pop('power', 1.0))
+  if name == 'step':
+    return s.StepLR(optimizer, step_size=p.pop('step_size', steps // 2), gamma=p.pop('gamma', 0.1))
+  return None
+
+
+def torch_grads_as_ours(model_jax, torch_model, trainable: dict):
+  """{our path: torch grad (or value) in our layout, stacked} for our trainable paths, from a
+  diffusers model's parameters; `trainable`: our path -> anything (the keys are used)."""
+  plan = plan_from_table(model_jax, DIFFUSERS_TABLE)
+  named = dict(torch_model.named_parameters())
+  out = {}
+  for path in trainable:
+    src = plan[path]
+    parts = [src.convert(named[k].grad.detach().numpy()) for k in src.keys]
+    out[path] = np.stack(parts) if src.stack else parts[0]
+  return out
+
+
+def peft_factor_paths(trainer):
+  """[(our a path, our b path, stacked index, PEFT module name)] of a LoRA trainer."""
+  return [(t.path + ('lora', 'a'), t.path + ('lora', 'b'), t.index, t.diffusers)
+          for t in trainer.selection.targets]
