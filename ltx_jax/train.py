@@ -24,9 +24,9 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file 
                                           lock_config=True)
 
 
-def _die(message: str, status: int = 2):
+def _die(message: str, status: int = 2, prefix: str = 'error: '):
   """One line on stderr, no traceback."""
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  print(f"{prefix}{' '.join(str(message).split())}", file=sys.stderr)
   sys.exit(status)
 
 
@@ -65,7 +65,7 @@ def main(_):
   try:
     train_run.run(_CONFIG.value)
   except train_run.Interrupted as e:  # SIGINT / SIGTERM: checkpoint saved, resumable
-    _die(e, e.status)
+    _die(e, e.status, prefix='stopped: ')
   except UsageError as e:  # a flag or value to change
     _die(e, 2)
   except (LTXError, OSError) as e:  # the files or sources given, a full disk

@@ -204,3 +204,19 @@ def test_trajectory_differences_name_the_keys(tmp_path):
   b = _smoke(tmp_path, optimization={'learning_rate': 2e-3}, validation={'interval': 2})
   diff = train_config.differences(train_config.trajectory(a), train_config.trajectory(b))
   assert diff == ['optimization.learning_rate: 0.001 -> 0.002']
+
+
+@pytest.mark.parametrize('recipe', sorted(OFFICIAL))
+def test_recipes_pass_the_checks_or_name_what_is_missing(recipe, tmp_path):
+  c = load_train_config('ltxv', recipe)
+  c.data.preprocessed_data_root = str(tmp_path)
+  c.output_dir = str(tmp_path / 'out')
+  if recipe == 'ltxv_2b_lora_low_vram':
+    with pytest.raises(UsageError, match="optimizer_type=adamw$"):
+      train_config.check(c)
+  elif recipe == 'ltxv_13b_ic_lora':
+    with pytest.raises(UsageError, match='IC-LoRA training'):
+      train_config.check(c)
+  else:
+    plan = train_config.check(c)
+    assert plan.release == train_config.MODEL_SOURCES[OFFICIAL[recipe][1]['model']['model_source']]

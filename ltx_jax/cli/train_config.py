@@ -359,6 +359,9 @@ def check_optimization(c) -> None:
   _int('optimization.gradient_accumulation_steps', o.gradient_accumulation_steps, 1)
   _number('optimization.max_grad_norm', o.max_grad_norm, 0.0)
   _choice('optimization.optimizer_type', o.optimizer_type, OPTIMIZERS)
+  if o.optimizer_type == 'adamw8bit':
+    _fail("config.optimization.optimizer_type='adamw8bit' (bitsandbytes' 8-bit AdamW) has no "
+          "optax counterpart in ltx_jax yet; pass --config.optimization.optimizer_type=adamw")
   _choice('optimization.scheduler_type', o.scheduler_type, SCHEDULERS)
   if not isinstance(o.enable_gradient_checkpointing, bool):
     _fail("config.optimization.enable_gradient_checkpointing must be True or False")
@@ -368,9 +371,9 @@ def check_conditioning(c) -> None:
   k = c.conditioning
   _choice('conditioning.mode', k.mode, CONDITIONING_MODES)
   _number('conditioning.first_frame_conditioning_p', k.first_frame_conditioning_p, 0.0, 1.0)
-  if k.mode == 'reference_video' and not k.reference_latents_dir:
-    _fail("config.conditioning.reference_latents_dir is empty; reference_video mode reads the "
-          "reference latents from that folder of the dataset")
+  if k.mode == 'reference_video':
+    _fail("config.conditioning.mode='reference_video' (IC-LoRA training) is not implemented by "
+          "ltx_jax.training yet; use mode='none'")
 
 
 def check_validation(c, compression: tuple[int, int]) -> None:

@@ -17,6 +17,7 @@ from ltx_jax.errors import DataError, UsageError
 
 SMOKE_CLIP = (17, 64, 64)  # frames, height, width of the smoke recipe's clips
 SMOKE_FPS = 8.0
+SMOKE_TEXT_LENGTH = 32
 
 
 class NoLoader:
@@ -24,7 +25,7 @@ class NoLoader:
   position is read and dropped."""
 
   def get_state(self):
-    return b'{}'
+    return {}
 
   def set_state(self, state):
     del state
@@ -38,14 +39,17 @@ def dataset_folder(c, plan: train_config.TrainPlan, pipe, main: bool) -> Path:
     return plan.dataset
   folder = plan.output_dir / 'dataset'
   if main and not (folder / 'index.json').exists():
+    from ltx_jax import data
     from ltx_jax.cli import train_smoke
-    from ltx_jax.data import preprocess_items
     captions = train_smoke.make_clips(plan.output_dir / 'clips', c.data.smoke_clips,
                                       SMOKE_CLIP, SMOKE_FPS, seed=c.seed)
+    items, problems = data.list_items(captions)
     frames, height, width = SMOKE_CLIP
-    logging.info("smoke recipe: preprocessing %d clips into %s", c.data.smoke_clips, folder)
-    preprocess_items(pipe, captions, folder, buckets=f"{width}x{height}x{frames}",
-                     max_sequence_length=32, seed=c.seed)
+    logging.info("smoke recipe: preprocessing %d clips into %s", len(items), folder)
+    data.preprocess(items, data.Encoders(pipe, max_sequence_length=SMOKE_TEXT_LENGTH,
+                                         seed=c.seed),
+                    folder, data.PreprocessConfig(data.parse_buckets(f"{width}x{height}x{frames}")),
+                    problems=problems, progress=False)
   _barrier('smoke dataset')
   return folder
 
@@ -57,36 +61,29 @@ def _barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def check_dataset(c, folder: Path, pipe) -> None:
-  """The folder's index and shards are sound, its latents come from this model's VAE (and its
-  embeddings from this text encoder), and an IC-LoRA run has reference latents."""
-  from ltx_jax.data import records
-  index = records.read_index(folder)
-  if not index.samples:
-    raise DataError(f"{str(folder)!r} holds no samples")
-  vae = records.model_identity(pipe.vae, pipe.release or 'unknown')
-  records.check_models(index, vae=vae)
+def open_loader(c, folder: Path, pipe):
+  """The loader over the folder (ltx_jax.data.BatchLoader): this process's rows of each global
+  batch of optimization.batch_size, shuffled by config.seed. Refuses a folder that is damaged,
+  whose latents another VAE made, or (IC-LoRA) that lacks reference latents."""
+  import jax
+  from ltx_jax import data
+  batch = c.optimization.batch_size
+  processes = jax.process_count()
+  if batch % processes:
+    raise UsageError(f"config.optimization.batch_size={batch} (the global batch) does not "
+                     f"divide over {processes} processes; use a multiple of {processes}")
+  vae = data.model_identity(pipe.vae, pipe.release or 'unknown')
+  loader = data.BatchLoader(folder, batch // processes, seed=c.seed, vae=vae,
+                            num_threads=max(c.data.num_dataloader_workers, 1))
+  index = loader.index
   if c.conditioning.mode == 'reference_video' and not all(
       s.get('reference') for s in index.samples):
     raise DataError(f"{str(folder)!r} has samples without reference latents; IC-LoRA "
                     "(conditioning.mode='reference_video') needs a reference video per sample "
                     "at preprocessing")
-  latent = index.samples[0]['latent_shape']
   channels = pipe.transformer.config.in_channels
-  if latent[-1] != channels:
-    raise DataError(f"{str(folder)!r} holds latents with {latent[-1]} channels; this model "
-                    f"takes {channels}")
-
-
-def open_loader(c, folder: Path):
-  """The grain loader over the folder: this process's share of each global batch, shuffled by
-  config.seed, with a state the checkpoints save."""
-  import jax
-  from ltx_jax.data import Loader
-  o = c.optimization
-  per_process, rest = divmod(o.batch_size * jax.process_count(), jax.process_count())
-  if o.batch_size % 1 or rest:
-    raise UsageError(f"config.optimization.batch_size={o.batch_size}")
-  return Loader(folder, batch_size=o.batch_size, seed=c.seed,
-                reference=c.conditioning.mode == 'reference_video',
-                workers=c.data.num_dataloader_workers)
+  shape = index.samples[0]['latent_shape']
+  if shape[-1] != channels:
+    raise DataError(f"{str(folder)!r} holds latents of {shape[-1]} channels; this model takes "
+                    f"{channels}")
+  return loader.iterator()

@@ -186,10 +186,9 @@ def _build(c, plan, main) -> Run:
   tc = train_config_of(c)
   pipe, source = load_pipeline(c, mesh)
   dataset = train_data.dataset_folder(c, plan, pipe, main)
-  train_data.check_dataset(c, dataset, pipe)
+  loader = train_data.open_loader(c, dataset, pipe)
   trainer = training.Trainer(pipe.transformer, tc, mesh=mesh,
                              context_attention=c.mesh.context_attention)
-  loader = train_data.open_loader(c, dataset)
   return Run(c, plan, pipe, source, trainer, loader, dataset,
              file_sha256(dataset / 'index.json'), main)
 
@@ -217,7 +216,7 @@ def _train(c, plan, main, on_step) -> dict:
     logging.info("resumed from checkpoint %d of %s", start, ckpt.folder)
   total = c.optimization.steps
   batch_iter = iter(r.loader)
-  first = trainer.place(next(batch_iter)) if start < total else None
+  first = place(trainer, next(batch_iter)) if start < total else None
   flops = (train_metrics.lowered_flops(trainer._step.lower(state, trainer.rest, first, None))
            if first is not None else None)
   tokens = int(np.prod(first['latents'].shape[1:4])) if first is not None else 0
@@ -254,7 +253,7 @@ def _train(c, plan, main, on_step) -> dict:
       pending = first  # fetched before the loop to size the metrics
       while step < total:
         # the loader's state at a checkpoint must be "step batches consumed": fetch here
-        batch = pending if pending is not None else trainer.place(next(batch_iter))
+        batch = pending if pending is not None else place(trainer, next(batch_iter))
         pending = None
         t0 = time.perf_counter()
         state, m = trainer.step(state, batch)
@@ -290,6 +289,24 @@ def _train(c, plan, main, on_step) -> dict:
   finally:
     metrics.close()
     ckpt.close()
+
+
+def place(trainer, batch: dict) -> dict:
+  """This process's rows of the global batch -> global arrays on the trainer's mesh (rows over
+  its batch axes; process i holds global rows [i * b, (i + 1) * b)), checked by the trainer."""
+  import jax
+  import numpy as np
+  from ltx_jax.training.step import BATCH_KEYS
+  if jax.process_count() == 1 or trainer.mesh is None:
+    return trainer.place(batch)
+  out = {}
+  for k in BATCH_KEYS:
+    a = np.asarray(batch[k])
+    shape = (a.shape[0] * jax.process_count(),) + a.shape[1:]
+    sharding = trainer.partitioning.sharding(shape, ('batch',) + (None,) * (a.ndim - 1))
+    out[k] = jax.make_array_from_process_local_data(sharding, a, shape)
+  trainer.check_batch(out)
+  return out
 
 
 def _abstract(state):
