@@ -167,8 +167,9 @@ class Checkpoints:
     """Removes what a failed save of `step` left behind (temporary or final folder)."""
     if jax.process_index() != 0:
       return
-    for path in self.folder.glob(f"{step}*"):
-      if path.is_dir() and path.name != str(step) or not (path / 'meta').exists():
+    kept = {str(s) for s in self.manager.all_steps()}
+    for path in self.folder.glob(f"{step}*"):  # the final folder or orbax's temporary one
+      if path.name not in kept:
         shutil.rmtree(path, ignore_errors=True)
     self.manager.reload()
 
@@ -181,6 +182,14 @@ class Checkpoints:
       raise UsageError(f"no checkpoint of step {which} in {self.folder}; the kept steps are "
                        f"{steps or 'none'}")
     return which
+
+  def drop_after(self, step: int) -> list[int]:
+    """Deletes the checkpoints after `step` (a resume from an earlier step replaces them);
+    returns their steps."""
+    later = [s for s in self.steps() if s > step]
+    for s in later:
+      self.manager.delete(s)
+    return later
 
   def restore(self, step: int, abstract_state: Any, loader: Any) -> tuple[Any, dict]:
     """(state, meta) of checkpoint `step`, the state placed as `abstract_state`'s shardings;

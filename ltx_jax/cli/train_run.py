@@ -207,6 +207,9 @@ def _train(c, plan, main, on_step) -> dict:
   start, losses = 0, []
   resume_step = ckpt.resolve(plan.resume) if plan.resume is not None else None
   if resume_step is not None:
+    later = ckpt.drop_after(resume_step)
+    if later:
+      logging.info("resuming from step %d replaces the later checkpoints %s", resume_step, later)
     state, meta = ckpt.restore(resume_step, _abstract(state), r.loader)
     start, losses = int(meta['step']), list(meta.get('losses', []))
     if meta.get('dataset_index_sha256') not in (None, r.dataset_hash):
@@ -285,7 +288,7 @@ def _train(c, plan, main, on_step) -> dict:
       logging.info("trained %d steps; checkpoints %s; exports in %s", step, ckpt.steps(),
                    out / 'export')
     return {'step': step, 'checkpoints': ckpt.steps(), 'exports': exports, 'losses': losses,
-            'state': state}
+            'state': state, 'trainer': trainer}
   finally:
     metrics.close()
     ckpt.close()
