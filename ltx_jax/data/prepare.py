@@ -11,13 +11,15 @@ after each shard. A crash or Ctrl-C therefore leaves the folder as of the last c
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import hashlib
+import itertools
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from absl import logging
@@ -44,12 +46,14 @@ class PreprocessConfig:
   batch_size: samples encoded together (rounded up to a multiple of the local devices).
   shard_size: samples per ArrayRecord shard (also how much work a crash can lose).
   strict: refuse the first bad input (DataError) instead of skipping it.
+  workers: threads that hash, decode and resize items ahead of the encoders.
   """
   buckets: tuple[buckets_lib.Bucket, ...]
   frame_rate: float | None = None
   batch_size: int = 1
   shard_size: int = 64
   strict: bool = False
+  workers: int = 4
 
   def __post_init__(self):
     if not self.buckets:
@@ -57,7 +61,7 @@ class PreprocessConfig:
     if self.frame_rate is not None and not self.frame_rate > 0:
       raise UsageError(f"frame_rate={self.frame_rate!r} must be > 0 (or 0 / None: the "
                        "source rate)")
-    for name in ('batch_size', 'shard_size'):
+    for name in ('batch_size', 'shard_size', 'workers'):
       v = getattr(self, name)
       if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise UsageError(f"{name}={v!r} must be a positive integer")
@@ -183,6 +187,42 @@ def _prepare(item: Item, key: str, media_sha: str, ref_sha: str | None,
   return _Prepared(key, item, bucket, pixels, reference, fps, entry)
 
 
+def _hashes(item: Item) -> tuple[str, str | None] | Exception:
+  """(media sha256, reference sha256 or None), or the DataError / OSError saying why not."""
+  try:
+    if not item.media.is_file():
+      raise DataError("no such file")
+    ref_sha = None
+    if item.reference is not None:
+      if not item.reference.is_file():
+        raise DataError(f"reference {item.reference.name}: no such file")
+      ref_sha = file_sha256(item.reference)
+    return file_sha256(item.media), ref_sha
+  except (DataError, OSError) as e:
+    return e
+
+
+def _prepare_or_error(job: tuple, config: PreprocessConfig) -> '_Prepared | Exception':
+  item, key, media_sha, ref_sha = job
+  try:
+    return _prepare(item, key, media_sha, ref_sha, config)
+  except (DataError, OSError) as e:
+    return e
+
+
+def _ahead(pool, fn, jobs: Sequence, config, depth: int) -> Iterator:
+  """fn(job, config) for each job on the pool, at most `depth` running ahead, in order."""
+  queue = collections.deque()
+  it = iter(jobs)
+  for job in itertools.islice(it, depth):
+    queue.append(pool.submit(fn, job, config))
+  while queue:
+    result = queue.popleft().result()
+    for job in itertools.islice(it, 1):
+      queue.append(pool.submit(fn, job, config))
+    yield result
+
+
 def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: PreprocessConfig,
                *, problems: Sequence[Problem] = (), overwrite: bool = False,
                progress: bool = True) -> Summary:
@@ -241,35 +281,40 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
       if writer.count >= config.shard_size:
         flush_shard()
 
+  def problem(item: Item, e: Exception) -> None:
+    p = Problem(item.row or str(item.media),
+                str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}")
+    if config.strict:
+      raise DataError(str(p)) from None
+    problems.append(p)
+
   bar = tqdm(total=len(items), unit='item', desc='preprocess', disable=not progress,
              file=sys.stderr, dynamic_ncols=True)
+  pool = concurrent.futures.ThreadPoolExecutor(config.workers)
   try:
-    for item in items:
-      bar.update(1)
-      try:
-        if not item.media.is_file():
-          raise DataError("no such file")
-        media_sha = file_sha256(item.media)
-        ref_sha = None
-        if item.reference is not None:
-          if not item.reference.is_file():
-            raise DataError(f"reference {item.reference.name}: no such file")
-          ref_sha = file_sha256(item.reference)
-        base = (media_sha, ref_sha, item.caption)
-        key = sample_key(media_sha, ref_sha, item.caption, seen[base])
-        seen[base] += 1
-        if key in done:
-          already += 1
-          continue
-        prepared = _prepare(item, key, media_sha, ref_sha, config)
-      except (DataError, OSError) as e:
-        problem = Problem(item.row or str(item.media), str(e) if isinstance(e, DataError)
-                          else f"{type(e).__name__}: {e}")
-        if config.strict:
-          raise DataError(str(problem)) from None
-        problems.append(problem)
+    # Keys first (file hashes, in parallel): finished samples are skipped before any decoding.
+    todo = []
+    for item, hashed in zip(items, pool.map(_hashes, items)):
+      if isinstance(hashed, Exception):
+        bar.update(1)
+        problem(item, hashed)
+        continue
+      base = hashed + (item.caption,)
+      key = sample_key(*base, seen[base])
+      seen[base] += 1
+      if key in done:
+        bar.update(1)
+        already += 1
         continue
       done.add(key)
+      todo.append((item, key) + hashed)
+    # Decoding and resizing run ahead on the worker threads; results are used in item order.
+    for (item, *_), prepared in zip(todo, _ahead(pool, _prepare_or_error, todo, config,
+                                                 2 * config.workers)):
+      bar.update(1)
+      if isinstance(prepared, Exception):
+        problem(item, prepared)
+        continue
       pending[prepared.bucket].append(prepared)
       if len(pending[prepared.bucket]) >= encoders.batch_size:
         encode(pending.pop(prepared.bucket))
@@ -278,6 +323,7 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
     flush_shard()
   finally:
     bar.close()
+    pool.shutdown(wait=True, cancel_futures=True)
     if writer is not None:  # an error or Ctrl-C: the unfinished shard is dropped
       writer.__exit__(None, None, None)
   summary = Summary(written, already, problems, len(index.samples),
