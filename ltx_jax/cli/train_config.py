@@ -27,7 +27,9 @@ from ltx_jax.errors import UsageError
 
 SMOKE = 'smoke'  # model.source naming ltx_jax.smoke's random-weight plumbing model
 TRAINING_MODES = ('lora', 'full')
-CONDITIONING_MODES = ('none', 'reference_video')
+# none, IC-LoRA (LTX-Video-Trainer's), and ltx_jax's prefix / suffix strategies
+# (ltx_jax.training.conditioned: image-to-video, extension forward / backward)
+CONDITIONING_MODES = ('none', 'reference_video', 'prefix', 'suffix')
 OPTIMIZERS = ('adamw', 'adamw8bit')
 SCHEDULERS = ('constant', 'linear', 'cosine', 'cosine_with_restarts', 'polynomial')
 MIXED_PRECISION = ('no', 'fp16', 'bf16')
@@ -186,6 +188,8 @@ def base_config(recipe: str = DEFAULT_RECIPE) -> ml_collections.ConfigDict:
   c.conditioning.mode = 'none'
   c.conditioning.first_frame_conditioning_p = 0.1
   c.conditioning.reference_latents_dir = 'ref_latents'
+  c.conditioning.latent_frames = 1  # prefix / suffix: clean latent frames (1: an image)
+  c.conditioning.prefix_p = 1.0  # prefix: per-sample probability of the clean prefix
   c.optimization = ml_collections.ConfigDict()
   c.optimization.learning_rate = 5e-4
   c.optimization.steps = 3000
@@ -371,9 +375,9 @@ def check_conditioning(c) -> None:
   k = c.conditioning
   _choice('conditioning.mode', k.mode, CONDITIONING_MODES)
   _number('conditioning.first_frame_conditioning_p', k.first_frame_conditioning_p, 0.0, 1.0)
-  if k.mode == 'reference_video':
-    _fail("config.conditioning.mode='reference_video' (IC-LoRA training) is not implemented by "
-          "ltx_jax.training yet; use mode='none'")
+  if k.mode in ('prefix', 'suffix'):
+    _int('conditioning.latent_frames', k.latent_frames, 1)
+    _number('conditioning.prefix_p', k.prefix_p, 0.0, 1.0)
 
 
 def check_validation(c, compression: tuple[int, int]) -> None:

@@ -48,7 +48,11 @@ def dataset_folder(c, plan: train_config.TrainPlan, pipe, main: bool) -> Path:
     logging.info("smoke recipe: preprocessing %d clips into %s", len(items), folder)
     data.preprocess(items, data.Encoders(pipe, max_sequence_length=SMOKE_TEXT_LENGTH,
                                          seed=c.seed),
-                    folder, data.PreprocessConfig(data.parse_buckets(f"{width}x{height}x{frames}")),
+                    folder, data.PreprocessConfig(
+                        data.parse_buckets(f"{width}x{height}x{frames}"),
+                        # IC-LoRA: canny references computed from the clips
+                        reference='canny' if c.conditioning.mode == 'reference_video'
+                        else 'column'),
                     problems=problems, progress=False)
   _barrier('smoke dataset')
   return folder

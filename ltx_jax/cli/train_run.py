@@ -105,7 +105,8 @@ def train_config_of(c):
             schedule_params=o.scheduler_params.to_dict(),
             max_grad_norm=float(o.max_grad_norm)),
         accumulation=o.gradient_accumulation_steps,
-        remat='full' if o.enable_gradient_checkpointing else 'none', seed=c.seed)
+        remat='full' if o.enable_gradient_checkpointing else 'none', seed=c.seed,
+        strategy=strategy_of(c))
   except TypeError as e:  # an unknown key in a *_params section
     raise UsageError(f"config: {e}") from None
 
@@ -294,16 +295,28 @@ def _train(c, plan, main, on_step) -> dict:
     ckpt.close()
 
 
+def strategy_of(c):
+  """config.conditioning.mode -> the training strategy (None: the standard objective)."""
+  from ltx_jax.training import conditioned
+  k = c.conditioning
+  if k.mode == 'reference_video':
+    return conditioned.ReferenceVideo()
+  if k.mode == 'prefix':
+    return conditioned.Prefix(frames=k.latent_frames, p=float(k.prefix_p))
+  if k.mode == 'suffix':
+    return conditioned.Suffix(frames=k.latent_frames)
+  return None
+
+
 def place(trainer, batch: dict) -> dict:
   """This process's rows of the global batch -> global arrays on the trainer's mesh (rows over
   its batch axes; process i holds global rows [i * b, (i + 1) * b)), checked by the trainer."""
   import jax
   import numpy as np
-  from ltx_jax.training.step import BATCH_KEYS
   if jax.process_count() == 1 or trainer.mesh is None:
     return trainer.place(batch)
   out = {}
-  for k in BATCH_KEYS:
+  for k in trainer.batch_keys:
     a = np.asarray(batch[k])
     shape = (a.shape[0] * jax.process_count(),) + a.shape[1:]
     sharding = trainer.partitioning.sharding(shape, ('batch',) + (None,) * (a.ndim - 1))
