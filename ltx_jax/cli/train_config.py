@@ -415,6 +415,15 @@ def check_validation(c, compression: tuple[int, int]) -> None:
   _int('validation.videos_per_prompt', v.videos_per_prompt, 1)
   _int('validation.seed', v.seed, 0)
   _number('validation.guidance_scale', v.guidance_scale, 1.0)
+  if v.interval and v.reference_videos:  # each guide must fit the validation video
+    from ltx_jax.pipeline.conditioning import read_media
+    from ltx_jax.pipeline.guides import Guide, check_guides
+    guides = [Guide(video=str(Path(p).expanduser())) for p in v.reference_videos]
+    try:
+      check_guides(guides, [read_media(g).shape[0] for g in guides], tuple(v.video_dims)[2],
+                   temporal=compression[0])
+    except UsageError as e:
+      _fail(f"config.validation.reference_videos: {e}")
 
 
 def check_output_dir(c) -> Path:
