@@ -12,7 +12,7 @@ import pytest
 
 from train_common import ROOT, smoke_config
 
-FRAMES, SIZE, FPS = 17, 64, 8.0
+FRAMES, SIZE, FPS = 9, 64, 8.0
 
 
 @pytest.mark.slow
@@ -38,7 +38,7 @@ def test_canny_clips_to_ic_lora_to_control_generation(tmp_path):
     assert batch['reference_latents'].shape == batch['latents'].shape
     assert not np.allclose(batch['reference_latents'], batch['latents'])
     # the control video: the canny map of a clip, as a user would make it
-    clip = train_smoke.clip(0, (FRAMES, SIZE, SIZE), 0)[:9]  # uint8 [9, H, W, 3]
+    clip = train_smoke.clip(0, (FRAMES, SIZE, SIZE), 0)  # uint8 [F, H, W, 3]
     edges = canny(clip.astype(np.float32) / np.float32(127.5) - 1)
     control = video_io.write_mp4(tmp_path / 'control.mp4',
                                  np.rint((edges + 1) * 127.5).astype(np.uint8), FPS)
@@ -49,7 +49,7 @@ def test_canny_clips_to_ic_lora_to_control_generation(tmp_path):
     c.conditioning.first_frame_conditioning_p = 0.5
     c.validation.prompts = ('a cat sits on the mat',)
     c.validation.reference_videos = (str(control),)
-    c.validation.video_dims = (SIZE, SIZE, 9)
+    c.validation.video_dims = (SIZE, SIZE, FRAMES)
     c.validation.inference_steps = 2
     c.validation.skip_initial_validation = True
     result = train_run.run(c)
@@ -71,7 +71,7 @@ def test_canny_clips_to_ic_lora_to_control_generation(tmp_path):
          '--config.model.source=smoke', '--config.model.dtype=float32',
          '--config.model.hash_files=False', f'--config.loras={comfy}',
          f'--config.control_video={control}', '--config.prompt=a cat sits on the mat',
-         f'--config.height={SIZE}', f'--config.width={SIZE}', '--config.num_frames=9',
+         f'--config.height={SIZE}', f'--config.width={SIZE}', '--config.num_frames={FRAMES}',
          f'--config.frame_rate={FPS}', '--config.num_inference_steps=2',
          '--config.max_sequence_length=32', f'--config.output_dir={out}', '--config.seeds=(0,)',
          '--config.progress=False']

@@ -179,3 +179,27 @@ def test_refusals():
   bad = dict(batch, reference_latents=batch['reference_latents'][:, :2])
   with pytest.raises(UsageError, match='do not match'):
     conditioned.check_batch(ReferenceVideo(), bad)
+
+
+def test_the_training_config_picks_the_strategy(tmp_path):
+  from train_common import load_train_config, smoke_config
+  from ltx_jax.cli import train_config, train_run
+  c = load_train_config('smoke', 'ic_lora')
+  c.output_dir = str(tmp_path)
+  train_config.check(c)
+  assert train_run.train_config_of(c).strategy == ReferenceVideo()
+  c = smoke_config(tmp_path)
+  assert train_run.train_config_of(c).strategy is None
+  c.conditioning.mode, c.conditioning.latent_frames, c.conditioning.prefix_p = 'prefix', 2, 0.3
+  train_config.check(c)
+  assert train_run.train_config_of(c).strategy == Prefix(frames=2, p=0.3)
+  c.conditioning.mode = 'suffix'
+  assert train_run.train_config_of(c).strategy == Suffix(frames=2)
+  c.conditioning.latent_frames = 0
+  with pytest.raises(UsageError, match='conditioning.latent_frames=0'):
+    train_config.check(c)
+  c.conditioning.mode, c.conditioning.latent_frames = 'inpaint', 1
+  with pytest.raises(UsageError, match="conditioning.mode='inpaint'"):
+    train_config.check(c)
+  with pytest.raises(UsageError, match='unknown variant'):
+    load_train_config('smoke', 'depth')

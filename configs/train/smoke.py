@@ -2,6 +2,7 @@
 
   python -m ltx_jax.train --config configs/train/smoke.py
   python -m ltx_jax.train --config configs/train/smoke.py:full   # full fine-tune
+  python -m ltx_jax.train --config configs/train/smoke.py:ic_lora   # IC-LoRA, canny references
 
 Makes its own clip set (random moving shapes, preprocessed with the smoke model's VAE and T5 into
 <output_dir>/dataset), trains a rank-4 LoRA (or every weight) for a few steps, renders the
@@ -11,13 +12,19 @@ configs/train/ltxv.py.
 """
 
 from ltx_jax.cli import train_config
+from ltx_jax.errors import UsageError
 
 
 def get_config(mode: str = 'lora'):
   c = train_config.base_config('')
   c.recipe = 'smoke'
   c.model.source = train_config.SMOKE
-  c.model.training_mode = mode or 'lora'
+  if mode not in ('', 'lora', 'full', 'ic_lora'):
+    raise UsageError(f"configs/train/smoke.py:{mode}: unknown variant; use lora, full or "
+                     "ic_lora")
+  c.model.training_mode = 'full' if mode == 'full' else 'lora'
+  if mode == 'ic_lora':  # reference-video training; the clip set gets canny references
+    c.conditioning.mode = 'reference_video'
   c.lora.rank, c.lora.alpha = 4, 4
   c.conditioning.first_frame_conditioning_p = 0.1
   c.optimization.learning_rate = 1e-3
