@@ -71,7 +71,7 @@ def test_canny_clips_to_ic_lora_to_control_generation(tmp_path):
          '--config.model.source=smoke', '--config.model.dtype=float32',
          '--config.model.hash_files=False', f'--config.loras={comfy}',
          f'--config.control_video={control}', '--config.prompt=a cat sits on the mat',
-         f'--config.height={SIZE}', f'--config.width={SIZE}', '--config.num_frames={FRAMES}',
+         f'--config.height={SIZE}', f'--config.width={SIZE}', f'--config.num_frames={FRAMES}',
          f'--config.frame_rate={FPS}', '--config.num_inference_steps=2',
          '--config.max_sequence_length=32', f'--config.output_dir={out}', '--config.seeds=(0,)',
          '--config.progress=False']
