@@ -106,8 +106,9 @@ def test_two_processes_equal_one(straight, dataset, tmp_path, cache):
   out = tmp_path / 'two.npz'
   env = dict(os.environ, JAX_PLATFORMS='cpu', LTX_JAX_COMPILATION_CACHE=str(cache),
              XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  args = [tmp_path / 'run', dataset, STEPS, out, address, 2]
   procs = [subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'train_worker.py'),
-                             tmp_path / 'run', dataset, STEPS, out, address, 2, i], env=env,
+                             *map(str, args), str(i)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   for p in procs:

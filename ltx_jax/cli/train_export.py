@@ -100,7 +100,7 @@ def full_tensors(trainer, state) -> dict[str, np.ndarray]:
     if not isinstance(var, nnx.Variable) or tuple(path) not in plan:
       continue
     src = plan[tuple(path)]
-    value = np.asarray(jax.device_get(var.get_value()))
+    value = _host(var.get_value()).astype(var.get_value().dtype)
     slices = value.reshape((len(src.keys),) + value.shape[src.stack:])
     inverse = tuple(np.argsort(src.perm)) if src.perm else None
     for key, s in zip(src.keys, slices):
@@ -112,10 +112,10 @@ def full_tensors(trainer, state) -> dict[str, np.ndarray]:
 
 
 def export(c, trainer, state, step: int, folder: Path, *, base: dict, release: str,
-           dataset_hash: str | None, samples: list[Path]) -> dict[str, str]:
-  """Writes the run's exports into `folder` (process 0); returns {file name: path}."""
+           dataset_hash: str | None, samples: list[Path], main: bool = True) -> dict[str, str]:
+  """Writes the run's exports into `folder`; returns {file name: path}. Every process calls it
+  (gathering the weights is collective), process 0 (`main`) writes."""
   folder = Path(folder)
-  folder.mkdir(parents=True, exist_ok=True)
   base_facts = {'release': release,
                 'files': [{'name': Path(f['path']).name, 'sha256': f.get('sha256')}
                           for f in base.get('files', [])]}
@@ -128,6 +128,12 @@ def export(c, trainer, state, step: int, folder: Path, *, base: dict, release: s
   formats = (c.export.formats,) if isinstance(c.export.formats, str) else tuple(c.export.formats)
   if sel.mode == 'lora':
     diffusers, comfy = lora_tensors(trainer, state)
+  else:
+    tensors = full_tensors(trainer, state)
+  if not main:
+    return {}
+  folder.mkdir(parents=True, exist_ok=True)
+  if sel.mode == 'lora':
     if 'diffusers' in formats:
       written[DIFFUSERS_FILE] = _write(folder / DIFFUSERS_FILE, diffusers, dict(
           stamp, lora_adapter_metadata=json.dumps(peft_metadata(c, sel)), format='pt'))
@@ -137,7 +143,6 @@ def export(c, trainer, state, step: int, folder: Path, *, base: dict, release: s
       written[COMFYUI_FILE] = _write(folder / COMFYUI_FILE, comfy, dict(stamp, format='pt'))
       described[COMFYUI_FILE] = 'ComfyUI / official trainer layout (alpha folded into lora_B)'
   else:
-    tensors = full_tensors(trainer, state)
     config = _base_config(trainer)
     written[FULL_FILE] = _write(folder / FULL_FILE, tensors,
                                 dict(stamp, **({'config': config} if config else {})))

@@ -283,7 +283,7 @@ def _train(c, plan, main, on_step) -> dict:
       save(step, state)
     if interval and c.validation.prompts and validated != step:  # the final weights
       samples = validate(step, state)
-    exports = export_state(r, state, step, samples) if main else {}
+    exports = export_state(r, state, step, samples)
     if main:
       logging.info("trained %d steps; checkpoints %s; exports in %s", step, ckpt.steps(),
                    out / 'export')
@@ -347,7 +347,7 @@ def export_state(r: Run, state, step: int, samples: list[Path]) -> dict:
   from ltx_jax.cli import train_export
   return train_export.export(r.c, r.trainer, state, step, r.plan.output_dir / 'export',
                              base=r.source, release=r.plan.release, dataset_hash=r.dataset_hash,
-                             samples=samples)
+                             samples=samples, main=r.main)
 
 
 def export_checkpoint(c, plan, main) -> dict:
@@ -370,7 +370,7 @@ def export_checkpoint(c, plan, main) -> dict:
     state, meta = ckpt.restore(step, _abstract(state), train_data.NoLoader())
     r = Run(c, plan, pipe, source, trainer, None, Path(), meta.get('dataset_index_sha256'),
             main)
-    exports = export_state(r, state, step, []) if main else {}
+    exports = export_state(r, state, step, [])
     return {'step': step, 'checkpoints': ckpt.steps(), 'exports': exports,
             'losses': meta.get('losses', []), 'state': state}
   finally:
