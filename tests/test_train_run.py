@@ -302,3 +302,19 @@ def test_bad_flag_is_one_line_exit_2(tmp_path):
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == 'error: config.lora.rank=0 must be an integer >= 1'
+
+
+@pytest.mark.slow
+def test_export_a_named_checkpoint(command_run):
+  """--config.export.checkpoint=4: that checkpoint exported, no training."""
+  c = load_train_config('smoke')
+  c.output_dir, c.export.checkpoint = str(command_run), '4'
+  result = train_run.run(c)
+  assert result['step'] == 4 and result['checkpoints'] == [4, 8]
+  facts = json.loads((command_run / 'export' / 'training.json').read_text())
+  assert facts['steps'] == 4 and facts['lora']['rank'] == 4
+  assert facts['base_model']['release'] == 'smoke' and len(facts['dataset_index_sha256']) == 64
+  from ltx_jax.weights.safetensors_io import open_safetensors
+  meta = open_safetensors(command_run / 'export' / 'pytorch_lora_weights.safetensors').metadata
+  assert json.loads(meta['lora_adapter_metadata'])['transformer.r'] == 4
+  assert json.loads(meta['ltx_jax_training'])['steps'] == 4

@@ -112,7 +112,8 @@ def full_tensors(trainer, state) -> dict[str, np.ndarray]:
 
 
 def export(c, trainer, state, step: int, folder: Path, *, base: dict, release: str,
-           dataset_hash: str | None, samples: list[Path], main: bool = True) -> dict[str, str]:
+           dataset_hash: str | None, samples: list[Path], main: bool = True,
+           base_file: Path | None = None) -> dict[str, str]:
   """Writes the run's exports into `folder`; returns {file name: path}. Every process calls it
   (gathering the weights is collective), process 0 (`main`) writes."""
   folder = Path(folder)
@@ -143,7 +144,7 @@ def export(c, trainer, state, step: int, folder: Path, *, base: dict, release: s
       written[COMFYUI_FILE] = _write(folder / COMFYUI_FILE, comfy, dict(stamp, format='pt'))
       described[COMFYUI_FILE] = 'ComfyUI / official trainer layout (alpha folded into lora_B)'
   else:
-    config = _base_config(trainer)
+    config = _base_config(base_file)
     written[FULL_FILE] = _write(folder / FULL_FILE, tensors,
                                 dict(stamp, **({'config': config} if config else {})))
     described[FULL_FILE] = 'official single-file layout of the fine-tuned transformer'
@@ -154,11 +155,10 @@ def export(c, trainer, state, step: int, folder: Path, *, base: dict, release: s
   return {k: str(v) for k, v in written.items()}
 
 
-def _base_config(trainer) -> str | None:
+def _base_config(path: Path | None) -> str | None:
   """The base file's `config` metadata (the official single file keeps it), when the model was
   loaded from one."""
-  path = getattr(trainer, 'base_file', None)
-  if path is None:
+  if path is None or not str(path).endswith('.safetensors'):
     return None
   from ltx_jax.weights.safetensors_io import open_safetensors
   return open_safetensors(path).metadata.get('config')

@@ -347,7 +347,8 @@ def export_state(r: Run, state, step: int, samples: list[Path]) -> dict:
   from ltx_jax.cli import train_export
   return train_export.export(r.c, r.trainer, state, step, r.plan.output_dir / 'export',
                              base=r.source, release=r.plan.release, dataset_hash=r.dataset_hash,
-                             samples=samples, main=r.main)
+                             samples=samples, main=r.main,
+                             base_file=getattr(r.pipe.source, 'transformer', None))
 
 
 def export_checkpoint(c, plan, main) -> dict:
