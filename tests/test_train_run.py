@@ -15,7 +15,7 @@ import pytest
 
 from conftest import rel_l2
 from train_common import ROOT, flat_params, load_train_config, smoke_config
-from ltx_jax.cli import train_checkpoint, train_config, train_run
+from ltx_jax.cli import train_checkpoint, train_config, train_data, train_run
 from ltx_jax.errors import DataError, UsageError
 
 STEPS = 4  # 2N
@@ -217,7 +217,7 @@ def test_generate_takes_the_exported_adapter(command_run, tmp_path):
   trained = smoke.build_pipeline().transformer
   trainer = Trainer(trained, train_run.train_config_of(load_train_config('smoke')))
   state, _ = ck.restore(ck.latest(), train_run._abstract(trainer.init_state()),
-                        train_run.train_data.NoLoader())
+                        train_data.NoLoader())
   model = trainer.model_with(state)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((1, 12, smoke.LATENT)), jnp.float32)
