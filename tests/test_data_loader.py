@@ -196,3 +196,22 @@ def test_a_flipped_byte_in_a_record_is_caught_when_read(folder, tmp_path):
   samples = CachedSamples(f)
   with pytest.raises(DataError, match=re.escape(f"damaged shard '{shard}': record 0")):
     samples[0]
+
+
+def test_records_round_trip_and_store_bf16_values_in_half_the_bytes():
+  import ml_dtypes
+  rng = np.random.default_rng(0)
+  f32 = rng.standard_normal((3, 4, 5, 8)).astype(np.float32)
+  bf = f32.astype(ml_dtypes.bfloat16).astype(np.float32)  # values a bf16 model produces
+  mask = (np.arange(16) < 5).astype(np.uint8)
+  for lat in (f32, bf):
+    data = records.encode_record('k', {'latents': lat, 'context': bf[0, 0], 'context_mask': mask})
+    key, arrays = records.decode_record(data, 'here')
+    assert key == 'k'
+    for name, want in (('latents', lat), ('context', bf[0, 0]), ('context_mask', mask)):
+      assert arrays[name].dtype == want.dtype
+      np.testing.assert_array_equal(arrays[name], want)
+  small = records.encode_record('k', {'latents': bf})
+  assert len(small) < len(records.encode_record('k', {'latents': f32})) - bf.size
+  with pytest.raises(DataError, match='damaged record in here'):
+    records.decode_record(small[:-10], 'here')

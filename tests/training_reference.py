@@ -69,3 +69,29 @@ def peft_factor_paths(trainer):
   """[(our a path, our b path, stacked index, PEFT module name)] of a LoRA trainer."""
   return [(t.path + ('lora', 'a'), t.path + ('lora', 'b'), t.index, t.diffusers)
           for t in trainer.selection.targets]
+
+
+def official_shift(seq_length, min_tokens=1024, max_tokens=4096, min_shift=0.95, max_shift=2.05):
+  """LTX-Video-Trainer's ShiftedLogitNormalTimestepSampler._get_shift_for_sequence_length."""
+  m = (max_shift - min_shift) / (max_tokens - min_tokens)
+  b = min_shift - m * min_tokens
+  return m * seq_length + b
+
+
+def official_sigmas(name: str, n: int, seq_length: int, generator, std=1.0, eps=1e-3,
+                    uniform_prob=0.1, min_value=0.0, max_value=1.0):
+  """n draws of the official samplers in torch: LTX-Video-Trainer's uniform and
+  shifted_logit_normal, the LTX-2 trainer's stretched shifted_logit_normal."""
+  if name == 'uniform':
+    return torch.rand(n, generator=generator) * (max_value - min_value) + min_value
+  mu = official_shift(seq_length)
+  s = torch.sigmoid(torch.randn((n,), generator=generator) * std + mu)
+  if name == 'shifted_logit_normal':
+    return s
+  hi = torch.sigmoid(torch.tensor(mu + 3.0902 * std))
+  lo = torch.sigmoid(torch.tensor(mu - 2.5758 * std))
+  raw = (s - lo) / (hi - lo)
+  stretched = torch.clamp(torch.where(raw >= eps, raw, 2 * eps - raw), 0, 1)
+  uniform = (1 - eps) * torch.rand((n,), generator=generator) + eps
+  prob = torch.rand((n,), generator=generator)
+  return torch.where(prob > uniform_prob, stretched, uniform)

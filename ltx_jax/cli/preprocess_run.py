@@ -34,6 +34,7 @@ def base_config(variant: str = '') -> ml_collections.ConfigDict:
   c.max_sequence_length = 256  # T5 tokens (the trainer's default)
   c.batch_size = 1
   c.shard_size = 64  # samples per ArrayRecord shard
+  c.workers = 4  # threads decoding and resizing media ahead of the encoders
   c.strict = False  # refuse the first bad input instead of skipping it
   c.overwrite = False  # replace an existing cache made with other parameters or models
   c.progress = True
@@ -53,6 +54,7 @@ def base_config(variant: str = '') -> ml_collections.ConfigDict:
   c.model.attention = 'auto'
   c.model.offline = False
   c.model.allow_nonfinite = False
+  c.model.allow_custom = False  # weights of no known release (their identity is still recorded)
   if variant == SMOKE:
     c.buckets = '96x64x9;64x64x1'
     c.max_sequence_length = 32
@@ -66,7 +68,7 @@ def _check(c) -> tuple:
   frame_rate = checks.check_finite('config.frame_rate', c.frame_rate, 0.0) or None
   if c.latents not in LATENT_KINDS:
     raise UsageError(f"config.latents={c.latents!r}; choose one of {', '.join(LATENT_KINDS)}")
-  for name in ('max_sequence_length', 'batch_size', 'shard_size'):
+  for name in ('max_sequence_length', 'batch_size', 'shard_size', 'workers'):
     v = c[name]
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
       raise UsageError(f"config.{name}={v!r} must be a positive integer")
@@ -81,7 +83,8 @@ def _load(c):
   m = c.model
   return load_encoders(m.source, file=m.file, release=m.release, dtype=m.dtype,
                        text_encoder_dtype=m.text_encoder_dtype, attention=m.attention,
-                       offline=m.offline, allow_nonfinite=m.allow_nonfinite)
+                       offline=m.offline, allow_nonfinite=m.allow_nonfinite,
+                       allow_custom=m.allow_custom)
 
 
 def run(c) -> int:
@@ -116,7 +119,7 @@ def run(c) -> int:
       print(f"skipped {p}", file=sys.stderr)
     raise DataError(f"nothing usable in {c.input!r}: {len(problems)} inputs skipped")
   config = data.PreprocessConfig(buckets, frame_rate, batch_size=c.batch_size,
-                                 shard_size=c.shard_size, strict=c.strict)
+                                 shard_size=c.shard_size, strict=c.strict, workers=c.workers)
   pipe = _load(c)
   encoders = data.Encoders(pipe, latents=c.latents, max_sequence_length=c.max_sequence_length,
                            seed=c.seed, batch_size=c.batch_size)

@@ -220,8 +220,7 @@ def _train(c, plan, main, on_step) -> dict:
   total = c.optimization.steps
   batch_iter = iter(r.loader)
   first = place(trainer, next(batch_iter)) if start < total else None
-  flops = (train_metrics.lowered_flops(trainer._step.lower(state, trainer.rest, first, None))
-           if first is not None else None)
+  flops = train_metrics.lowered_flops(trainer.lower(state, first)) if first is not None else None
   tokens = int(np.prod(first['latents'].shape[1:4])) if first is not None else 0
   metrics = train_metrics.Metrics(
       out, total_steps=total, start_step=start, log_every=c.metrics.log_every,
@@ -348,7 +347,16 @@ def export_state(r: Run, state, step: int, samples: list[Path]) -> dict:
   return train_export.export(r.c, r.trainer, state, step, r.plan.output_dir / 'export',
                              base=r.source, release=r.plan.release, dataset_hash=r.dataset_hash,
                              samples=samples, main=r.main,
-                             base_file=getattr(r.pipe.source, 'transformer', None))
+                             base_file=getattr(r.pipe.source, 'transformer', None),
+                             release_facts=_release_facts(r.pipe))
+
+
+def _release_facts(pipe) -> dict | None:
+  """{'version', 'size', 'variant'} of the base release (a converted checkpoint's manifest)."""
+  release = getattr(pipe.source, 'release', None)
+  if release is None:
+    return None
+  return {k: str(getattr(release, k)) for k in ('version', 'size', 'variant')}
 
 
 def export_checkpoint(c, plan, main) -> dict:

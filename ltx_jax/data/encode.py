@@ -41,20 +41,22 @@ def sample_seed(key: str) -> int:
   return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], 'little') & 0x7FFFFFFF
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5))
-def _posterior(graph, state, video, seeds, kind: str, log_var: str):
-  """video [B, F, H, W, 3] -> un-normalised latents [B, F', H', W', C] in the VAE's dtype:
-  the posterior mean, or one draw per row keyed by `seeds` [B]."""
-  vae = nnx.merge(graph, state)
-  c = vae.config.latent_channels
-  moments = vae.encoder(video)  # [B, F', H', W', C + log-variance channels]
-  mean = moments[..., :c]
-  if kind == 'mean':
-    return mean
+@functools.partial(jax.jit, static_argnums=(0,))
+def _moments(graph, state, video):
+  """video [B, F, H, W, 3] -> the encoder's moments [B, F', H', W', C + log-variance channels]
+  (the mean first), in the VAE's dtype."""
+  return nnx.merge(graph, state).encoder(video)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _draw(moments, seeds, channels: int, log_var: str):
+  """moments [B, F', H', W', *] and seeds [B] -> one posterior draw per row, [B, F', H', W', C]
+  in the moments' dtype: mean + exp(clip(logvar, -30, 20) / 2) * N(0, 1)."""
+  mean = moments[..., :channels]
   if log_var == 'uniform':
-    logvar = jnp.broadcast_to(moments[..., c:c + 1], mean.shape)
+    logvar = jnp.broadcast_to(moments[..., channels:channels + 1], mean.shape)
   elif log_var == 'per_channel':
-    logvar = moments[..., c:2 * c]
+    logvar = moments[..., channels:2 * channels]
   else:  # 'constant'
     logvar = jnp.full(mean.shape, _CONSTANT_LOGVAR, mean.dtype)
   std = jnp.exp(0.5 * jnp.clip(logvar.astype(jnp.float32), *_LOGVAR_RANGE))
@@ -134,7 +136,10 @@ class Encoders:
         video = jax.device_put(video, self._batch_sharding(video.shape))
         s = jax.device_put(s, self._batch_sharding(s.shape))
       graph, state = self._vae_split
-      z = _posterior(graph, state, video, s, self.latents, vae.config.latent_log_var)
+      moments = _moments(graph, state, video)
+      c = vae.config.latent_channels
+      z = (moments[..., :c] if self.latents == 'mean' else
+           _draw(moments, s, c, vae.config.latent_log_var))
       # Normalised as the pipeline's `_encode_pixels` does (outside the jitted encoder).
       out.append(np.asarray(jax.device_get(vae.normalize(z).astype(jnp.float32))))
     return np.concatenate(out)[:n]
@@ -155,10 +160,11 @@ class Encoders:
 
 def load_encoders(source: str, *, file: str = '', release: str = '', dtype: str = 'bfloat16',
                   text_encoder_dtype: str = '', attention: str = 'auto', offline: bool = False,
-                  allow_nonfinite: bool = False):
+                  allow_nonfinite: bool = False, allow_custom: bool = False):
   """An `LTXPipeline` with only the VAE, T5 and tokenizer loaded (no transformer) from what
   `ltx_jax.sources.resolve_source` understands, or 'smoke' (ltx_jax.smoke's random-weight
-  model: its transformer is built too, it is tiny)."""
+  model: its transformer is built too, it is tiny). allow_custom: accept weights of no known
+  release (as `resolve_source`)."""
   from ltx_jax.weights import precision
   dt = precision.parse(dtype, what='compute')
   te_dt = precision.parse(text_encoder_dtype or dtype, what='compute')
@@ -170,7 +176,7 @@ def load_encoders(source: str, *, file: str = '', release: str = '', dtype: str 
   from ltx_jax.pipeline import LTXPipeline
   from ltx_jax.sources import resolve_source
   ms = resolve_source(os.path.expanduser(source), file=file or None, release=release or None,
-                      offline=True if offline else None)
+                      offline=True if offline else None, allow_custom=allow_custom)
   ms.require('vae', 'text_encoder', 'tokenizer')
   pipe = LTXPipeline(None, load_vae(ms.vae, dtype=dt, allow_nonfinite=allow_nonfinite),
                      load_text_encoder(ms.text_encoder, dtype=te_dt, attention=attention,

@@ -3,21 +3,27 @@
 `preprocess(items, encoders, folder, config)` reads each item, picks its bucket, shapes its
 frames (ltx_jax.data.buckets / media), encodes batches of one bucket with the VAE and T5
 (ltx_jax.data.encode) and appends one record per sample to the current shard. A shard is
-written under a temporary name and renamed when complete; the index is rewritten atomically
-after each shard. A crash or Ctrl-C therefore leaves the folder as of the last complete shard
-(no partial record is ever named by the index), and a rerun skips the samples the index holds.
+written under a temporary name and renamed when complete; the index, rewritten atomically,
+names complete shards only (updated at most every INDEX_INTERVAL_S seconds, and when the run
+ends, fails or is interrupted). So no partial record is ever named by the index, an error or
+Ctrl-C keeps every complete shard, a killed process loses at most the last seconds of work
+(a shard the index does not name is overwritten by the rerun), and a rerun skips the samples
+the index holds.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
+import itertools
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from absl import logging
@@ -32,6 +38,7 @@ __all__ = ['PreprocessConfig', 'Summary', 'preprocess', 'sample_key', 'file_sha2
 
 _TEMP = re.compile(r'^\.(shard-\d{5}\.array_record|index)\..*\.tmp$')
 _OURS = re.compile(r'^shard-\d{5}\.array_record$')
+INDEX_INTERVAL_S = 10.0  # at most this long between index updates while shards complete
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +51,14 @@ class PreprocessConfig:
   batch_size: samples encoded together (rounded up to a multiple of the local devices).
   shard_size: samples per ArrayRecord shard (also how much work a crash can lose).
   strict: refuse the first bad input (DataError) instead of skipping it.
+  workers: threads that hash, decode and resize items ahead of the encoders.
   """
   buckets: tuple[buckets_lib.Bucket, ...]
   frame_rate: float | None = None
   batch_size: int = 1
   shard_size: int = 64
   strict: bool = False
+  workers: int = 4
 
   def __post_init__(self):
     if not self.buckets:
@@ -57,7 +66,7 @@ class PreprocessConfig:
     if self.frame_rate is not None and not self.frame_rate > 0:
       raise UsageError(f"frame_rate={self.frame_rate!r} must be > 0 (or 0 / None: the "
                        "source rate)")
-    for name in ('batch_size', 'shard_size'):
+    for name in ('batch_size', 'shard_size', 'workers'):
       v = getattr(self, name)
       if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise UsageError(f"{name}={v!r} must be a positive integer")
@@ -108,8 +117,8 @@ def _params(config: PreprocessConfig, encoders) -> dict:
 
 def _open_folder(folder: Path, params: dict, models: dict, overwrite: bool) -> records.Index:
   """The folder's index to extend (checked against this run's parameters and models), or a new
-  empty one; stale temporary files of an interrupted run are removed."""
-  folder.mkdir(parents=True, exist_ok=True)
+  empty one; stale temporary files of an interrupted run are removed (the caller holds the
+  folder's lock)."""
   for f in folder.iterdir():
     if _TEMP.match(f.name):
       f.unlink(missing_ok=True)
@@ -183,6 +192,42 @@ def _prepare(item: Item, key: str, media_sha: str, ref_sha: str | None,
   return _Prepared(key, item, bucket, pixels, reference, fps, entry)
 
 
+def _hashes(item: Item) -> tuple[str, str | None] | Exception:
+  """(media sha256, reference sha256 or None), or the DataError / OSError saying why not."""
+  try:
+    if not item.media.is_file():
+      raise DataError("no such file")
+    ref_sha = None
+    if item.reference is not None:
+      if not item.reference.is_file():
+        raise DataError(f"reference {item.reference.name}: no such file")
+      ref_sha = file_sha256(item.reference)
+    return file_sha256(item.media), ref_sha
+  except (DataError, OSError) as e:
+    return e
+
+
+def _prepare_or_error(job: tuple, config: PreprocessConfig) -> '_Prepared | Exception':
+  item, key, media_sha, ref_sha = job
+  try:
+    return _prepare(item, key, media_sha, ref_sha, config)
+  except (DataError, OSError) as e:
+    return e
+
+
+def _ahead(pool, fn, jobs: Sequence, config, depth: int) -> Iterator:
+  """fn(job, config) for each job on the pool, at most `depth` running ahead, in order."""
+  queue = collections.deque()
+  it = iter(jobs)
+  for job in itertools.islice(it, depth):
+    queue.append(pool.submit(fn, job, config))
+  while queue:
+    result = queue.popleft().result()
+    for job in itertools.islice(it, 1):
+      queue.append(pool.submit(fn, job, config))
+    yield result
+
+
 def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: PreprocessConfig,
                *, problems: Sequence[Problem] = (), overwrite: bool = False,
                progress: bool = True) -> Summary:
@@ -191,15 +236,40 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
   encoders: an `ltx_jax.data.encode.Encoders`. problems: inputs already found unusable (the
   listing's), reported in the summary. Bad items are skipped and reported (config.strict:
   refused with a DataError). Returns the Summary; the caller decides what an empty result
-  means.
+  means. One run at a time writes a folder (a second is refused).
   """
-  from tqdm import tqdm
   start = time.perf_counter()
   folder = Path(folder).expanduser()
   problems = list(problems)
   if config.strict and problems:
     raise DataError(str(problems[0]))
+  temporal, spatial = encoders.pipe.compression
+  for b in config.buckets:  # the model's own compression (32 x 32 x 8 for the releases)
+    if b.width % spatial or b.height % spatial or (b.frames - 1) % temporal:
+      raise UsageError(f"bucket {b} does not fit this VAE: width and height must be multiples "
+                       f"of {spatial}, frames {temporal}N+1")
   models = {k: v.to_json() for k, v in encoders.identities().items()}
+  folder.mkdir(parents=True, exist_ok=True)
+  with _locked(folder):
+    return _run(items, encoders, folder, config, problems, models, overwrite, progress, start)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+  """One writer per data folder: an exclusive flock on folder/.lock (released by the system
+  if the process dies, so a crash leaves no stale lock)."""
+  import fcntl
+  with open(folder / '.lock', 'w') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      raise UsageError(f"{str(folder)!r} is being written by another preprocess run") from None
+    yield
+
+
+def _run(items, encoders, folder: Path, config: PreprocessConfig, problems: list, models: dict,
+         overwrite: bool, progress: bool, start: float) -> Summary:
+  from tqdm import tqdm
   index = _open_folder(folder, _params(config, encoders), models, overwrite)
   done = {s['key'] for s in index.samples}
   already = 0
@@ -209,13 +279,23 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
   writer: records.ShardWriter | None = None
   new_samples: list[dict] = []
 
+  saved = {'at': time.monotonic(), 'shards': len(index.shards)}
+
+  def save_index():
+    if len(index.shards) != saved['shards']:
+      records.write_index(index)
+      saved.update(at=time.monotonic(), shards=len(index.shards))
+
   def flush_shard():
     nonlocal writer
     if writer is not None and writer.count:
       index.shards.append(writer.commit())
       index.samples.extend(new_samples)
-      records.write_index(index)
       new_samples.clear()
+      # The index names the new shard: now, or within INDEX_INTERVAL_S (a big index is not
+      # rewritten after every small shard); a killed run loses at most that much work.
+      if time.monotonic() - saved['at'] >= INDEX_INTERVAL_S:
+        save_index()
     writer = None
 
   def encode(batch: list[_Prepared]):
@@ -241,35 +321,40 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
       if writer.count >= config.shard_size:
         flush_shard()
 
+  def problem(item: Item, e: Exception) -> None:
+    p = Problem(item.row or str(item.media),
+                str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}")
+    if config.strict:
+      raise DataError(str(p)) from None
+    problems.append(p)
+
   bar = tqdm(total=len(items), unit='item', desc='preprocess', disable=not progress,
              file=sys.stderr, dynamic_ncols=True)
+  pool = concurrent.futures.ThreadPoolExecutor(config.workers)
   try:
-    for item in items:
-      bar.update(1)
-      try:
-        if not item.media.is_file():
-          raise DataError("no such file")
-        media_sha = file_sha256(item.media)
-        ref_sha = None
-        if item.reference is not None:
-          if not item.reference.is_file():
-            raise DataError(f"reference {item.reference.name}: no such file")
-          ref_sha = file_sha256(item.reference)
-        base = (media_sha, ref_sha, item.caption)
-        key = sample_key(media_sha, ref_sha, item.caption, seen[base])
-        seen[base] += 1
-        if key in done:
-          already += 1
-          continue
-        prepared = _prepare(item, key, media_sha, ref_sha, config)
-      except (DataError, OSError) as e:
-        problem = Problem(item.row or str(item.media), str(e) if isinstance(e, DataError)
-                          else f"{type(e).__name__}: {e}")
-        if config.strict:
-          raise DataError(str(problem)) from None
-        problems.append(problem)
+    # Keys first (file hashes, in parallel): finished samples are skipped before any decoding.
+    todo = []
+    for item, hashed in zip(items, pool.map(_hashes, items)):
+      if isinstance(hashed, Exception):
+        bar.update(1)
+        problem(item, hashed)
+        continue
+      base = hashed + (item.caption,)
+      key = sample_key(*base, seen[base])
+      seen[base] += 1
+      if key in done:
+        bar.update(1)
+        already += 1
         continue
       done.add(key)
+      todo.append((item, key) + hashed)
+    # Decoding and resizing run ahead on the worker threads; results are used in item order.
+    for (item, *_), prepared in zip(todo, _ahead(pool, _prepare_or_error, todo, config,
+                                                 2 * config.workers)):
+      bar.update(1)
+      if isinstance(prepared, Exception):
+        problem(item, prepared)
+        continue
       pending[prepared.bucket].append(prepared)
       if len(pending[prepared.bucket]) >= encoders.batch_size:
         encode(pending.pop(prepared.bucket))
@@ -278,8 +363,10 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
     flush_shard()
   finally:
     bar.close()
-    if writer is not None:  # an error or Ctrl-C: the unfinished shard is dropped
+    pool.shutdown(wait=True, cancel_futures=True)
+    if writer is not None:  # an error or Ctrl-C: the unfinished shard is dropped ...
       writer.__exit__(None, None, None)
+    save_index()  # ... and the complete ones are kept
   summary = Summary(written, already, problems, len(index.samples),
                     time.perf_counter() - start)
   for line in summary.lines():

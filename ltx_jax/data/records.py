@@ -2,13 +2,16 @@
 
 A data folder holds `index.json` and `shard-NNNNN.array_record` files. Each shard record is one
 sample, serialised as an uncompressed numpy `.npz` archive (a zip of `.npy` arrays, read with
-`allow_pickle=False`; the zip's CRC-32 catches damaged bytes):
+`allow_pickle=False`; ArrayRecord's chunk hashes and the zip's CRC-32 catch damaged bytes):
 
   latents            float32 [F', H', W', C]  normalised VAE latents (the transformer's space)
   context            float32 [L, D]           T5 encoder output
   context_mask       uint8   [L]              1 on real tokens
   reference_latents  float32 [F', H', W', C]  IC-LoRA reference (optional)
   key                str                      the sample's key (its entry in the index)
+
+A float32 array whose values are all bfloat16 numbers (what bf16 models compute) is stored as its
+bfloat16 bits (uint16, named NAME__bf16), half the bytes, and read back as the same float32.
 
 `index.json` (written atomically: a temporary file renamed over the old one):
 
@@ -48,6 +51,7 @@ __all__ = ['FORMAT', 'INDEX_NAME', 'Identity', 'Index', 'ShardWriter', 'check_mo
 FORMAT = 'ltx_jax.data/1'
 INDEX_NAME = 'index.json'
 ARRAYS = ('latents', 'context', 'context_mask', 'reference_latents')
+_BF16 = '__bf16'
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -65,21 +69,42 @@ def shard_name(i: int) -> str:
 # ------------------------------------------------------------------------------- records
 
 
+def _compact(a: np.ndarray) -> tuple[str, np.ndarray]:
+  """float32 values that are all bfloat16 numbers (what a bf16 model computed) -> their bf16
+  bits as uint16 under a '__bf16' name; anything else as is."""
+  import ml_dtypes
+  if a.dtype == np.float32:
+    b = a.astype(ml_dtypes.bfloat16)
+    if np.array_equal(b.astype(np.float32), a, equal_nan=True):
+      return _BF16, b.view(np.uint16)
+  return '', a
+
+
 def encode_record(key: str, arrays: Mapping[str, np.ndarray]) -> bytes:
   """A sample's arrays -> npz bytes (see the module docstring); unknown names refused."""
   unknown = set(arrays) - set(ARRAYS)
   if unknown:
     raise ValueError(f"unknown record arrays {sorted(unknown)}; known: {ARRAYS}")
+  stored = {}
+  for k, v in arrays.items():
+    suffix, v = _compact(np.ascontiguousarray(v))
+    stored[k + suffix] = v
   buf = io.BytesIO()
-  np.savez(buf, key=np.array(key), **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+  np.savez(buf, key=np.array(key), **stored)
   return buf.getvalue()
 
 
 def decode_record(data: bytes, where: str) -> tuple[str, dict[str, np.ndarray]]:
   """npz bytes -> (key, arrays); a DataError naming `where` when they are damaged."""
   try:
+    import ml_dtypes
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
-      arrays = {k: z[k] for k in z.files}
+      arrays = {}
+      for k in z.files:
+        if k.endswith(_BF16):
+          arrays[k[:-len(_BF16)]] = z[k].view(ml_dtypes.bfloat16).astype(np.float32)
+        else:
+          arrays[k] = z[k]
   except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
     raise DataError(f"damaged record in {where}: {e}") from None
   if 'key' not in arrays or 'latents' not in arrays:
