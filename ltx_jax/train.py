@@ -20,8 +20,7 @@ from ml_collections import config_flags
 
 from ltx_jax.errors import LTXError, UsageError
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file (and :recipe).',
-                                          lock_config=True)
+_CONFIG = None  # the --config flag, defined when run as a program (importing defines no flag)
 
 
 def _die(message: str, status: int = 2, prefix: str = 'error: '):
@@ -73,4 +72,7 @@ def main(_):
 
 
 if __name__ == '__main__':
+  _CONFIG = config_flags.DEFINE_config_file('config', None,
+                                            'Training config file (and :recipe).',
+                                            lock_config=True)
   app.run(main, flags_parser=_parse)

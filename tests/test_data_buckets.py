@@ -96,6 +96,14 @@ def test_bad_buckets_are_one_line_usage_errors(text, message):
   assert '\n' not in str(e.value)
 
 
+def test_bucket_text_forms():
+  assert B.parse_buckets(' 768X512x49 ; 512x512x1;') == (B.Bucket(768, 512, 49),
+                                                          B.Bucket(512, 512, 1))
+  assert B.parse_buckets([(64, 32, 9), '32x32x1']) == (B.Bucket(64, 32, 9), B.Bucket(32, 32, 1))
+  assert str(B.Bucket(768, 512, 49)) == '768x512x49'
+  assert B.Bucket(768, 512, 49).latent_shape(8, 32) == (7, 16, 24)
+
+
 def test_images_need_a_one_frame_bucket():
   buckets = B.parse_buckets('512x512x9;768x512x1')
   assert B.choose_bucket(512, 512, 1, buckets) == B.Bucket(768, 512, 1)

@@ -127,7 +127,8 @@ def test_the_damaged_inputs_are_skipped_and_reported(made):
   for where, why in EXPECTED_PROBLEMS.items():
     assert any(where in l and why in l for l in lines), (where, lines)
   assert all('\n' not in l for l in lines)
-  assert not [f for f in folder.iterdir() if f.name.startswith('.')]  # no temporary files
+  assert not [f for f in folder.iterdir()  # no temporary files
+              if f.name.startswith('.') and f.name != '.lock']
 
 
 def test_the_index_describes_each_sample(made, dataset, pipe):
@@ -212,14 +213,29 @@ def test_a_crash_leaves_no_partial_record_and_the_rerun_completes(made, pipe, tm
   monkeypatch.undo()
   index = records.read_index(target)
   assert len(index.samples) == 2 and len(index.shards) == 1
-  assert sorted(f.name for f in target.iterdir()) == ['index.json', records.shard_name(0)]
+  assert sorted(f.name for f in target.iterdir()) == ['.lock', 'index.json',
+                                                      records.shard_name(0)]
+  stale = target / f".{records.shard_name(1)}.x1y2.tmp"  # what a killed run leaves behind:
+  stale.write_bytes(b'partial')  # a temporary shard, and a complete shard the index does not
+  (target / records.shard_name(1)).write_bytes(b'orphan')  # name yet (both replaced)
   done = run(items, pipe, target)
-  assert done.already_done == 2 and done.written == 4
+  assert done.already_done == 2 and done.written == 4 and not stale.exists()
+  assert records.read_index(target).shards[1]['records'] == 2
   a, b = data.CachedSamples(folder), data.CachedSamples(target)
   key = {s['key']: i for i, s in enumerate(a.index.samples)}
   assert sorted(key) == sorted(s['key'] for s in b.index.samples)
   for j, s in enumerate(b.index.samples):
     np.testing.assert_array_equal(b[j]['latents'], a[key[s['key']]]['latents'])
+
+
+def test_one_writer_per_folder(made, pipe, tmp_path):
+  import fcntl
+  items, _, _ = made
+  (tmp_path / 'busy').mkdir()
+  with open(tmp_path / 'busy' / '.lock', 'w') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)  # another run holds the folder
+    with pytest.raises(UsageError, match='being written by another preprocess run'):
+      run(items[:1], pipe, tmp_path / 'busy')
 
 
 def test_strict_refuses_the_first_bad_input(dataset, pipe, tmp_path):
@@ -322,8 +338,6 @@ def test_the_command_exit_codes(dataset, tmp_path):
   r = _cli(f'--config.input={dataset / "dataset.jsonl"}', '--config.buckets=64x64x10')
   assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
       "error: config.buckets: '64x64x10'")
-  r = _cli('--config.nope=1')
-  assert r.returncode == 2 and "unknown config key in '--config.nope'" in r.stderr
   listing = tmp_path / 'only_bad.json'
   listing.write_text(json.dumps([{'caption': '', 'media_path': 'x.mp4'},
                                  {'caption': 'y', 'media_path': 'y.xyz'}]))
@@ -381,3 +395,39 @@ def test_videos_resampled_to_a_frame_rate(made, dataset, pipe, tmp_path):
   x = jnp.asarray(np.stack([pixels, pixels]))
   want = pipe.vae.normalize(pipe.vae.encode(x)).astype(jnp.float32)
   np.testing.assert_array_equal(samples[0]['latents'], np.asarray(want[0]))
+
+
+def test_the_command_runs_a_listing_into_the_default_folder(dataset, pipe, monkeypatch, capsys):
+  """preprocess_run.run, the command's body, with the tiny models in place of config.model."""
+  from ltx_jax.cli import preprocess_run
+  monkeypatch.setattr(preprocess_run, '_load', lambda c: pipe)
+  listing = dataset / 'images.json'
+  listing.write_text(json.dumps([{'caption': 'a tall image', 'media_path': 'tall.png'},
+                                 {'caption': 'a photo', 'media_path': 'photo.jpg'},
+                                 {'caption': 'gone', 'media_path': 'missing.png'}]))
+  c = preprocess_run.base_config('smoke')
+  c.input, c.buckets, c.max_sequence_length, c.batch_size = str(listing), BUCKETS, SEQ, 2
+  c.progress = False
+  assert preprocess_run.run(c) == 2
+  err = capsys.readouterr().err
+  assert '2 samples written' in err and 'missing.png: no such file' in err
+  assert records.read_index(dataset / '.precomputed').params['latents'] == 'sample'
+  c.buckets = '96x64x9'  # other parameters into the same folder: refused
+  with pytest.raises(UsageError, match="holds data made with buckets="):
+    preprocess_run.run(c)
+
+
+def test_encoders_load_from_a_diffusers_folder(tmp_path):
+  """load_encoders: VAE, T5 and tokenizer of a source (no transformer), with the release."""
+  pytest.importorskip('diffusers')
+  from builders import tiny_repo
+  tiny_repo(tmp_path / 'repo')
+  a = data.load_encoders(str(tmp_path / 'repo'), dtype='float32', allow_custom=True)
+  assert a.transformer is None and a.vae is not None and a.release
+  b = data.load_encoders(str(tmp_path / 'repo'), dtype='bfloat16', allow_custom=True)
+  ia = data.Encoders(a).identities()
+  assert ia == data.Encoders(b).identities()  # the same weights, whichever compute dtype
+  assert ia['vae'].release == a.release
+  with pytest.raises(UsageError, match='bucket 100x64x9 does not fit this VAE'):
+    data.preprocess([], data.Encoders(a), tmp_path / 'out',
+                    data.PreprocessConfig(data.parse_buckets('100x64x9', spatial=1, temporal=1)))

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import rel_l2
 from train_common import ROOT, flat_params, load_train_config, smoke_config
-from ltx_jax.cli import train_checkpoint, train_config, train_run
+from ltx_jax.cli import train_checkpoint, train_config, train_data, train_run
 from ltx_jax.errors import DataError, UsageError
 
 STEPS = 4  # 2N
@@ -106,8 +106,9 @@ def test_two_processes_equal_one(straight, dataset, tmp_path, cache):
   out = tmp_path / 'two.npz'
   env = dict(os.environ, JAX_PLATFORMS='cpu', LTX_JAX_COMPILATION_CACHE=str(cache),
              XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  args = [tmp_path / 'run', dataset, STEPS, out, address, 2]
   procs = [subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'train_worker.py'),
-                             tmp_path / 'run', dataset, STEPS, out, address, 2, i], env=env,
+                             *map(str, args), str(i)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   for p in procs:
@@ -216,7 +217,7 @@ def test_generate_takes_the_exported_adapter(command_run, tmp_path):
   trained = smoke.build_pipeline().transformer
   trainer = Trainer(trained, train_run.train_config_of(load_train_config('smoke')))
   state, _ = ck.restore(ck.latest(), train_run._abstract(trainer.init_state()),
-                        train_run.train_data.NoLoader())
+                        train_data.NoLoader())
   model = trainer.model_with(state)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((1, 12, smoke.LATENT)), jnp.float32)
@@ -301,3 +302,19 @@ def test_bad_flag_is_one_line_exit_2(tmp_path):
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == 'error: config.lora.rank=0 must be an integer >= 1'
+
+
+@pytest.mark.slow
+def test_export_a_named_checkpoint(command_run):
+  """--config.export.checkpoint=4: that checkpoint exported, no training."""
+  c = load_train_config('smoke')
+  c.output_dir, c.export.checkpoint = str(command_run), '4'
+  result = train_run.run(c)
+  assert result['step'] == 4 and result['checkpoints'] == [4, 8]
+  facts = json.loads((command_run / 'export' / 'training.json').read_text())
+  assert facts['steps'] == 4 and facts['lora']['rank'] == 4
+  assert facts['base_model']['release'] == 'smoke' and len(facts['dataset_index_sha256']) == 64
+  from ltx_jax.weights.safetensors_io import open_safetensors
+  meta = open_safetensors(command_run / 'export' / 'pytorch_lora_weights.safetensors').metadata
+  assert json.loads(meta['lora_adapter_metadata'])['transformer.r'] == 4
+  assert json.loads(meta['ltx_jax_training'])['steps'] == 4

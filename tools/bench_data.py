@@ -6,7 +6,8 @@
    width: this times the host side -- decoding, resizing, hashing, serialising, shards -- plus a
    little model work), on clips written here by ffmpeg (320x192, 24 fps, 40 frames) into the
    bucket 256x160x33, after one warm-up item compiles the programs: items/s.
-2. The loader over that cache: batches/s and samples/s (grain, 2 reader threads).
+2. The loader over that cache, and over synthetic records of the released model's sizes
+   (768x512x49 latents, T5-XXL context): batches/s and samples/s (grain, 2 reader threads).
 3. The released VAE's encoder (LTXV_VAE_098) at real bucket sizes: XLA's FLOP count of one clip
    (`jax.jit(...).lower(...).cost_analysis()` on abstract weights, nothing allocated), to state
    what a device needs per item.
@@ -61,6 +62,30 @@ def loader_rate(folder: Path, steps: int = 200) -> dict:
           'samples_per_s': round(4 * steps / dt, 1)}
 
 
+def loader_rate_real_size(out: Path, n: int = 48, steps: int = 60) -> dict:
+  """The loader over synthetic records of the released model's sizes: a 768x512x49 bucket
+  (latents [7, 16, 24, 128]) and T5-XXL context [256, 4096], bf16 values as bf16 models make."""
+  import ml_dtypes
+  from ltx_jax.data import records
+  folder = out / 'real_size'
+  folder.mkdir(parents=True, exist_ok=True)
+  index = records.Index(folder, {}, {}, [], [])
+  rng = np.random.default_rng(0)
+  with records.ShardWriter(folder, 0) as w:
+    for i in range(n):
+      lat = rng.standard_normal((7, 16, 24, 128)).astype(ml_dtypes.bfloat16).astype(np.float32)
+      ctx = rng.standard_normal((256, 4096)).astype(ml_dtypes.bfloat16).astype(np.float32)
+      rec = w.write(records.encode_record(f"k{i}", {'latents': lat, 'context': ctx,
+                                                   'context_mask': np.ones(256, np.uint8)}))
+      index.samples.append({'key': f"k{i}", 'bucket': '768x512x49', 'fps': 24.0, 'shard': 0,
+                            'record': rec, 'latent_shape': list(lat.shape)})
+    index.shards.append(w.commit())
+  records.write_index(index)
+  res = loader_rate(folder, steps)
+  res['bytes_per_sample'] = index.shards[0]['bytes'] // n
+  return res
+
+
 def vae_flops(buckets=('768x512x49', '768x768x121', '1024x576x97', '512x512x1')) -> dict:
   import jax
   import jax.numpy as jnp
@@ -91,6 +116,7 @@ def main():
   shutil.rmtree(out, ignore_errors=True)
   res = {'preprocess_tiny': preprocess_rate(args.items, out)}
   res['loader'] = loader_rate(out / 'cache')
+  res['loader_real_size'] = loader_rate_real_size(out)
   res['vae_encoder_flops_per_clip'] = vae_flops()
   print(json.dumps(res, indent=1))
 

@@ -57,6 +57,7 @@ def base_config(variant: str = '') -> ml_collections.ConfigDict:
   c.model.attention = 'auto'
   c.model.offline = False
   c.model.allow_nonfinite = False
+  c.model.allow_custom = False  # weights of no known release (their identity is still recorded)
   if variant == SMOKE:
     c.buckets = '96x64x9;64x64x1'
     c.max_sequence_length = 32
@@ -90,7 +91,8 @@ def _load(c):
   m = c.model
   return load_encoders(m.source, file=m.file, release=m.release, dtype=m.dtype,
                        text_encoder_dtype=m.text_encoder_dtype, attention=m.attention,
-                       offline=m.offline, allow_nonfinite=m.allow_nonfinite)
+                       offline=m.offline, allow_nonfinite=m.allow_nonfinite,
+                       allow_custom=m.allow_custom)
 
 
 def run(c) -> int:

@@ -6,73 +6,42 @@ LoRA runs write <output_dir>/export/:
                                      `lora_adapter_metadata` JSON (diffusers' `load_lora_weights`
                                      on the folder, `python -m ltx_jax.generate --config.loras=`)
   comfyui_lora.safetensors           ComfyUI / official trainer layout:
-                                     `diffusion_model.<official module>.lora_A / lora_B` with
-                                     alpha / r folded into lora_B (ComfyUI takes alpha = r)
+                                     `diffusion_model.<official module>.lora_A / lora_B` (and
+                                     `.alpha` scalars when alpha != r)
 Full fine-tunes write:
   transformer.safetensors            the official single-file layout of the transformer
-                                     (`model.diffusion_model.*`, the base file's config metadata)
-Beside them: training.json (the run's facts) and README.md (a short model card). Each file also
-carries the facts as `ltx_jax_training` JSON metadata. Files are written under temporary names
-and renamed once complete.
+                                     (`model.diffusion_model.*`, the base file's metadata kept)
+  checkpoint/                        the converted layout (tools/convert.py: manifest +
+                                     transformer/ orbax checkpoint)
+The tensors come from ltx_jax.training.export. Beside them: training.json (the run's facts) and
+README.md (a short model card); the safetensors files also carry the facts as `ltx_jax_training`
+JSON metadata. Files are written under temporary names and renamed once complete.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 from ltx_jax.cli import train_card
+from ltx_jax.training import export as training_export
 
 DIFFUSERS_FILE = 'pytorch_lora_weights.safetensors'
 COMFYUI_FILE = 'comfyui_lora.safetensors'
 FULL_FILE = 'transformer.safetensors'
+FULL_FOLDER = 'checkpoint'
 
 
-def _host(x) -> np.ndarray:
+def _gathered(state):
+  """`state` with its trainable parameters replicated on every device, so each process can
+  read them (a multi-process run's arrays span processes); every process calls it."""
   from ltx_jax import sharding
-  return np.asarray(jax.device_get(sharding.gather(x)), np.float32)
-
-
-def lora_tensors(trainer, state) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-  """(diffusers tensors, ComfyUI tensors) of the trained adapter: one lora_A / lora_B pair per
-  selected layer slice (stacked blocks give one module per block index)."""
-  from flax import nnx
-  sel = trainer.selection
-  flat = {tuple(p): v for p, v in nnx.to_flat_state(state.params)}
-  factor = sel.lora.factor
-  diffusers, comfy = {}, {}
-  cache = {}
-  for t in sel.targets:
-    for role in ('a', 'b'):
-      key = t.path + ('lora', role)
-      if key not in cache:
-        value = flat[key]
-        cache[key] = _host(value.get_value() if hasattr(value, 'get_value') else value)
-    a = cache[t.path + ('lora', 'a')]  # [(L,) in, r]
-    b = cache[t.path + ('lora', 'b')]  # [(L,) r, out]
-    if t.index is not None:
-      a, b = a[t.index], b[t.index]
-    lora_a = np.ascontiguousarray(a.T)  # [r, in]
-    lora_b = np.ascontiguousarray(b.T)  # [out, r]
-    diffusers[f"transformer.{t.diffusers}.lora_A.weight"] = lora_a
-    diffusers[f"transformer.{t.diffusers}.lora_B.weight"] = lora_b
-    comfy[f"diffusion_model.{t.official}.lora_A.weight"] = lora_a
-    comfy[f"diffusion_model.{t.official}.lora_B.weight"] = lora_b * np.float32(factor)
-  return diffusers, comfy
-
-
-def peft_metadata(c, sel) -> dict:
-  """The adapter's PEFT config as diffusers' pipeline saver writes it (`transformer.` keys)."""
-  modules = sorted({t.diffusers for t in sel.targets})
-  return {'transformer.r': int(c.lora.rank), 'transformer.lora_alpha': float(c.lora.alpha),
-          'transformer.target_modules': modules, 'transformer.lora_dropout': float(
-              c.lora.dropout), 'transformer.use_rslora': False,
-          'transformer.init_lora_weights': True}
+  return state._replace(params=jax.tree.map(sharding.gather, state.params))
 
 
 def _write(path: Path, tensors: dict, metadata: dict) -> Path:
@@ -87,35 +56,12 @@ def _write(path: Path, tensors: dict, metadata: dict) -> Path:
   return path
 
 
-def full_tensors(trainer, state) -> dict[str, np.ndarray]:
-  """Every transformer weight (trained ones from `state`) in the official file's names and
-  PyTorch layouts, cast to the base model's storage dtype."""
-  from ltx_jax.models.transformer.loading import OFFICIAL_PREFIX, OFFICIAL_TABLE
-  from ltx_jax.weights.loader import plan_from_table
-  model = trainer.model_with(state)
-  plan = plan_from_table(model, OFFICIAL_TABLE)
-  from flax import nnx
-  out = {}
-  for path, var in nnx.iter_graph(model):
-    if not isinstance(var, nnx.Variable) or tuple(path) not in plan:
-      continue
-    src = plan[tuple(path)]
-    value = np.asarray(jax.device_get(var.get_value()))
-    slices = value.reshape((len(src.keys),) + value.shape[src.stack:])
-    inverse = tuple(np.argsort(src.perm)) if src.perm else None
-    for key, s in zip(src.keys, slices):
-      if src.reshape is not None:
-        raise NotImplementedError(f"export of reshaped parameter {key}")
-      out[OFFICIAL_PREFIX + key] = np.ascontiguousarray(
-          np.transpose(s, inverse) if inverse else s)
-  return out
-
-
 def export(c, trainer, state, step: int, folder: Path, *, base: dict, release: str,
-           dataset_hash: str | None, samples: list[Path]) -> dict[str, str]:
-  """Writes the run's exports into `folder` (process 0); returns {file name: path}."""
+           dataset_hash: str | None, samples: list[Path], main: bool = True,
+           base_file: Path | None = None, release_facts: dict | None = None) -> dict[str, str]:
+  """Writes the run's exports into `folder`; returns {file name: path}. Every process calls it
+  (gathering the weights is collective), process 0 (`main`) writes."""
   folder = Path(folder)
-  folder.mkdir(parents=True, exist_ok=True)
   base_facts = {'release': release,
                 'files': [{'name': Path(f['path']).name, 'sha256': f.get('sha256')}
                           for f in base.get('files', [])]}
@@ -126,22 +72,30 @@ def export(c, trainer, state, step: int, folder: Path, *, base: dict, release: s
   stamp = {'ltx_jax_training': json.dumps(meta, default=str)}
   written, described = {}, {}
   formats = (c.export.formats,) if isinstance(c.export.formats, str) else tuple(c.export.formats)
+  state = _gathered(state)
+  if not main:
+    return {}
+  folder.mkdir(parents=True, exist_ok=True)
   if sel.mode == 'lora':
-    diffusers, comfy = lora_tensors(trainer, state)
-    if 'diffusers' in formats:
-      written[DIFFUSERS_FILE] = _write(folder / DIFFUSERS_FILE, diffusers, dict(
-          stamp, lora_adapter_metadata=json.dumps(peft_metadata(c, sel)), format='pt'))
-      described[DIFFUSERS_FILE] = ('diffusers / PEFT layout (load_lora_weights on this folder; '
-                                   'ltx_jax --config.loras)')
-    if 'comfyui' in formats:
-      written[COMFYUI_FILE] = _write(folder / COMFYUI_FILE, comfy, dict(stamp, format='pt'))
-      described[COMFYUI_FILE] = 'ComfyUI / official trainer layout (alpha folded into lora_B)'
+    for layout, name, what in (
+        ('diffusers', DIFFUSERS_FILE, 'diffusers / PEFT layout (load_lora_weights on this '
+                                      'folder; ltx_jax --config.loras)'),
+        ('comfyui', COMFYUI_FILE, 'ComfyUI / official trainer layout')):
+      if layout in formats:
+        tensors, metadata = training_export.lora_tensors(trainer, state, layout)
+        written[name] = _write(folder / name, tensors, dict(metadata, **stamp))
+        described[name] = what
   else:
-    tensors = full_tensors(trainer, state)
-    config = _base_config(trainer)
-    written[FULL_FILE] = _write(folder / FULL_FILE, tensors,
-                                dict(stamp, **({'config': config} if config else {})))
+    metadata = dict(_base_metadata(base_file), **stamp)
+    written[FULL_FILE] = training_export.save_full(trainer, state, folder / FULL_FILE,
+                                                   'official', metadata=metadata)
     described[FULL_FILE] = 'official single-file layout of the fine-tuned transformer'
+    orbax = folder / FULL_FOLDER
+    if orbax.exists():  # a re-export replaces the earlier one
+      shutil.rmtree(orbax)
+    written[FULL_FOLDER] = training_export.save_full(trainer, state, orbax, 'orbax',
+                                                     release=release_facts)
+    described[FULL_FOLDER] = 'converted layout (tools/convert.py, orbax; --config.model.source)'
   (folder / 'training.json').write_text(json.dumps(meta, indent=1, default=str) + '\n')
   (folder / 'README.md').write_text(train_card.model_card(
       meta, described, list(c.validation.prompts),
@@ -149,14 +103,13 @@ def export(c, trainer, state, step: int, folder: Path, *, base: dict, release: s
   return {k: str(v) for k, v in written.items()}
 
 
-def _base_config(trainer) -> str | None:
-  """The base file's `config` metadata (the official single file keeps it), when the model was
+def _base_metadata(path: Path | None) -> dict:
+  """The base single file's metadata (its `config` names the transformer), when the model was
   loaded from one."""
-  path = getattr(trainer, 'base_file', None)
-  if path is None:
-    return None
+  if path is None or not str(path).endswith('.safetensors'):
+    return {}
   from ltx_jax.weights.safetensors_io import open_safetensors
-  return open_safetensors(path).metadata.get('config')
+  return dict(open_safetensors(path).metadata)
 
 
 def describe(written: dict[str, Any]) -> str:

@@ -221,8 +221,7 @@ def _train(c, plan, main, on_step) -> dict:
   total = c.optimization.steps
   batch_iter = iter(r.loader)
   first = place(trainer, next(batch_iter)) if start < total else None
-  flops = (train_metrics.lowered_flops(trainer._step.lower(state, trainer.rest, first, None))
-           if first is not None else None)
+  flops = train_metrics.lowered_flops(trainer.lower(state, first)) if first is not None else None
   tokens = int(np.prod(first['latents'].shape[1:4])) if first is not None else 0
   metrics = train_metrics.Metrics(
       out, total_steps=total, start_step=start, log_every=c.metrics.log_every,
@@ -284,7 +283,7 @@ def _train(c, plan, main, on_step) -> dict:
       save(step, state)
     if interval and c.validation.prompts and validated != step:  # the final weights
       samples = validate(step, state)
-    exports = export_state(r, state, step, samples) if main else {}
+    exports = export_state(r, state, step, samples)
     if main:
       logging.info("trained %d steps; checkpoints %s; exports in %s", step, ckpt.steps(),
                    out / 'export')
@@ -360,7 +359,17 @@ def export_state(r: Run, state, step: int, samples: list[Path]) -> dict:
   from ltx_jax.cli import train_export
   return train_export.export(r.c, r.trainer, state, step, r.plan.output_dir / 'export',
                              base=r.source, release=r.plan.release, dataset_hash=r.dataset_hash,
-                             samples=samples)
+                             samples=samples, main=r.main,
+                             base_file=getattr(r.pipe.source, 'transformer', None),
+                             release_facts=_release_facts(r.pipe))
+
+
+def _release_facts(pipe) -> dict | None:
+  """{'version', 'size', 'variant'} of the base release (a converted checkpoint's manifest)."""
+  release = getattr(pipe.source, 'release', None)
+  if release is None:
+    return None
+  return {k: str(getattr(release, k)) for k in ('version', 'size', 'variant')}
 
 
 def export_checkpoint(c, plan, main) -> dict:
@@ -383,7 +392,7 @@ def export_checkpoint(c, plan, main) -> dict:
     state, meta = ckpt.restore(step, _abstract(state), train_data.NoLoader())
     r = Run(c, plan, pipe, source, trainer, None, Path(), meta.get('dataset_index_sha256'),
             main)
-    exports = export_state(r, state, step, []) if main else {}
+    exports = export_state(r, state, step, [])
     return {'step': step, 'checkpoints': ckpt.steps(), 'exports': exports,
             'losses': meta.get('losses', []), 'state': state}
   finally:

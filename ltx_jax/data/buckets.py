@@ -50,7 +50,7 @@ def parse_buckets(text: str | Sequence, *, spatial: int = 32, temporal: int = 8,
                   name: str = 'buckets') -> tuple[Bucket, ...]:
   """"WxHxF;WxHxF" (or a sequence of such strings / (W, H, F) triples) -> buckets, in the
   order given. W, H multiples of `spatial`; F = `temporal`*N + 1 (1 for images)."""
-  parts = ([p for p in text.split(';')] if isinstance(text, str) else list(text))
+  parts = ([p for p in text.split(';') if p.strip()] if isinstance(text, str) else list(text))
   if not parts or (isinstance(text, str) and not text.strip()):
     raise UsageError(f"{name} is empty; give 'WxHxF;WxHxF', e.g. '768x512x49;512x512x1'")
   out = []

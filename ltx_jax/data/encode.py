@@ -160,10 +160,11 @@ class Encoders:
 
 def load_encoders(source: str, *, file: str = '', release: str = '', dtype: str = 'bfloat16',
                   text_encoder_dtype: str = '', attention: str = 'auto', offline: bool = False,
-                  allow_nonfinite: bool = False):
+                  allow_nonfinite: bool = False, allow_custom: bool = False):
   """An `LTXPipeline` with only the VAE, T5 and tokenizer loaded (no transformer) from what
   `ltx_jax.sources.resolve_source` understands, or 'smoke' (ltx_jax.smoke's random-weight
-  model: its transformer is built too, it is tiny)."""
+  model: its transformer is built too, it is tiny). allow_custom: accept weights of no known
+  release (as `resolve_source`)."""
   from ltx_jax.weights import precision
   dt = precision.parse(dtype, what='compute')
   te_dt = precision.parse(text_encoder_dtype or dtype, what='compute')
@@ -175,7 +176,7 @@ def load_encoders(source: str, *, file: str = '', release: str = '', dtype: str 
   from ltx_jax.pipeline import LTXPipeline
   from ltx_jax.sources import resolve_source
   ms = resolve_source(os.path.expanduser(source), file=file or None, release=release or None,
-                      offline=True if offline else None)
+                      offline=True if offline else None, allow_custom=allow_custom)
   ms.require('vae', 'text_encoder', 'tokenizer')
   pipe = LTXPipeline(None, load_vae(ms.vae, dtype=dt, allow_nonfinite=allow_nonfinite),
                      load_text_encoder(ms.text_encoder, dtype=te_dt, attention=attention,

@@ -82,17 +82,17 @@ def _item(row: dict | str, root: Path, where: str, caption_column: str, media_co
   media = row.get(media_column)
   if not isinstance(media, str) or not media.strip():
     return None, f"no {media_column!r} value"
-  caption = row.get(caption_column)
-  if caption is None or not isinstance(caption, str):
-    return None, f"no {caption_column!r} value"
-  if not caption.strip():
-    return None, "empty caption"
   media_path = root / media.strip()
   label = where if where == media.strip() else f"{where} {media.strip()}"
   try:
     media_kind(media_path)
   except DataError as e:
     return None, str(e)
+  caption = row.get(caption_column)
+  if caption is None or not isinstance(caption, str):
+    return None, f"no {caption_column!r} value"
+  if not caption.strip():
+    return None, "empty caption"
   reference = None
   if reference_column:
     ref = row.get(reference_column)
@@ -123,7 +123,7 @@ def _check_columns(path: Path, rows: list, **columns: str) -> None:
 def _file_rows(path: Path) -> list[tuple[str, dict | str]]:
   suffix = path.suffix.lower()
   try:
-    text = path.read_text(encoding='utf-8')
+    text = path.read_text(encoding='utf-8-sig')  # a byte-order mark (Excel's CSVs) dropped
   except (OSError, UnicodeDecodeError) as e:
     raise DataError(f"cannot read listing {str(path)!r}: {e}") from None
   name = path.name

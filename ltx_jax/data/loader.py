@@ -202,20 +202,21 @@ class BatchLoader:
             'global_batch_size': self.global_batch_size, 'remainder': self.remainder,
             'dataset': self._fingerprint}
 
+  def step_of(self, state: Mapping[str, Any]) -> int:
+    """The next step a saved state names, after checking it belongs to this loader."""
+    want = self._state(0)
+    if not isinstance(state, Mapping) or state.get('format') != STATE_FORMAT:
+      raise UsageError(f"not a loader state ({STATE_FORMAT}): {str(state)[:80]}")
+    for k in ('seed', 'global_batch_size', 'remainder', 'dataset'):
+      if state.get(k) != want[k]:
+        raise UsageError(f"the loader state was saved with {k}={state.get(k)!r}, this "
+                         f"loader has {k}={want[k]!r}; restore with the same data folder, "
+                         "seed, remainder and global batch size")
+    return int(state['next_step'])
+
   def iterator(self, state: Mapping[str, Any] | None = None) -> 'BatchIterator':
     """An endless iterator of this process's batches from step 0, or from a saved state."""
-    start = 0
-    if state is not None:
-      want = self._state(0)
-      if not isinstance(state, Mapping) or state.get('format') != STATE_FORMAT:
-        raise UsageError(f"not a loader state ({STATE_FORMAT}): {str(state)[:80]}")
-      for k in ('seed', 'global_batch_size', 'remainder', 'dataset'):
-        if state.get(k) != want[k]:
-          raise UsageError(f"the loader state was saved with {k}={state.get(k)!r}, this "
-                           f"loader has {k}={want[k]!r}; restore with the same data folder, "
-                           "seed, remainder and global batch size")
-      start = int(state['next_step'])
-    return BatchIterator(self, start)
+    return BatchIterator(self, 0 if state is None else self.step_of(state))
 
   def __iter__(self) -> 'BatchIterator':
     return self.iterator()
@@ -252,8 +253,7 @@ class BatchIterator:
     return self.loader._state(self._next)
 
   def set_state(self, state: Mapping[str, Any]) -> None:
-    self.loader.iterator(state)  # the same checks
-    self._start(int(state['next_step']))
+    self._start(self.loader.step_of(state))
 
 
 class _Steps(grain.MapDataset):

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 from ltx_jax.data.buckets import Bucket, crop_box, frame_indices, resize_size
 from ltx_jax.errors import DataError
@@ -65,14 +66,18 @@ def read_image(path: str | os.PathLike) -> Clip:
     raise DataError("not an image Pillow can read") from None
   except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
     raise DataError(f"unreadable image: {e}") from None
+  if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):  # 16-bit greyscale: keep the top 8 bits
+    im = Image.fromarray((np.asarray(im, np.uint32) >> 8).clip(0, 255).astype(np.uint8))
   icc = im.info.get('icc_profile')
   if icc:
     try:
       src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-      im = ImageCms.profileToProfile(im.convert('RGB') if im.mode not in ('RGB', 'CMYK') else im,
-                                     src, ImageCms.createProfile('sRGB'), outputMode='RGB')
+      im = ImageCms.profileToProfile(
+          im if im.mode in ('RGB', 'CMYK', 'L') else im.convert('RGB'), src,
+          ImageCms.createProfile('sRGB'), outputMode='RGB')
     except (ImageCms.PyCMSError, OSError, ValueError) as e:
-      raise DataError(f"bad ICC colour profile: {e}") from None
+      # A profile littlecms cannot apply: the pixels as they are (a warning, not a skip).
+      logging.warning("%s: ICC profile not applied (%s); pixels taken as sRGB", path, e)
   a = np.asarray(im.convert('RGB'), np.uint8)
   if a.shape[0] < 1 or a.shape[1] < 1:
     raise DataError("empty image")

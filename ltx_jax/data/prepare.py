@@ -3,15 +3,19 @@
 `preprocess(items, encoders, folder, config)` reads each item, picks its bucket, shapes its
 frames (ltx_jax.data.buckets / media), encodes batches of one bucket with the VAE and T5
 (ltx_jax.data.encode) and appends one record per sample to the current shard. A shard is
-written under a temporary name and renamed when complete; the index is rewritten atomically
-after each shard. A crash or Ctrl-C therefore leaves the folder as of the last complete shard
-(no partial record is ever named by the index), and a rerun skips the samples the index holds.
+written under a temporary name and renamed when complete; the index, rewritten atomically,
+names complete shards only (updated at most every INDEX_INTERVAL_S seconds, and when the run
+ends, fails or is interrupted). So no partial record is ever named by the index, an error or
+Ctrl-C keeps every complete shard, a killed process loses at most the last seconds of work
+(a shard the index does not name is overwritten by the rerun), and a rerun skips the samples
+the index holds.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -35,6 +39,7 @@ __all__ = ['PreprocessConfig', 'Summary', 'preprocess', 'sample_key', 'file_sha2
 
 _TEMP = re.compile(r'^\.(shard-\d{5}\.array_record|index)\..*\.tmp$')
 _OURS = re.compile(r'^shard-\d{5}\.array_record$')
+INDEX_INTERVAL_S = 10.0  # at most this long between index updates while shards complete
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +127,8 @@ def _params(config: PreprocessConfig, encoders) -> dict:
 
 def _open_folder(folder: Path, params: dict, models: dict, overwrite: bool) -> records.Index:
   """The folder's index to extend (checked against this run's parameters and models), or a new
-  empty one; stale temporary files of an interrupted run are removed."""
-  folder.mkdir(parents=True, exist_ok=True)
+  empty one; stale temporary files of an interrupted run are removed (the caller holds the
+  folder's lock)."""
   for f in folder.iterdir():
     if _TEMP.match(f.name):
       f.unlink(missing_ok=True)
@@ -245,15 +250,40 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
   encoders: an `ltx_jax.data.encode.Encoders`. problems: inputs already found unusable (the
   listing's), reported in the summary. Bad items are skipped and reported (config.strict:
   refused with a DataError). Returns the Summary; the caller decides what an empty result
-  means.
+  means. One run at a time writes a folder (a second is refused).
   """
-  from tqdm import tqdm
   start = time.perf_counter()
   folder = Path(folder).expanduser()
   problems = list(problems)
   if config.strict and problems:
     raise DataError(str(problems[0]))
+  temporal, spatial = encoders.pipe.compression
+  for b in config.buckets:  # the model's own compression (32 x 32 x 8 for the releases)
+    if b.width % spatial or b.height % spatial or (b.frames - 1) % temporal:
+      raise UsageError(f"bucket {b} does not fit this VAE: width and height must be multiples "
+                       f"of {spatial}, frames {temporal}N+1")
   models = {k: v.to_json() for k, v in encoders.identities().items()}
+  folder.mkdir(parents=True, exist_ok=True)
+  with _locked(folder):
+    return _run(items, encoders, folder, config, problems, models, overwrite, progress, start)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+  """One writer per data folder: an exclusive flock on folder/.lock (released by the system
+  if the process dies, so a crash leaves no stale lock)."""
+  import fcntl
+  with open(folder / '.lock', 'w') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      raise UsageError(f"{str(folder)!r} is being written by another preprocess run") from None
+    yield
+
+
+def _run(items, encoders, folder: Path, config: PreprocessConfig, problems: list, models: dict,
+         overwrite: bool, progress: bool, start: float) -> Summary:
+  from tqdm import tqdm
   index = _open_folder(folder, _params(config, encoders), models, overwrite)
   done = {s['key'] for s in index.samples}
   already = 0
@@ -263,13 +293,23 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
   writer: records.ShardWriter | None = None
   new_samples: list[dict] = []
 
+  saved = {'at': time.monotonic(), 'shards': len(index.shards)}
+
+  def save_index():
+    if len(index.shards) != saved['shards']:
+      records.write_index(index)
+      saved.update(at=time.monotonic(), shards=len(index.shards))
+
   def flush_shard():
     nonlocal writer
     if writer is not None and writer.count:
       index.shards.append(writer.commit())
       index.samples.extend(new_samples)
-      records.write_index(index)
       new_samples.clear()
+      # The index names the new shard: now, or within INDEX_INTERVAL_S (a big index is not
+      # rewritten after every small shard); a killed run loses at most that much work.
+      if time.monotonic() - saved['at'] >= INDEX_INTERVAL_S:
+        save_index()
     writer = None
 
   def encode(batch: list[_Prepared]):
@@ -338,8 +378,9 @@ def preprocess(items: Sequence[Item], encoders, folder: str | Path, config: Prep
   finally:
     bar.close()
     pool.shutdown(wait=True, cancel_futures=True)
-    if writer is not None:  # an error or Ctrl-C: the unfinished shard is dropped
+    if writer is not None:  # an error or Ctrl-C: the unfinished shard is dropped ...
       writer.__exit__(None, None, None)
+    save_index()  # ... and the complete ones are kept
   summary = Summary(written, already, problems, len(index.samples),
                     time.perf_counter() - start)
   for line in summary.lines():

@@ -123,8 +123,20 @@ class Trainer:
 
   def init_state(self) -> TrainState:
     """Step 0: the trainable parameters in master dtype and a fresh optimizer state."""
-    params = jax.tree.map(lambda a: a.astype(self.master), self.params)
+    return self._init(self.params)
+
+  def _init(self, params) -> TrainState:
+    params = jax.tree.map(lambda a: a.astype(self.master), params)
     return TrainState(params, self.tx.init(params), jnp.zeros((), jnp.int32))
+
+  def abstract_state(self) -> TrainState:
+    """The state's shapes and dtypes (works on abstract, `nnx.eval_shape`d, models)."""
+    return jax.eval_shape(self._init, self.params)
+
+  def lower(self, state: TrainState, batch: dict, draws: Draws | None = None):
+    """The step lowered for these (concrete or abstract: jax.ShapeDtypeStruct) arguments;
+    `.compile().memory_analysis()` gives XLA's memory plan without running it."""
+    return self._step.lower(state, self.rest, batch, draws)
 
   def model_with(self, state: TrainState) -> nnx.Module:
     """The model with `state`'s trained parameters (in the model's own storage dtypes)."""

@@ -187,17 +187,24 @@ def attach_lora(model: nnx.Module, config: LoraConfig, key: jax.Array, *, mesh=N
     for t in chosen:
       on[t.index if stacked else ()] = 1
     bound = 1 / math.sqrt(d_in)  # kaiming_uniform_(a=sqrt(5)): gain sqrt(1/3) * sqrt(3 / in)
-    a = jax.random.uniform(jax.random.fold_in(key, n), lead + (d_in, r), jnp.float32,
-                           -bound, bound) * on[..., None, None]
-    b = jnp.zeros(lead + (r, d_out), jnp.float32)
-    scale = jnp.asarray(on[..., None] * config.factor, jnp.float32)  # [(L,) 1]
+    abstract = isinstance(kernel.get_value(), jax.ShapeDtypeStruct)  # an eval_shape'd model
+    if abstract:
+      a = jax.ShapeDtypeStruct(lead + (d_in, r), jnp.float32)
+      b = jax.ShapeDtypeStruct(lead + (r, d_out), jnp.float32)
+      scale = jax.ShapeDtypeStruct(lead + (1,), jnp.float32)
+    else:
+      a = jax.random.uniform(jax.random.fold_in(key, n), lead + (d_in, r), jnp.float32,
+                             -bound, bound) * on[..., None, None]
+      b = jnp.zeros(lead + (r, d_out), jnp.float32)
+      scale = jnp.asarray(on[..., None] * config.factor, jnp.float32)  # [(L,) 1]
     kaxes = tuple(kernel.get_metadata().get('out_sharding') or (None,) * len(shape))
     axes = {'a': kaxes[:-1] + (None,), 'b': kaxes[:-2] + (None, kaxes[-1]),
             'scale': kaxes[:-2] + (None,)}
     layer = LowRank(a, b, scale, [0] * r, [ADAPTER], axes, dropout=config.dropout)
     for var in (layer.a, layer.b, layer.scale):
-      var.set_value(jax.device_put(var.get_value(),
-                                   sharding_lib.variable_sharding(var, mesh, rules)))
+      if not abstract:
+        var.set_value(jax.device_put(var.get_value(),
+                                     sharding_lib.variable_sharding(var, mesh, rules)))
     dense.lora = nnx.data(layer)
     mask = jnp.asarray(on.reshape(lead + (1, 1)))
     masks[layer_path + ('lora', 'a')] = mask
