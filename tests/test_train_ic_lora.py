@@ -4,8 +4,10 @@ LoRA a few steps with validation rendered through a guide, export, and generate 
 adapter and a control video (python -m ltx_jax.generate --config configs/control.py ...)."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ def test_canny_clips_to_ic_lora_to_control_generation(tmp_path):
   from ltx_jax.data.loader import BatchLoader
   from safetensors.numpy import load_file
   compilation_cache.enable_compilation_cache(tmp_path / 'xla')
+  t0 = time.perf_counter()
   try:
     # 1. plain clips -> a cache with canny reference latents
     captions = train_smoke.make_clips(tmp_path / 'clips', 2, (FRAMES, SIZE, SIZE), FPS)
@@ -31,6 +34,7 @@ def test_canny_clips_to_ic_lora_to_control_generation(tmp_path):
     p.input, p.output_dir = str(captions), str(tmp_path / 'data')
     p.buckets, p.reference, p.progress = f'{SIZE}x{SIZE}x{FRAMES}', 'canny', False
     assert preprocess_run.run(p) == 2
+    t1 = time.perf_counter()
     index = read_index(tmp_path / 'data')
     assert all(s['reference'] == 'computed:canny' for s in index.samples)
     assert index.params['reference'] == 'canny'
@@ -53,6 +57,7 @@ def test_canny_clips_to_ic_lora_to_control_generation(tmp_path):
     c.validation.inference_steps = 2
     c.validation.skip_initial_validation = True
     result = train_run.run(c)
+    t2 = time.perf_counter()
     assert result['step'] == 2 and all(np.isfinite(result['losses']))
     videos = sorted((tmp_path / 'run' / 'validation').rglob('*.mp4'))
     assert videos, 'no validation video'
@@ -75,8 +80,11 @@ def test_canny_clips_to_ic_lora_to_control_generation(tmp_path):
          f'--config.frame_rate={FPS}', '--config.num_inference_steps=2',
          '--config.max_sequence_length=32', f'--config.output_dir={out}', '--config.seeds=(0,)',
          '--config.progress=False']
-  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                        env={**__import__('os').environ, 'PYTHONPATH': str(ROOT)})
+  env = {**os.environ, 'PYTHONPATH': str(ROOT),
+         'LTX_JAX_COMPILATION_CACHE': str(tmp_path / 'xla')}  # the programs compiled above
+  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  print(f"preprocess {t1 - t0:.0f} s, train + validation + export {t2 - t1:.0f} s, generate "
+        f"command {time.perf_counter() - t2:.0f} s")
   assert done.returncode == 0, done.stderr[-3000:]
   made = sorted(out.rglob('*.mp4'))
   assert made and made[0].stat().st_size > 0
