@@ -55,7 +55,6 @@ def _frames(v, name):
 class ReferenceVideo:
   """IC-LoRA: the batch's clean `reference_latents` beside the noised target (first-frame
   conditioning of the target as the objective's first_frame_p / first_frame_mode)."""
-  name = 'reference_video'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +63,6 @@ class Prefix:
   (image-to-video: frames=1; extension forward: frames > 1)."""
   frames: int = 1
   p: float = 1.0
-  name = 'prefix'
 
   def __post_init__(self):
     _frames(self.frames, 'Prefix frames')
@@ -76,7 +74,6 @@ class Suffix:
   """The last `frames` latent frames clean, as an inference Condition at their frame
   (extension backward); every sample."""
   frames: int = 1
-  name = 'suffix'
 
   def __post_init__(self):
     _frames(self.frames, 'Suffix frames')
