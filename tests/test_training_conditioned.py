@@ -174,8 +174,6 @@ def test_refusals():
   with pytest.raises(UsageError, match='strategy='):
     TrainConfig(strategy='reference_video')
   batch = make_batch()
-  with pytest.raises(UsageError, match='frames=3'):
-    conditioned.check_batch(Suffix(frames=3), batch)
   bad = dict(batch, reference_latents=batch['reference_latents'][:, :2])
   with pytest.raises(UsageError, match='do not match'):
     conditioned.check_batch(ReferenceVideo(), bad)
@@ -203,3 +201,16 @@ def test_the_training_config_picks_the_strategy(tmp_path):
     train_config.check(c)
   with pytest.raises(UsageError, match='unknown variant'):
     load_train_config('smoke', 'depth')
+
+
+@pytest.mark.parametrize('strategy', [Prefix(frames=3), Suffix(frames=3), Prefix(frames=1)])
+def test_clips_too_short_stay_unconditioned(strategy):
+  """Clips of no more than `frames` latent frames (an image bucket) are trained as plain
+  text-to-video, as the official first-frame rule treats single-frame clips."""
+  latents = jnp.asarray(np.random.default_rng(0).standard_normal((2, 1 if strategy.frames == 1
+                                                                   else 3, 2, 2, 4)), jnp.float32)
+  draws = conditioned.draw(strategy, ObjectiveConfig(), jax.random.key(0), latents)
+  x = conditioned.inputs(strategy, {'latents': latents, 'frame_rate': jnp.full((2,), 24.0)},
+                         draws)
+  assert not np.asarray(draws.conditioning).any()
+  assert x.tokens.shape[1] == latents.shape[1] * 4 and not np.asarray(x.mask).any()

@@ -16,6 +16,9 @@
   of the loss) while the video keeps those frames noised; its later frames are clean in place.
   Every sample is conditioned (the extra tokens are part of the sequence's shape).
 
+Prefix and Suffix leave clips of no more than `frames` latent frames (images in a mixed set)
+unconditioned, as the official first-frame rule leaves single-frame clips.
+
 Token coordinates follow the training objective's convention (`objective.video_coords`,
 non-causal as the official trainer's); an extra token of latent frame j of a segment starting
 at latent frame s is placed where the video's frame s + j is.
@@ -89,19 +92,23 @@ def batch_keys(strategy) -> tuple[str, ...]:
 
 def check_batch(strategy, batch: dict) -> None:
   """Refuses a batch the strategy cannot train on (by shapes only, before any compile)."""
-  f = batch['latents'].shape[1]
   if isinstance(strategy, ReferenceVideo):
     ref, lat = batch['reference_latents'].shape, batch['latents'].shape
     if ref != lat:
       raise UsageError(f"reference_latents {list(ref)} do not match latents {list(lat)}; the "
                        "reference video must be preprocessed into the target's bucket")
-  elif isinstance(strategy, (Prefix, Suffix)) and strategy.frames >= f:
-    raise UsageError(f"{type(strategy).__name__} frames={strategy.frames} leaves no latent frame "
-                     f"to learn in clips of {f} latent frames; use fewer than {f}")
+
+
+def _applies(strategy, f: int) -> bool:
+  """Whether a Prefix / Suffix conditions clips of f latent frames (one is left to learn)."""
+  return strategy.frames < f
 
 
 def _suffix_layout(strategy: Suffix, f: int) -> tuple[int, int]:
-  """(s, e): the segment's first latent frame and its number of extra tokens' frames."""
+  """(s, e): the segment's first latent frame and its number of extra tokens' frames
+  (e = 0: the clip is too short to condition)."""
+  if not _applies(strategy, f):
+    return f, 0
   return f - strategy.frames, min(strategy.frames, NUM_PREFIX)
 
 
@@ -116,10 +123,10 @@ def draw(strategy, config: ObjectiveConfig, key: jax.Array, latents: jax.Array) 
   frame = jnp.arange(n) // (h * w)  # [N] each token's latent frame
   if isinstance(strategy, Prefix):
     on = jax.random.uniform(k_cond, (b,)) < strategy.p  # [B]
-    cond = on[:, None] & (frame < strategy.frames)[None]
+    cond = on[:, None] & (frame < strategy.frames)[None] & _applies(strategy, f)
   else:
     s, e = _suffix_layout(strategy, f)
-    cond = jnp.broadcast_to((frame >= s + e)[None], (b, n))
+    cond = jnp.broadcast_to((frame >= s + e)[None] & _applies(strategy, f), (b, n))
   return Draws(jax.random.normal(k_noise, (b, n, c), jnp.float32),
                sample_sigmas(config.sampler, k_sigma, b, n), cond)
 
