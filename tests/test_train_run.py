@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +34,6 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory, cache):
   """The smoke recipe's own clip set, preprocessed once with the smoke model."""
-  from ltx_jax.cli import train_data
   root = tmp_path_factory.mktemp('smoke_data')
   c = smoke_config(root)
   plan = train_config.check(c)
@@ -98,30 +96,54 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one(straight, dataset, tmp_path, cache):
-  """The data axis split over two processes (one CPU device each, jax.distributed on
-  localhost): the same losses and parameters as one process to 1e-5."""
+def _workers(tmp_path, cache, dataset, out, *extra):
   address = f'localhost:{free_port()}'
-  out = tmp_path / 'two.npz'
   env = dict(os.environ, JAX_PLATFORMS='cpu', LTX_JAX_COMPILATION_CACHE=str(cache),
              XLA_FLAGS='--xla_force_host_platform_device_count=1')
   args = [tmp_path / 'run', dataset, STEPS, out, address, 2]
   procs = [subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'train_worker.py'),
-                             *map(str, args), str(i)], env=env,
+                             *map(str, args), str(i), *map(str, extra)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
-  for p in procs:
-    text, _ = p.communicate(timeout=900)
-    assert p.returncode == 0, text[-4000:]
-  got = np.load(out)
+  results = [p.communicate(timeout=900) for p in procs]
+  return [(p.returncode, text) for p, (text, _) in zip(procs, results)]
+
+
+@pytest.fixture(scope='module')
+def two_straight(tmp_path_factory, dataset, cache):
+  """2N steps on two processes (the data axis split over them, one CPU device each)."""
+  tmp = tmp_path_factory.mktemp('two')
+  done = _workers(tmp, cache, dataset, tmp / 'two.npz')
+  assert [rc for rc, _ in done] == [0, 0], done[0][1][-4000:]
+  return np.load(tmp / 'two.npz')
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(straight, two_straight):
+  """jax.distributed on localhost, gloo collectives: the one-process losses and parameters to
+  1e-5."""
+  got = two_straight
   assert int(got['processes']) == 2 and int(got['devices']) == 2
-  want = flat_params(straight['state'])
   np.testing.assert_allclose(got['losses'], straight['losses'], rtol=1e-5)
+  want = flat_params(straight['state'])
   worst = max(rel_l2(got[k], want[k]) for k in want if np.linalg.norm(want[k]) > 0)
   print(f"two processes vs one: worst relative L2 over parameters and optimizer state "
         f"{worst:.2e}")
   assert worst < 1e-5
+
+
+@pytest.mark.slow
+def test_two_processes_resume_exactly(two_straight, dataset, tmp_path, cache):
+  """Two processes: SIGINT to process 0 after N steps stops both at that step (exit 130); a
+  resume on two processes ends bit for bit where the uninterrupted two-process run ends."""
+  stopped = _workers(tmp_path, cache, dataset, tmp_path / 'none.npz', STEPS // 2)
+  assert [rc for rc, _ in stopped] == [130, 130], stopped[0][1][-3000:]
+  assert train_checkpoint.Checkpoints(tmp_path / 'run').steps() == [STEPS // 2]
+  done = _workers(tmp_path, cache, dataset, tmp_path / 'resumed.npz')
+  assert [rc for rc, _ in done] == [0, 0], done[0][1][-3000:]
+  got = np.load(tmp_path / 'resumed.npz')
+  for k in two_straight.files:
+    np.testing.assert_array_equal(got[k], two_straight[k], err_msg=k)
 
 
 @pytest.fixture(scope='module')

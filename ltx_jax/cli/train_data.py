@@ -2,8 +2,8 @@
 from clips it writes itself), its checks against the model, and the loader.
 
 The folder is what `python -m ltx_jax.preprocess` writes (ltx_jax.data: index.json + ArrayRecord
-shards); training refuses one whose latents or text embeddings another VAE or text encoder made,
-and an IC-LoRA recipe refuses one without reference latents.
+shards); training refuses one whose latents or text embeddings another VAE or text encoder made
+(the identities ltx_jax.data records), and one whose latents have another channel count.
 """
 
 from __future__ import annotations
@@ -76,8 +76,10 @@ def open_loader(c, folder: Path, pipe):
   if batch % processes:
     raise UsageError(f"config.optimization.batch_size={batch} (the global batch) does not "
                      f"divide over {processes} processes; use a multiple of {processes}")
-  vae = data.model_identity(pipe.vae, pipe.release or 'unknown')
-  loader = data.BatchLoader(folder, batch // processes, seed=c.seed, vae=vae,
+  # The identities the preprocessing recorded, computed the same way from this run's models.
+  ids = data.Encoders(pipe, max_sequence_length=1).identities()
+  loader = data.BatchLoader(folder, batch // processes, seed=c.seed, vae=ids['vae'],
+                            text_encoder=ids['text_encoder'],
                             num_threads=max(c.data.num_dataloader_workers, 1))
   index = loader.index
   if c.conditioning.mode == 'reference_video' and not all(

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import jax
 
@@ -110,7 +109,3 @@ def _base_metadata(path: Path | None) -> dict:
     return {}
   from ltx_jax.weights.safetensors_io import open_safetensors
   return dict(open_safetensors(path).metadata)
-
-
-def describe(written: dict[str, Any]) -> str:
-  return ', '.join(sorted(written)) or 'nothing'
