@@ -26,6 +26,9 @@ def base_config(variant: str = '') -> ml_collections.ConfigDict:
   c.caption_column = 'caption'
   c.media_column = 'media_path'
   c.reference_column = ''  # IC-LoRA reference (control / source) videos, same size and length
+  c.reference = 'column'  # IC-LoRA references: 'column' (reference_column), or computed from
+  #   each clip: 'canny' (edges, as LTX-Video-Trainer's compute_condition.py), 'blur'
+  c.reference_blur_factor = 4  # reference='blur': downscale factor (area down, bilinear up)
   c.trigger_word = ''  # prepended to every caption ('WORD caption'), as the trainer's --id-token
   c.buckets = '768x512x49'  # 'WxHxF;WxHxF': W, H multiples of 32, F = 8N+1 (1: images)
   c.frame_rate = 0.0  # resample videos to this rate; 0: the source rate (first frames)
@@ -72,6 +75,11 @@ def _check(c) -> tuple:
     v = c[name]
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
       raise UsageError(f"config.{name}={v!r} must be a positive integer")
+  from ltx_jax.data.conditions import check_reference
+  check_reference(c.reference, c.reference_blur_factor)
+  if c.reference != 'column' and c.reference_column:
+    raise UsageError(f"config.reference={c.reference!r} computes the references; it cannot be "
+                     f"combined with config.reference_column={c.reference_column!r}")
   if c.model.dtype not in ('float32', 'bfloat16', 'float16'):
     raise UsageError(f"config.model.dtype={c.model.dtype!r}; choose float32, bfloat16 or "
                      "float16")
@@ -119,7 +127,9 @@ def run(c) -> int:
       print(f"skipped {p}", file=sys.stderr)
     raise DataError(f"nothing usable in {c.input!r}: {len(problems)} inputs skipped")
   config = data.PreprocessConfig(buckets, frame_rate, batch_size=c.batch_size,
-                                 shard_size=c.shard_size, strict=c.strict, workers=c.workers)
+                                 shard_size=c.shard_size, strict=c.strict, workers=c.workers,
+                                 reference=c.reference,
+                                 reference_blur_factor=c.reference_blur_factor)
   pipe = _load(c)
   encoders = data.Encoders(pipe, latents=c.latents, max_sequence_length=c.max_sequence_length,
                            seed=c.seed, batch_size=c.batch_size)

@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from ltx_jax.data import buckets as buckets_lib
+from ltx_jax.data import conditions
 from ltx_jax.data import media as media_lib
 from ltx_jax.data import records
 from ltx_jax.data.items import Item, Problem
@@ -52,6 +53,9 @@ class PreprocessConfig:
   shard_size: samples per ArrayRecord shard (also how much work a crash can lose).
   strict: refuse the first bad input (DataError) instead of skipping it.
   workers: threads that hash, decode and resize items ahead of the encoders.
+  reference: where IC-LoRA references come from: 'column' (the listing's reference column,
+    if any), 'canny' or 'blur' (computed from each clip, `ltx_jax.data.conditions`).
+  reference_blur_factor: the downscale factor of reference='blur'.
   """
   buckets: tuple[buckets_lib.Bucket, ...]
   frame_rate: float | None = None
@@ -59,8 +63,11 @@ class PreprocessConfig:
   shard_size: int = 64
   strict: bool = False
   workers: int = 4
+  reference: str = 'column'
+  reference_blur_factor: int = 4
 
   def __post_init__(self):
+    conditions.check_reference(self.reference, self.reference_blur_factor)
     if not self.buckets:
       raise UsageError("buckets is empty; give 'WxHxF;WxHxF'")
     if self.frame_rate is not None and not self.frame_rate > 0:
@@ -112,7 +119,10 @@ def _params(config: PreprocessConfig, encoders) -> dict:
           'vae_dtype': str(np.dtype(encoders.pipe.vae.dtype)),
           'text_encoder_dtype': str(np.dtype(encoders.pipe.text_encoder.dtype)),
           'pixels': 'bicubic antialiased resize to cover, centre crop, [-1, 1]',
-          'latent_space': 'normalised (z - mean) * scaling_factor / std per channel'}
+          'latent_space': 'normalised (z - mean) * scaling_factor / std per channel',
+          **({} if config.reference == 'column' else {'reference': (
+              config.reference if config.reference == 'canny'
+              else f'blur x{config.reference_blur_factor}')})}
 
 
 def _open_folder(folder: Path, params: dict, models: dict, overwrite: bool) -> records.Index:
@@ -183,11 +193,15 @@ def _prepare(item: Item, key: str, media_sha: str, ref_sha: str | None,
                       f"{bucket.frames} frames")
     reference = media_lib.to_bucket(ref.frames, bucket)
   pixels = media_lib.to_bucket(clip.frames, bucket)
+  if config.reference in conditions.COMPUTED:
+    reference = conditions.compute_reference(config.reference, pixels,
+                                             config.reference_blur_factor)
   fps = float(clip.fps) if clip.fps is not None else 1.0  # images: 1, as the official trainer
   entry = {'key': key, 'bucket': str(bucket), 'frames': bucket.frames, 'fps': fps,
            'caption': item.caption, 'source': str(item.media), 'sha256': media_sha,
            'source_size': [w, h], 'kind': 'image' if clip.fps is None else 'video',
-           'reference': None if item.reference is None else str(item.reference),
+           'reference': (str(item.reference) if item.reference is not None else
+                         f"computed:{config.reference}" if reference is not None else None),
            'reference_sha256': ref_sha}
   return _Prepared(key, item, bucket, pixels, reference, fps, entry)
 

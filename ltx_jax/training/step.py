@@ -28,7 +28,7 @@ from ltx_jax.errors import UsageError
 from ltx_jax.models.transformer.model import REMAT_POLICIES
 from ltx_jax.nn.lora import LoRAWeight, lora_layers
 from ltx_jax.nn.layers import compiler_options
-from ltx_jax.training import objective, optimizer as optimizer_lib
+from ltx_jax.training import conditioned, objective, optimizer as optimizer_lib
 from ltx_jax.training.objective import Draws, ObjectiveConfig
 from ltx_jax.training.optimizer import OptimizerConfig
 from ltx_jax.training.trainable import (FullConfig, LoraConfig, Selection, attach_lora,
@@ -48,6 +48,8 @@ class TrainConfig:
   master_dtype: the trainable parameters' and optimizer state's dtype ('f32' default); the
     model computes in its own dtype (load it with dtype='bf16' for bf16 compute).
   seed: the run's randomness (with the step number).
+  strategy: None (the standard objective) or a conditioned strategy of
+    `ltx_jax.training.conditioned` (ReferenceVideo, Prefix, Suffix).
   """
   trainable: LoraConfig | FullConfig = LoraConfig()
   objective: ObjectiveConfig = ObjectiveConfig()
@@ -56,6 +58,7 @@ class TrainConfig:
   remat: str = 'none'
   master_dtype: str = 'f32'
   seed: int = 0
+  strategy: conditioned.ReferenceVideo | conditioned.Prefix | conditioned.Suffix | None = None
 
   def __post_init__(self):
     if not isinstance(self.trainable, (LoraConfig, FullConfig)):
@@ -68,6 +71,9 @@ class TrainConfig:
     precision.parse(self.master_dtype, what='master')
     if not isinstance(self.seed, int):
       raise UsageError(f"seed={self.seed!r}; expected an integer")
+    if self.strategy is not None and not isinstance(self.strategy, conditioned.STRATEGIES):
+      raise UsageError(f"strategy={self.strategy!r}; expected None or one of "
+                       f"{', '.join(t.__name__ for t in conditioned.STRATEGIES)}")
 
 
 class TrainState(NamedTuple):
@@ -146,9 +152,12 @@ class Trainer:
   def check_batch(self, batch: dict) -> None:
     """Refuses a batch the step cannot take: missing keys, rows the accumulation or the mesh's
     batch axes do not divide."""
-    missing = [k for k in BATCH_KEYS if k not in batch]
+    keys = self.batch_keys
+    missing = [k for k in keys if k not in batch]
     if missing:
-      raise UsageError(f"training batch lacks {missing}; it needs {list(BATCH_KEYS)}")
+      raise UsageError(f"training batch lacks {missing}; it needs {list(keys)}")
+    if self.config.strategy is not None:
+      conditioned.check_batch(self.config.strategy, batch)
     rows = batch['latents'].shape[0]
     a = self.config.accumulation
     if rows % a:
@@ -160,13 +169,18 @@ class Trainer:
         raise UsageError(f"micro-batches of {rows // a} rows do not divide over the mesh's data x "
                          f"fsdp = {shards} devices; use a multiple of {shards} rows per micro-batch")
 
+  @property
+  def batch_keys(self) -> tuple[str, ...]:
+    """The batch arrays the step takes (the standard ones and the strategy's)."""
+    return BATCH_KEYS + conditioned.batch_keys(self.config.strategy)
+
   def place(self, batch: dict) -> dict:
     """The batch's arrays on the mesh, rows over the batch axes (checked first)."""
     self.check_batch(batch)
     if self.mesh is None:
-      return {k: jnp.asarray(batch[k]) for k in BATCH_KEYS}
+      return {k: jnp.asarray(batch[k]) for k in self.batch_keys}
     out = {}
-    for k in BATCH_KEYS:
+    for k in self.batch_keys:
       a = np.asarray(batch[k])
       names = ('batch',) + (None,) * (a.ndim - 1)
       out[k] = sharding_lib.place(a, self.partitioning.sharding(a.shape, names))
@@ -203,6 +217,8 @@ class Trainer:
           lead = layer.scale.get_value().shape[:-1]
           keys = jax.random.split(jax.random.fold_in(k_drop, n), int(np.prod(lead)) or 1)
           layer.rng = nnx.data(LoRAWeight(jax.random.key_data(keys).reshape(lead + (-1,))))
+    if self.config.strategy is not None:
+      return conditioned.loss_fn(self.config.strategy, model, batch, draws)
     return objective.loss_fn(model, batch, draws)
 
   def _grads_impl(self, state: TrainState, rest, batch, draws):
@@ -217,7 +233,9 @@ class Trainer:
         i, mb, md = xs
         key = jax.random.fold_in(step_key, i)
         if md is None:
-          md = objective.draw(self.config.objective, key, mb['latents'])
+          md = (objective.draw(self.config.objective, key, mb['latents'])
+                if self.config.strategy is None else conditioned.draw(
+                    self.config.strategy, self.config.objective, key, mb['latents']))
         loss, grads = grad_fn(state.params, rest, mb, md, key)
         grads = jax.tree.map(lambda g, m: g * m, grads, self.mask_tree)
         return jax.tree.map(jnp.add, acc, (loss, grads)), None
