@@ -269,6 +269,7 @@ def test_output_folder_of_another_run_is_refused(tmp_path):
     train_run.run(c)
 
 
+@pytest.mark.slow
 def test_damaged_dataset_and_foreign_latents_are_refused(dataset, tmp_path):
   import shutil
   for case in ('damaged', 'foreign'):

@@ -204,7 +204,7 @@ def _train(c, plan, main, on_step) -> dict:
   if main:
     train_checkpoint.write_run_file(out, c)
   ckpt = train_checkpoint.Checkpoints(out, keep_last_n=c.checkpoints.keep_last_n)
-  state = trainer.init_state()
+  state = on_mesh(trainer, trainer.init_state())
   start, losses = 0, []
   resume_step = ckpt.resolve(plan.resume) if plan.resume is not None else None
   if resume_step is not None:
@@ -324,6 +324,19 @@ def place(trainer, batch: dict) -> dict:
   return out
 
 
+def on_mesh(trainer, state):
+  """`state` with its unplaced leaves (the step counters) replicated over the trainer's mesh,
+  as the step returns them: the second step then reuses the first step's program instead of
+  compiling again for other input shardings."""
+  import jax
+  from ltx_jax import sharding
+  if trainer.mesh is None:
+    return state
+  return jax.tree.map(
+      lambda x: x if isinstance(x.sharding, jax.sharding.NamedSharding)
+      else sharding.replicated(trainer.mesh, x), state)
+
+
 def _abstract(state):
   import jax
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
@@ -388,7 +401,7 @@ def export_checkpoint(c, plan, main) -> dict:
     pipe, source = load_pipeline(c, mesh)
     trainer = training.Trainer(pipe.transformer, train_config_of(c), mesh=mesh,
                                context_attention=c.mesh.context_attention)
-    state = trainer.init_state()
+    state = on_mesh(trainer, trainer.init_state())
     state, meta = ckpt.restore(step, _abstract(state), train_data.NoLoader())
     r = Run(c, plan, pipe, source, trainer, None, Path(), meta.get('dataset_index_sha256'),
             main)
