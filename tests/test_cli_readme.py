@@ -40,9 +40,12 @@ LONG = ['--config.num_frames=17', '--config.long_video.temporal_tile_size=16',
 
 def readme_commands() -> list[tuple[str, list[str]]]:
   """(section, words) of every generate / convert command from "Command line" to
-  "Performance", in order."""
+  "Performance" (but "Fine-tuning"), in order."""
   text = (ROOT / 'README.md').read_text()
   text = text[text.index('\n## Command line'):text.index('\n## Performance')]
+  # Fine-tuning's commands (train, preprocess, and generate with a trained adapter) are run by
+  # the training tests (tests/test_train_run.py, tests/test_train_ic_lora.py).
+  text = text[:text.index('\n## Fine-tuning')] + text[text.index('\n## Supported checkpoints'):]
   out = []
   for head, body in re.findall(r'\n(##[^\n]*)(.*?)(?=\n##|\Z)', text, re.S):
     for block in re.findall(r'```bash\n(.*?)```', body, re.S):
