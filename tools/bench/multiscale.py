@@ -165,7 +165,11 @@ def compare_official(size: OfficialSize, runs: int, device: str) -> dict:
   with torch.device(device):
     ref_transformer = Transformer3DModel.from_config(_official_transformer(size.transformer))
     ref_vae = CausalVideoAutoencoder.from_config(size.vae.to_official())
-    ref_up = OfficialUp(**size.upsampler.to_official())
+    channels = size.vae.latent_channels
+    ref_vae.register_buffer('std_of_means', torch.ones(channels))  # the file's statistics
+    ref_vae.register_buffer('mean_of_means', torch.zeros(channels))
+    ref_up = OfficialUp(**{k: v for k, v in size.upsampler.to_official().items()
+                           if not k.startswith('_')})
   video_pipe = LTXVideoPipeline(
       tokenizer=None, text_encoder=None, vae=ref_vae.to(torch_dtype).eval(),
       transformer=ref_transformer.to(torch_dtype).eval(),
@@ -181,7 +185,8 @@ def compare_official(size: OfficialSize, runs: int, device: str) -> dict:
     with torch.no_grad():
       return ref(kw['downscale_factor'], official_args(kw['first_pass']),
                  official_args(kw['second_pass']), prompt_embeds=te, prompt_attention_mask=tm,
-                 negative_prompt=None, height=h, width=w, num_frames=f,
+                 negative_prompt=None, negative_prompt_embeds=te,  # unused: no CFG
+                 negative_prompt_attention_mask=tm, height=h, width=w, num_frames=f,
                  frame_rate=kw['frame_rate'], decode_timestep=kw['decode_timestep'],
                  decode_noise_scale=kw['decode_noise_scale'],
                  generator=torch.Generator(device).manual_seed(0), output_type='pt',
@@ -193,8 +198,8 @@ def compare_official(size: OfficialSize, runs: int, device: str) -> dict:
          'steps': f"{len(kw['first_pass']['timesteps'])} + {len(kw['second_pass']['timesteps'])}"}
   with measure.PeakMemory() as mem:
     row['ltx_jax_first_s'] = measure.timed(run_ours)
-  row['ltx_jax_peak_gib'] = (sum(measure.tree_bytes(nnx.state(m)) for m in (transformer, vae, up))
-                             + mem.peak) / 2**30
+  weights = sum(measure.tree_bytes(nnx.state(m)) for m in (transformer, vae, up))
+  row['ltx_jax_peak_gib'] = (weights + mem.peak) / 2**30
   with measure.PeakMemory(device) as mem:
     row['official_first_s'] = measure.timed(run_ref)
   row['official_peak_gib'] = (sum(measure.tree_bytes(m) for m in (ref_transformer, ref_vae,
