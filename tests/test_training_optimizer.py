@@ -71,7 +71,8 @@ def test_adamw_clip_matches_torch(name, params):
       sched.step()
   for got, want, start in zip(ps, tp, init):
     assert rel_l2(got, want.detach().numpy()) <= 1e-6
-    assert rel_l2(np.asarray(got) - start, want.detach().numpy() - start) <= 1e-5  # the change
+    # the change itself (~3e-2 of values ~1: f32 rounding of the values is ~2e-6 of it per step)
+    assert rel_l2(np.asarray(got) - start, want.detach().numpy() - start) <= 5e-5
 
 
 @pytest.mark.parametrize('bad', [dict(learning_rate=0), dict(learning_rate=-1e-4),

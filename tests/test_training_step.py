@@ -107,3 +107,18 @@ def test_learns_two_clips(plain):
   print(f'loss {losses[0]:.3f} -> {losses[-1]:.3f} ({losses[-1] / losses[0]:.1%})')
   assert losses[-1] < 0.3 * losses[0]
   assert int(state.step) == 50
+
+
+def test_lora_dropout_as_peft():
+  """PEFT's lora_dropout: inverted dropout on the adapter's input only, off without a key."""
+  from ltx_jax.nn.lora import LoRAWeight, LowRank
+  axes = {'a': (None, None), 'b': (None, None), 'scale': (None,)}
+  eye = np.eye(64, dtype=np.float32)
+  layer = LowRank(jnp.asarray(eye), jnp.asarray(eye), jnp.ones((1,)), [0] * 64, ['t'], axes,
+                  dropout=0.25)
+  x = jnp.ones((512, 64))
+  np.testing.assert_array_equal(layer(x, jnp.float32), x)  # no key: no dropout
+  layer.rng = nnx.data(LoRAWeight(jax.random.key_data(jax.random.key(0))))
+  y = np.asarray(layer(x, jnp.float32))
+  assert set(np.unique(y)) == {0.0, np.float32(1 / 0.75)}
+  assert abs((y == 0).mean() - 0.25) < 0.01

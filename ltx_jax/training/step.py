@@ -202,7 +202,7 @@ class Trainer:
         if layer.dropout > 0:
           lead = layer.scale.get_value().shape[:-1]
           keys = jax.random.split(jax.random.fold_in(k_drop, n), int(np.prod(lead)) or 1)
-          layer.rng = LoRAWeight(jax.random.key_data(keys).reshape(lead + (-1,)))
+          layer.rng = nnx.data(LoRAWeight(jax.random.key_data(keys).reshape(lead + (-1,))))
     return objective.loss_fn(model, batch, draws)
 
   def _grads_impl(self, state: TrainState, rest, batch, draws):

@@ -192,9 +192,14 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('mode', choices=('cpu', 'memory'))
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--torch-threads', type=int, default=0, help='cpu: torch threads (0: its '
+                      'default)')
   parser.add_argument('--only', nargs='*', help='memory: 2b 2b-remat 13b 13b-fp8')
   args = parser.parse_args()
   if args.mode == 'cpu':
+    if args.torch_threads:
+      import torch
+      torch.set_num_threads(args.torch_threads)
     with jax.default_matmul_precision('highest'):
       cpu(args.repeats)
   else:
