@@ -10,25 +10,29 @@ from ltx_jax.models.transformer import DIFFUSERS_TABLE
 from ltx_jax.weights.loader import plan_from_table
 
 
-def reference_loss(model, latents, context, context_mask, frame_rate, noise, sigmas, cond):
+def reference_loss(model, latents, context, context_mask, frame_rate, noise, sigmas, cond,
+                   device='cpu', dtype=None):
   """latents [B, F, H, W, C] (numpy), noise [B, N, C], sigmas [B], cond [B, N] bool -> loss
-  (a torch scalar with its graph), as StandardTrainingStrategy.prepare_batch + compute_loss."""
+  (a torch scalar with its graph), as StandardTrainingStrategy.prepare_batch + compute_loss.
+  device, dtype: where the inputs go and the compute dtype of the model's inputs (None: f32)."""
   b, f, h, w, c = latents.shape
-  x0 = torch.from_numpy(np.ascontiguousarray(latents.reshape(b, f * h * w, c)))
-  noise = torch.from_numpy(np.asarray(noise))
-  cond = torch.from_numpy(np.asarray(cond, bool))
-  s = torch.from_numpy(np.asarray(sigmas, np.float32)).view(-1, 1, 1)
+  put = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
+  x0 = put(latents.reshape(b, f * h * w, c))
+  noise = put(np.asarray(noise))
+  cond = put(np.asarray(cond, bool))
+  s = put(np.asarray(sigmas, np.float32)).view(-1, 1, 1)
   noisy = (1 - s) * x0 + s * noise
   noisy = torch.where(cond.unsqueeze(-1), x0, noisy)
   targets = noise - x0
   sampled = torch.round(s.squeeze(-1).squeeze(-1) * 1000.0).long()
   timesteps = torch.where(cond, 0, sampled.unsqueeze(1).expand_as(cond))
   fps = float(frame_rate[0])
-  pred = model(hidden_states=noisy, encoder_hidden_states=torch.from_numpy(context),
-               timestep=timesteps, encoder_attention_mask=torch.from_numpy(context_mask),
+  cast = (lambda t: t.to(dtype)) if dtype is not None else (lambda t: t)
+  pred = model(hidden_states=cast(noisy), encoder_hidden_states=cast(put(context)),
+               timestep=timesteps, encoder_attention_mask=put(context_mask),
                num_frames=f, height=h, width=w, rope_interpolation_scale=[8.0 / fps, 32.0, 32.0],
                video_coords=None, return_dict=False)[0]
-  loss = (pred - targets).pow(2)
+  loss = (pred.float() - targets).pow(2)
   mask = (~cond.unsqueeze(-1)).float()
   return loss.mul(mask).div(mask.mean()).mean()
 

@@ -18,6 +18,7 @@ it finishes; a section that would start past the time budget is skipped and says
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -28,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from ltx_jax.models.transformer.config import LTXV_2B, TransformerConfig
 
 GRID = (16, 16, 24)        # latent frames, rows, columns of 121 x 512 x 768
 VIDEO = (121, 512, 768)    # frames, height, width
@@ -90,69 +93,119 @@ DIFFUSERS_VAE_098 = dict(
     upsample_factor=(2, 2, 2), timestep_conditioning=True, patch_size=4, latent_channels=128)
 
 
-def ours_pipeline():
-  from ltx_jax.models.transformer import LTXVideoTransformer, TransformerConfig
-  from ltx_jax.models.vae import VideoAutoencoder
+@dataclasses.dataclass(frozen=True)
+class E2ESize:
+  """One size of the end-to-end comparison (both sides get random weights of these shapes)."""
+  transformer: TransformerConfig
+  vae: dict                        # diffusers' AutoencoderKLLTXVideo arguments
+  video: tuple[int, int, int]      # frames, height, width
+  text: int                        # text tokens
+  steps: int
+  dtype: str                       # 'bfloat16' or 'float32' on both sides
+
+
+E2E_2B = E2ESize(LTXV_2B, DIFFUSERS_VAE_098, VIDEO, TEXT, STEPS, 'bfloat16')
+
+
+def ours_pipeline(size: E2ESize = E2E_2B):
+  from ltx_jax.models.transformer import LTXVideoTransformer
+  from ltx_jax.models.vae import VAEConfig, VideoAutoencoder
   from ltx_jax.pipeline import LTXPipeline
   from ltx_jax.sampling import SchedulerConfig
-  dt = jnp.bfloat16
-  transformer = LTXVideoTransformer(TransformerConfig(), dtype=dt, param_dtype=dt,
-                                    rngs=nnx.Rngs(0))
-  vae = VideoAutoencoder(vae_098_config(), dtype=dt, param_dtype=dt, rngs=nnx.Rngs(1))
+  from tools.bench import cases
+  dt = getattr(jnp, size.dtype)
+  transformer = cases._weights(lambda: LTXVideoTransformer(
+      size.transformer, dtype=dt, param_dtype=dt, rngs=nnx.Rngs(0)))
+  vae = cases._weights(lambda: VideoAutoencoder(VAEConfig.from_diffusers(size.vae), dtype=dt,
+                                                param_dtype=dt, rngs=nnx.Rngs(1)))
   return LTXPipeline(transformer, vae, None, None, SchedulerConfig(), release='bench')
 
 
-def text_inputs():
+def text_inputs(size: E2ESize = E2E_2B):
   rng = np.random.default_rng(0)
-  embeds = rng.standard_normal((1, TEXT, 4096)).astype(np.float32)
-  mask = np.ones((1, TEXT), np.int64)
-  mask[:, TEXT * 3 // 4:] = 0
+  embeds = rng.standard_normal((1, size.text, size.transformer.caption_channels)
+                               ).astype(np.float32)
+  mask = np.ones((1, size.text), np.int64)
+  mask[:, size.text * 3 // 4:] = 0
   return embeds, mask
 
 
-def section_e2e(out):
-  f, h, w = VIDEO
-  embeds, mask = text_inputs()
-  pipe = ours_pipeline()
-  kw = dict(height=h, width=w, num_frames=f, num_inference_steps=STEPS, guidance_scale=1.0,
-            decode_timestep=0.05, decode_noise_scale=0.025, progress=False, seed=0)
-  emb = jnp.asarray(embeds, jnp.bfloat16)
-  call = lambda: pipe(prompt_embeds=emb, prompt_attention_mask=mask, **kw).frames
-  first, e2e = timed(call)
-  plan = pipe.prepare(prompt_embeds=emb, prompt_attention_mask=mask,
-                      **{k: v for k, v in kw.items() if not k.startswith('decode')})
-  _, loop = timed(lambda: pipe.denoise(plan))
-  latents = pipe.denoise(plan)
-  _, decode = timed(lambda: pipe.decode(latents, 0.05, 0.025, plan.decode_key))
-  row = {'case': 'e2e 2B 768x512x121, 8 steps, no CFG, bf16', 'ltx_jax_s': e2e,
-         'ltx_jax_first_s': first, 'ltx_jax_loop_s': loop, 'ltx_jax_decode_s': decode}
-  del pipe, plan, latents
+def diffusers_pipeline(size: E2ESize, device: str):
+  """diffusers' LTXPipeline with random weights of `size`'s shapes and the 0.9.x scheduler."""
   import torch
   from diffusers import (AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline,
                          LTXVideoTransformer3DModel)
-  with torch.device('cuda'):
-    transformer = LTXVideoTransformer3DModel().to(torch.bfloat16).eval()
-    vae = AutoencoderKLLTXVideo(**DIFFUSERS_VAE_098).to(torch.bfloat16).eval()
+  c = size.transformer
+  dt = getattr(torch, size.dtype)
+  with torch.device(device):
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=c.in_channels, out_channels=c.out_channels, num_attention_heads=c.num_heads,
+        attention_head_dim=c.head_dim, cross_attention_dim=c.cross_attention_dim,
+        num_layers=c.num_layers, caption_channels=c.caption_channels).to(dt).eval()
+    vae = AutoencoderKLLTXVideo(**size.vae).to(dt).eval()
+  with torch.no_grad():
+    vae.decoder.timestep_scale_multiplier.fill_(1000.0)
   ref = LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(
       base_image_seq_len=1024, base_shift=0.95, max_image_seq_len=4096, max_shift=2.05,
       shift=1.0, shift_terminal=0.1, use_dynamic_shifting=True, time_shift_type='exponential'),
       vae=vae, text_encoder=None, tokenizer=None, transformer=transformer)
   ref.set_progress_bar_config(disable=True)
-  te = torch.from_numpy(embeds).to('cuda', torch.bfloat16)
-  tm = torch.from_numpy(mask).to('cuda')
+  return ref
+
+
+def e2e_compare(size: E2ESize, runs: int, device: str) -> dict:
+  """Text embeddings -> uint8 frames (no CFG), ours against diffusers' LTXPipeline on the same
+  device: each side's first call (ours compiles), then `runs` calls of each interleaved
+  (medians); our denoising loop and decode alone (one warm call each); peak memory."""
+  import torch
+  from tools.bench import measure
+  f, h, w = size.video
+  embeds, mask = text_inputs(size)
+  pipe = ours_pipeline(size)
+  kw = dict(height=h, width=w, num_frames=f, num_inference_steps=size.steps, guidance_scale=1.0,
+            decode_timestep=0.05, decode_noise_scale=0.025, progress=False, seed=0)
+  emb = jnp.asarray(embeds, getattr(jnp, size.dtype))
+  run_ours = lambda: pipe(prompt_embeds=emb, prompt_attention_mask=mask, **kw).frames
+  ref = diffusers_pipeline(size, device)
+  te = torch.from_numpy(embeds).to(device, getattr(torch, size.dtype))
+  tm = torch.from_numpy(mask).to(device)
 
   def run_ref():
     with torch.inference_mode():
       return ref(prompt_embeds=te, prompt_attention_mask=tm, height=h, width=w, num_frames=f,
-                 num_inference_steps=STEPS, guidance_scale=1.0, decode_timestep=0.05,
+                 num_inference_steps=size.steps, guidance_scale=1.0, decode_timestep=0.05,
                  decode_noise_scale=0.025, output_type='np',
-                 generator=torch.Generator('cuda').manual_seed(0)).frames
-  first_ref, e2e_ref = torch_timed(run_ref)
-  row.update(diffusers_s=e2e_ref, diffusers_first_s=first_ref, speedup=e2e_ref / e2e,
-             diffusers_peak_gib=torch.cuda.max_memory_allocated() / 2**30)
-  out(row)
-  del ref, transformer, vae
-  torch.cuda.empty_cache()
+                 generator=torch.Generator(device).manual_seed(0)).frames
+
+  row = {'case': f'e2e {size.transformer.num_layers} layers {w}x{h}x{f}, {size.steps} steps, '
+                 f'no CFG, {size.dtype}'}
+  weights = measure.tree_bytes(nnx.state(pipe.transformer)) + measure.tree_bytes(
+      nnx.state(pipe.vae))
+  with measure.PeakMemory() as mem:
+    row['ltx_jax_first_s'] = measure.timed(run_ours)
+  row['ltx_jax_peak_gib'] = (weights + mem.peak) / 2**30
+  with measure.PeakMemory(device) as mem:
+    row['diffusers_first_s'] = measure.timed(run_ref)
+  row['diffusers_peak_gib'] = (measure.tree_bytes(ref.transformer) + measure.tree_bytes(ref.vae)
+                               + mem.peak) / 2**30
+  times = measure.interleaved({'ltx_jax': run_ours, 'diffusers': run_ref}, runs)
+  row.update(ltx_jax_s=measure.median(times['ltx_jax']),
+             diffusers_s=measure.median(times['diffusers']), runs=runs)
+  row['speedup'] = row['diffusers_s'] / row['ltx_jax_s']
+  plan = pipe.prepare(prompt_embeds=emb, prompt_attention_mask=mask,
+                      **{k: v for k, v in kw.items() if not k.startswith('decode')})
+  latents = measure.block(pipe.denoise(plan))
+  row['ltx_jax_loop_s'] = measure.timed(lambda: pipe.denoise(plan))
+  row['ltx_jax_decode_s'] = measure.timed(lambda: pipe.decode(latents, 0.05, 0.025,
+                                                              plan.decode_key))
+  del pipe, plan, latents, ref
+  if device.startswith('cuda'):
+    torch.cuda.empty_cache()
+  return row
+
+
+def section_e2e(out):
+  out(e2e_compare(E2E_2B, runs=3, device='cuda'))
 
 
 def section_decode(out):
@@ -182,46 +235,55 @@ def _fp8_copy(model):
   return model
 
 
-def section_fp8(out, name, config, grid):
+def fp8_step(name: str, config: TransformerConfig, grid, text: int = TEXT, runs: int = 3
+             ) -> dict:
+  """One DiT step (batch 2, bf16 compute) with bf16 weights, fp8-stored weights upcast per
+  matmul and fp8 GEMMs: median seconds, the outputs' relative L2 against bf16, weight bytes,
+  and the cuBLASLt fp8 calls in the compiled fp8-GEMM program (0 off a GPU)."""
   from ltx_jax.models.transformer import LTXVideoTransformer
   from ltx_jax.nn import compiler_options, set_matmul
+  from tools.bench import cases, fp8_probe
   dt = jnp.bfloat16
   f, h, w = grid
   n = f * h * w
   key = jax.random.key(0)
-  x = jax.random.normal(key, (2, n, 128), dt)
-  ctx = jax.random.normal(jax.random.fold_in(key, 1), (2, TEXT, 4096), dt)
-  t = jnp.array([700.0, 700.0], jnp.float32)
-  mask = jnp.ones((2, TEXT), jnp.float32)
+  args = (jax.random.normal(key, (2, n, config.in_channels), dt),
+          jax.random.normal(jax.random.fold_in(key, 1), (2, text, config.caption_channels), dt),
+          jnp.array([700.0, 700.0], jnp.float32), jnp.ones((2, text), jnp.float32))
 
-  def step_fn(model):
+  def compiled_step(model):
     graph, state = nnx.split(model)
     fn = jax.jit(lambda s, *a: nnx.merge(graph, s)(*a, num_frames=f, height=h, width=w),
                  compiler_options=compiler_options(model))  # fp8 GEMMs need Triton off
-    return lambda: fn(state, x, ctx, t, mask)
+    compiled = fn.lower(state, *args).compile()
+    return compiled, lambda: compiled(state, *args)
 
-  model = LTXVideoTransformer(config, dtype=dt, param_dtype=dt, rngs=nnx.Rngs(0))
-  run = step_fn(model)
-  _, bf16 = timed(run)
+  weight_gib = lambda m: sum(v.nbytes for v in jax.tree.leaves(nnx.state(m))) / 2**30
+  model = cases._weights(lambda: LTXVideoTransformer(config, dtype=dt, param_dtype=dt,
+                                                     rngs=nnx.Rngs(0)))
+  _, run = compiled_step(model)
+  _, bf16 = timed(run, runs)
   want = np.asarray(run(), np.float32)
   row = {'case': f'{name} DiT step batch 2, {n} tokens', 'bf16_s': bf16,
-         'bf16_weights_gib': sum(v.nbytes for v in jax.tree.leaves(nnx.state(model))) / 2**30}
+         'bf16_weights_gib': weight_gib(model)}
+  del run
   model = _fp8_copy(model)
-  run = step_fn(model)
-  _, upcast = timed(run)
-  row.update(fp8_storage_s=upcast,
-             fp8_weights_gib=sum(v.nbytes for v in jax.tree.leaves(nnx.state(model))) / 2**30,
+  _, run = compiled_step(model)
+  _, upcast = timed(run, runs)
+  row.update(fp8_storage_s=upcast, fp8_weights_gib=weight_gib(model),
              fp8_storage_rel_l2=rel_l2(np.asarray(run(), np.float32), want))
+  del run
   set_matmul(model, 'fp8')
-  run = step_fn(model)
-  _, fp8 = timed(run)
-  graph, state = nnx.split(model)
-  hlo = jax.jit(lambda s, *a: nnx.merge(graph, s)(*a, num_frames=f, height=h, width=w)).lower(
-      state, x, ctx, t, mask).compile().as_text()
+  compiled, run = compiled_step(model)
+  _, fp8 = timed(run, runs)
   row.update(fp8_gemm_s=fp8, fp8_gemm_rel_l2=rel_l2(np.asarray(run(), np.float32), want),
              fp8_speedup_vs_bf16=bf16 / fp8,
-             cublaslt_fp8_calls=hlo.count('cublas$lt$matmul$f8'))
-  out(row)
+             cublaslt_fp8_calls=fp8_probe.counts(compiled.as_text())['cublaslt_fp8'])
+  return row
+
+
+def section_fp8(out, name, config, grid):
+  out(fp8_step(name, config, grid))
 
 
 def main(argv=None):

@@ -42,56 +42,113 @@ def _batch(grid, channels, text, text_dim, rows=1, seed=0):
               frame_rate=np.full((rows,), 25.0, np.float32))
 
 
-def cpu(repeats: int) -> None:
+def _draws(rows: int, n: int, channels: int, seed: int = 1) -> Draws:
+  rng = np.random.default_rng(seed)
+  return Draws(rng.standard_normal((rows, n, channels)).astype(np.float32),
+               np.full((rows,), 0.6, np.float32), np.zeros((rows, n), bool))
+
+
+def _plan_bytes(compiled) -> int:
+  """What XLA's memory plan of a compiled program needs on the device in all."""
+  plan = compiled.memory_analysis()
+  return (plan.argument_size_in_bytes + plan.output_size_in_bytes + plan.temp_size_in_bytes
+          - plan.alias_size_in_bytes)
+
+
+def ours_step(config, grid, text: int, rank: int, remat: str, dtype, repeats: int,
+              fp8_base: bool = False) -> dict:
+  """Our LoRA step (to_q, to_k, to_v, to_out.0; AdamW) on random weights, batch 1: median
+  seconds after one warm-up step, tokens/s and XLA's memory plan of the compiled step."""
+  from flax import nnx
+  from tools.bench import cases, fp8_probe
+  n = int(np.prod(grid))
+  model = cases._weights(lambda: LTXVideoTransformer(config, dtype=dtype, param_dtype=dtype,
+                                                     rngs=nnx.Rngs(0)))
+  if fp8_base:
+    fp8_probe.to_fp8(model)
+  trainer = Trainer(model, TrainConfig(LoraConfig(rank=rank, alpha=rank, targets=TARGETS),
+                                       optimizer=OptimizerConfig(learning_rate=1e-4, steps=1000),
+                                       remat=remat))
+  state = trainer.init_state()
+  placed = trainer.place(_batch(grid, config.in_channels, text, config.caption_channels))
+  draws = _draws(1, n, config.in_channels)
+  start = time.perf_counter()
+  compiled = trainer.lower(state, placed, draws).compile()
+  compile_s = time.perf_counter() - start
+  times = []
+  for _ in range(repeats + 1):
+    start = time.perf_counter()
+    state, metrics = compiled(state, trainer.rest, placed, draws)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  seconds = statistics.median(times[1:])
+  return {'compile_s': compile_s, 'step_s': seconds, 'tokens_per_s': n / seconds,
+          'peak_bytes': _plan_bytes(compiled), 'loss': float(metrics['loss'])}
+
+
+def torch_step(config, grid, text: int, rank: int, remat: str, dtype: str, repeats: int,
+               device: str) -> dict:
+  """The official trainer's LoRA step in PyTorch (diffusers transformer + PEFT, strategy
+  formulas, backward, clip_grad_norm_, AdamW, LinearLR; gradient checkpointing when `remat` is
+  not 'none'): median seconds after one warm-up step, tokens/s, torch's peak memory (CUDA)."""
   import torch
   from diffusers import LTXVideoTransformer3DModel
   from peft import LoraConfig as PeftConfig
   from tests.training_reference import reference_loss, torch_scheduler
-  c = SMALL
-  grid = (3, 8, 12)
   n = int(np.prod(grid))
-  batch = _batch(grid, c.in_channels, 64, c.caption_channels)
-  rng = np.random.default_rng(1)
-  draws = Draws(rng.standard_normal((1, n, c.in_channels)).astype(np.float32),
-                np.array([0.6], np.float32), np.zeros((1, n), bool))
-  opt = OptimizerConfig(learning_rate=1e-4, steps=1000)
-
-  from flax import nnx
-  model = random_weights(lambda: LTXVideoTransformer(c, rngs=nnx.Rngs(0)), std=0.05)
-  trainer = Trainer(model, TrainConfig(LoraConfig(rank=32, alpha=32, targets=TARGETS),
-                                       optimizer=opt))
-  state = trainer.init_state()
-  placed = trainer.place(batch)
-  times = []
-  for i in range(repeats + 1):
-    start = time.perf_counter()
-    state, metrics = trainer.step(state, placed, draws)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  ours = statistics.median(times[1:])
-
+  batch = _batch(grid, config.in_channels, text, config.caption_channels)
+  draws = _draws(1, n, config.in_channels)
+  torch_dtype = getattr(torch, dtype)
   torch.manual_seed(0)
-  ref = LTXVideoTransformer3DModel(
-      in_channels=c.in_channels, out_channels=c.out_channels, num_attention_heads=c.num_heads,
-      attention_head_dim=c.head_dim, cross_attention_dim=c.cross_attention_dim,
-      num_layers=c.num_layers, caption_channels=c.caption_channels)
+  with torch.device(device):
+    ref = LTXVideoTransformer3DModel(
+        in_channels=config.in_channels, out_channels=config.out_channels,
+        num_attention_heads=config.num_heads, attention_head_dim=config.head_dim,
+        cross_attention_dim=config.cross_attention_dim, num_layers=config.num_layers,
+        caption_channels=config.caption_channels).to(torch_dtype)
   ref.requires_grad_(False)
-  ref.add_adapter(PeftConfig(r=32, lora_alpha=32, target_modules=list(TARGETS)))
+  ref.add_adapter(PeftConfig(r=rank, lora_alpha=rank, target_modules=list(TARGETS)))
+  if remat != 'none':
+    ref.enable_gradient_checkpointing()
+  ref.train()
   params = [p for p in ref.parameters() if p.requires_grad]
+  for p in params:  # the trainer keeps LoRA weights in f32
+    p.data = p.data.float()
   optimizer = torch.optim.AdamW(params, lr=1e-4)
   sched = torch_scheduler(optimizer, 'linear', 1000)
+  cuda = device.startswith('cuda')
+  if cuda:
+    torch.cuda.reset_peak_memory_stats()
   times = []
-  for i in range(repeats + 1):
+  for _ in range(repeats + 1):
     start = time.perf_counter()
     optimizer.zero_grad()
-    loss = reference_loss(ref, batch['latents'], batch['context'], batch['context_mask'],
-                          batch['frame_rate'], *draws)
+    with torch.autocast(device.split(':')[0], torch_dtype, enabled=torch_dtype != torch.float32):
+      loss = reference_loss(ref, batch['latents'], batch['context'], batch['context_mask'],
+                            batch['frame_rate'], *draws, device=device, dtype=torch_dtype)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
     sched.step()
+    if cuda:
+      torch.cuda.synchronize()
     times.append(time.perf_counter() - start)
-  theirs = statistics.median(times[1:])
+  seconds = statistics.median(times[1:])
+  row = {'step_s': seconds, 'tokens_per_s': n / seconds, 'loss': float(loss)}
+  if cuda:
+    row['peak_bytes'] = torch.cuda.max_memory_allocated()
+  del ref, optimizer, params
+  if cuda:
+    torch.cuda.empty_cache()
+  return row
+
+
+def cpu(repeats: int) -> None:
+  import torch
+  c, grid = SMALL, (3, 8, 12)
+  n = int(np.prod(grid))
+  ours = ours_step(c, grid, 64, 32, 'none', jnp.float32, repeats)['step_s']
+  theirs = torch_step(c, grid, 64, 32, 'none', 'float32', repeats, 'cpu')['step_s']
   print(f'cpu LoRA step, {n} tokens, width {c.dim}, {c.num_layers} layers: ltx_jax '
         f'{ours * 1e3:.1f} ms ({n / ours:.0f} tokens/s), PyTorch {theirs * 1e3:.1f} ms '
         f'({n / theirs:.0f} tokens/s): {theirs / ours:.2f}x (torch threads '
