@@ -163,7 +163,7 @@ def test_cli(folders, tmp_path):
   (tmp_path / 'missing' / 'ltxv-tiny.safetensors').symlink_to(single)
   cases['missing'] = ([tmp_path / 'missing', '--allow-custom'], 'no text_encoder in this')
   cases['unknown'] = ([folders['single']], 'matches no LTX-Video release')
-  cases['hub'] = (['nobody/no-such-ltx-model'], 'pass that local folder as the source')
+  cases['hub'] = (['nobody/no-such-ltx-model'], 'pass that local folder DIR as the source')
   procs = {}
   for name, (src, _) in cases.items():
     procs[name] = _cli(['--source', src[0], *src[1:], '--out', tmp_path / f'out_{name}'],

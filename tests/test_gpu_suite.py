@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,11 @@ def test_cpu_tiny_suite_writes_every_section(tmp_path):
   assert rows['pytest_gpu'][0]['returncode'] == 0 and rows['pytest_gpu'][0]['skipped'] > 0
 
 
-def test_sections_past_the_budget_are_skipped_with_the_reason(tmp_path):
-  result = gpu_suite.run(gpu_suite.TINY, ['pytest_gpu'], tmp_path, budget_s=1.0, command='x')
+def test_sections_past_the_budget_are_skipped_with_the_reason(tmp_path, monkeypatch):
+  # A first section that outlasts the whole budget: the next one must be skipped.
+  monkeypatch.setitem(gpu_suite.RUNNERS, 'e2e', lambda sizes: time.sleep(1.5) or [])
+  result = gpu_suite.run(gpu_suite.TINY, ['e2e', 'pytest_gpu'], tmp_path, budget_s=1.0,
+                         command='x')
   sec = result['sections']['pytest_gpu']
   assert sec['status'] == 'skipped' and 'past the 1 s budget' in sec['reason']
   saved = json.loads((tmp_path / 'gpu_suite.json').read_text())

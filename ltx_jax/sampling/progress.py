@@ -71,7 +71,8 @@ class Reporter:
 
   def close(self):
     if self._tqdm is not None:
-      self._tqdm.close()
+      self._tqdm.refresh()  # the final count and rate, drawn even when the steps were faster
+      self._tqdm.close()    # than tqdm's redraw interval
     self._tqdm = None
 
 
