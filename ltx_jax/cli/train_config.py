@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
 from ltx_jax import checks, presets
+from ltx_jax.cli import config as config_lib
 from ltx_jax.errors import UsageError
 
 SMOKE = 'smoke'  # model.source naming ltx_jax.smoke's random-weight plumbing model
@@ -427,16 +427,8 @@ def check_validation(c, compression: tuple[int, int]) -> None:
 
 
 def check_output_dir(c) -> Path:
-  out = Path(c.output_dir).expanduser().absolute()
-  existing = next(p for p in (out, *out.parents) if p.exists())
-  try:
-    if not existing.is_dir():
-      raise NotADirectoryError(20, 'Not a directory')
-    with tempfile.NamedTemporaryFile(dir=existing, prefix='.write-check-'):
-      pass
-  except OSError as e:
-    _fail(f"cannot write to config.output_dir={c.output_dir!r}: {e.strerror or e}")
-  return out
+  """The output folder (absolute), if it can be written: generation's check."""
+  return config_lib.check_output_dir(c).absolute()
 
 
 def check_data(c) -> Path | None:
