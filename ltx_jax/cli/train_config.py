@@ -457,13 +457,8 @@ def compression(c) -> tuple[int, int]:
 
 
 def check_mesh(c) -> None:
-  from ltx_jax.sharding import CONTEXT_ATTENTION, MESH_AXES
-  sizes = [c.mesh[a] for a in MESH_AXES]
-  if (not all(isinstance(s, int) and not isinstance(s, bool) and (s >= 1 or s == -1)
-              for s in sizes) or sizes.count(-1) > 1):
-    _fail(f"config.mesh sizes {dict(zip(MESH_AXES, sizes))} must be integers >= 1, at most one "
-          "of them -1 (the rest of the devices)")
-  _choice('mesh.context_attention', c.mesh.context_attention, CONTEXT_ATTENTION)
+  """config.mesh: generation's check (the same keys and values)."""
+  config_lib.check_mesh(c)
 
 
 def check(c) -> TrainPlan:
